@@ -1,0 +1,244 @@
+#include "conv_shape.h"
+
+#include <c10/util/Exception.h>
+
+namespace myconv::detail {
+namespace {
+
+bool is_supported_dtype(at::ScalarType t) {
+  return t == at::kFloat || t == at::kDouble || t == at::kBFloat16 || t == at::kHalf;
+}
+
+// A tensor argument every op accepts: defined, strided, floating point.
+void check_tensor(const char* op, const char* name, const at::Tensor& t) {
+  TORCH_CHECK(t.defined(), op, ": expected ", name, " to be a defined tensor");
+  TORCH_CHECK(t.layout() == at::kStrided, op, ": expected ", name,
+              " to be a dense (strided) tensor, but got ", name, " with layout ", t.layout());
+  TORCH_CHECK(is_supported_dtype(t.scalar_type()), op, ": expected ", name,
+              " to be a floating-point tensor (float32, float64, float16 or bfloat16), but got ",
+              name, " of dtype ", t.scalar_type());
+}
+
+// Two tensor arguments of one op: same dtype and same device.
+void check_same(const char* op, const char* a_name, const at::Tensor& a,
+                const char* b_name, const at::Tensor& b) {
+  TORCH_CHECK(a.scalar_type() == b.scalar_type(), op, ": expected ", a_name, " and ", b_name,
+              " to have the same dtype, but got ", a_name, " of dtype ", a.scalar_type(), " and ",
+              b_name, " of dtype ", b.scalar_type());
+  TORCH_CHECK(a.device() == b.device(), op, ": expected ", a_name, " and ", b_name,
+              " to be on the same device, but got ", a_name, " on ", a.device(), " and ", b_name,
+              " on ", b.device());
+}
+
+enum class Bound { Positive, NonNegative };
+
+// An int[2] argument: two values, each positive (or non-negative).
+void check_pair(const char* op, const char* name, at::IntArrayRef v, Bound bound) {
+  TORCH_CHECK(v.size() == 2, op, ": expected ", name, " to be a list of 2 ints, but got ", name,
+              "=", v);
+  const bool ok = bound == Bound::Positive ? (v[0] > 0 && v[1] > 0) : (v[0] >= 0 && v[1] >= 0);
+  TORCH_CHECK(ok, op, ": expected ", name, " to be ",
+              bound == Bound::Positive ? "positive" : "non-negative", ", but got ", name, "=", v);
+}
+
+// Sliding-window output size along two axes, after checking that the dilated
+// kernel fits the padded input (`what` describes the failure like PyTorch does).
+std::array<c10::SymInt, 2> sliding_output_sizes(
+    const char* op, const c10::SymInt& h, const c10::SymInt& w, const c10::SymInt& kh,
+    const c10::SymInt& kw, at::IntArrayRef stride, at::IntArrayRef padding,
+    at::IntArrayRef dilation) {
+  const c10::SymInt padded_h = h + 2 * padding[0];
+  const c10::SymInt padded_w = w + 2 * padding[1];
+  const c10::SymInt dilated_kh = (kh - 1) * dilation[0] + 1;
+  const c10::SymInt dilated_kw = (kw - 1) * dilation[1] + 1;
+  TORCH_CHECK(padded_h >= dilated_kh && padded_w >= dilated_kw, op,
+              ": calculated padded input size per channel: (", padded_h, " x ", padded_w,
+              "). Dilated kernel size: (", dilated_kh, " x ", dilated_kw,
+              "). Kernel size can't be greater than actual input size");
+  return {sliding_output_size(h, kh, stride[0], padding[0], dilation[0]),
+          sliding_output_size(w, kw, stride[1], padding[1], dilation[1])};
+}
+
+void check_window_args(const char* op, at::IntArrayRef kernel_size, at::IntArrayRef dilation,
+                       at::IntArrayRef padding, at::IntArrayRef stride) {
+  check_pair(op, "kernel_size", kernel_size, Bound::Positive);
+  check_pair(op, "dilation", dilation, Bound::Positive);
+  check_pair(op, "padding", padding, Bound::NonNegative);
+  check_pair(op, "stride", stride, Bound::Positive);
+}
+
+} // namespace
+
+PlaneGeometry::PlaneGeometry(int64_t channels, int64_t height, int64_t width,
+                             at::IntArrayRef kernel, at::IntArrayRef stride,
+                             at::IntArrayRef padding, at::IntArrayRef dilation)
+    : channels(channels), height(height), width(width),
+      kernel_h(kernel[0]), kernel_w(kernel[1]),
+      stride_h(stride[0]), stride_w(stride[1]),
+      pad_h(padding[0]), pad_w(padding[1]),
+      dilation_h(dilation[0]), dilation_w(dilation[1]),
+      out_h(sliding_output_size(height, kernel_h, stride_h, pad_h, dilation_h)),
+      out_w(sliding_output_size(width, kernel_w, stride_w, pad_w, dilation_w)) {}
+
+std::vector<c10::SymInt> check_conv2d(
+    const char* op,
+    const at::Tensor& input,
+    const at::Tensor& weight,
+    const std::optional<at::Tensor>& bias,
+    at::IntArrayRef stride,
+    at::IntArrayRef padding,
+    at::IntArrayRef dilation,
+    int64_t groups) {
+  check_tensor(op, "input", input);
+  check_tensor(op, "weight", weight);
+  check_same(op, "input", input, "weight", weight);
+  const bool has_bias = bias.has_value() && bias->defined();
+  if (has_bias) {
+    check_tensor(op, "bias", *bias);
+    check_same(op, "input", input, "bias", *bias);
+  }
+
+  check_pair(op, "stride", stride, Bound::Positive);
+  check_pair(op, "padding", padding, Bound::NonNegative);
+  check_pair(op, "dilation", dilation, Bound::Positive);
+  TORCH_CHECK(groups > 0, op, ": expected groups to be positive, but got groups=", groups);
+
+  const auto in = input.sym_sizes();
+  const auto w = weight.sym_sizes();
+  TORCH_CHECK(input.dim() == 3 || input.dim() == 4, op,
+              ": expected 3-D (unbatched) or 4-D (batched) input, but got input of size ", in);
+  TORCH_CHECK(weight.dim() == 4, op,
+              ": expected 4-D weight of shape (out_channels, in_channels/groups, kH, kW), "
+              "but got weight of size ", w);
+  const bool batched = input.dim() == 4;
+  const int64_t c = batched ? 1 : 0;  // index of the channel dimension
+  TORCH_CHECK(in[c] > 0 && in[c + 1] > 0 && in[c + 2] > 0, op,
+              ": expected input's non-batch dimensions (channels, height, width) to be non-zero, "
+              "but got input of size ", in);
+  TORCH_CHECK(w[0] > 0 && w[1] > 0 && w[2] > 0 && w[3] > 0, op,
+              ": expected weight's dimensions (out_channels, in_channels/groups, kH, kW) to be "
+              "non-zero, but got weight of size ", w);
+  TORCH_CHECK(w[0] % groups == 0, op, ": given groups=", groups, ", expected weight.size(0)=",
+              w[0], " (out_channels) to be divisible by groups");
+  TORCH_CHECK(in[c] == w[1] * groups, op, ": given groups=", groups, ", weight of size ", w,
+              ", expected input", in, " to have ", w[1] * groups, " channels, but got ", in[c],
+              " channels instead");
+  if (has_bias) {
+    TORCH_CHECK(bias->dim() == 1 && bias->sym_size(0) == w[0], op, ": given weight of size ", w,
+                ", expected bias to be 1-D with ", w[0], " elements (out_channels), but got bias of size ",
+                bias->sym_sizes());
+  }
+
+  const auto out_hw =
+      sliding_output_sizes(op, in[c + 1], in[c + 2], w[2], w[3], stride, padding, dilation);
+  std::vector<c10::SymInt> out;
+  if (batched) {
+    out.push_back(in[0]);
+  }
+  out.push_back(w[0]);
+  out.push_back(out_hw[0]);
+  out.push_back(out_hw[1]);
+  return out;
+}
+
+void check_conv2d_backward(
+    const at::Tensor& grad_output,
+    const at::Tensor& input,
+    const at::Tensor& weight,
+    at::IntArrayRef stride,
+    at::IntArrayRef padding,
+    at::IntArrayRef dilation,
+    int64_t groups) {
+  constexpr const char* op = "myconv::conv2d_backward";
+  const auto expected =
+      check_conv2d(op, input, weight, std::nullopt, stride, padding, dilation, groups);
+  check_tensor(op, "grad_output", grad_output);
+  check_same(op, "input", input, "grad_output", grad_output);
+  TORCH_CHECK(grad_output.sym_sizes().equals(expected), op,
+              ": expected grad_output of size ", c10::SymIntArrayRef(expected),
+              " (the size of conv2d's output), but got grad_output of size ",
+              grad_output.sym_sizes());
+}
+
+at::MemoryFormat conv2d_memory_format(const at::Tensor& input, const at::Tensor& weight) {
+  const bool channels_last = input.suggest_memory_format() == at::MemoryFormat::ChannelsLast ||
+                             weight.suggest_memory_format() == at::MemoryFormat::ChannelsLast;
+  return channels_last && input.dim() == 4 ? at::MemoryFormat::ChannelsLast
+                                           : at::MemoryFormat::Contiguous;
+}
+
+std::vector<c10::SymInt> check_im2col(
+    const at::Tensor& input,
+    at::IntArrayRef kernel_size,
+    at::IntArrayRef dilation,
+    at::IntArrayRef padding,
+    at::IntArrayRef stride) {
+  constexpr const char* op = "myconv::im2col";
+  check_tensor(op, "input", input);
+  check_window_args(op, kernel_size, dilation, padding, stride);
+  const auto in = input.sym_sizes();
+  const bool batched = input.dim() == 4;
+  TORCH_CHECK((input.dim() == 3 || batched) && in[batched] > 0 && in[batched + 1] > 0 &&
+                  in[batched + 2] > 0,
+              op, ": expected a 3-D (C, H, W) or 4-D (N, C, H, W) input with non-zero C, H, W, "
+              "but got input of size ", in);
+  const c10::SymInt& h = in[batched + 1];
+  const c10::SymInt& w = in[batched + 2];
+  const int64_t kh = kernel_size[0], kw = kernel_size[1];
+  TORCH_CHECK(h + 2 * padding[0] >= (kh - 1) * dilation[0] + 1 &&
+                  w + 2 * padding[1] >= (kw - 1) * dilation[1] + 1,
+              op, ": given input with spatial size (", h, ", ", w, "), kernel_size=", kernel_size,
+              ", dilation=", dilation, ", padding=", padding,
+              ", the kernel does not fit the padded input: the array of sliding blocks would be "
+              "empty");
+  const c10::SymInt oh = sliding_output_size<c10::SymInt>(h, kh, stride[0], padding[0], dilation[0]);
+  const c10::SymInt ow = sliding_output_size<c10::SymInt>(w, kw, stride[1], padding[1], dilation[1]);
+  std::vector<c10::SymInt> out;
+  if (batched) {
+    out.push_back(in[0]);
+  }
+  out.push_back(in[batched] * (kh * kw));
+  out.push_back(oh * ow);
+  return out;
+}
+
+std::vector<c10::SymInt> check_col2im(
+    const at::Tensor& input,
+    at::IntArrayRef output_size,
+    at::IntArrayRef kernel_size,
+    at::IntArrayRef dilation,
+    at::IntArrayRef padding,
+    at::IntArrayRef stride) {
+  constexpr const char* op = "myconv::col2im";
+  check_tensor(op, "input", input);
+  check_pair(op, "output_size", output_size, Bound::Positive);
+  check_window_args(op, kernel_size, dilation, padding, stride);
+  const auto in = input.sym_sizes();
+  const bool batched = input.dim() == 3;
+  TORCH_CHECK((input.dim() == 2 || batched) && in[batched] > 0 && in[batched + 1] > 0, op,
+              ": expected a 2-D (C*kH*kW, L) or 3-D (N, C*kH*kW, L) input with non-zero "
+              "non-batch dimensions, but got input of size ", in);
+  const int64_t kh = kernel_size[0], kw = kernel_size[1];
+  TORCH_CHECK(in[batched] % (kh * kw) == 0, op, ": expected input.size(", batched,
+              ")=", in[batched], " to be divisible by the product of kernel_size=", kernel_size);
+  const int64_t h = output_size[0], w = output_size[1];
+  const bool fits = h + 2 * padding[0] >= (kh - 1) * dilation[0] + 1 &&
+                    w + 2 * padding[1] >= (kw - 1) * dilation[1] + 1;
+  const int64_t oh = fits ? sliding_output_size<int64_t>(h, kh, stride[0], padding[0], dilation[0]) : 0;
+  const int64_t ow = fits ? sliding_output_size<int64_t>(w, kw, stride[1], padding[1], dilation[1]) : 0;
+  TORCH_CHECK(fits && in[batched + 1] == oh * ow, op, ": given output_size=", output_size,
+              ", kernel_size=", kernel_size, ", dilation=", dilation, ", padding=", padding,
+              ", stride=", stride, ", expected input.size(", batched + 1,
+              ") to match the calculated number of sliding blocks ", oh, " * ", ow, " = ", oh * ow,
+              ", but got input.size(", batched + 1, ")=", in[batched + 1]);
+  std::vector<c10::SymInt> out;
+  if (batched) {
+    out.push_back(in[0]);
+  }
+  out.push_back(in[batched] / (kh * kw));
+  out.push_back(c10::SymInt(h));
+  out.push_back(c10::SymInt(w));
+  return out;
+}
+
+} // namespace myconv::detail

@@ -1,0 +1,94 @@
+// The one place that validates arguments and computes output shapes.
+//
+// Every backend kernel (CPU, CUDA) and the Meta kernel call these functions, so
+// a bad argument produces the same RuntimeError (c10::Error) everywhere and the
+// shapes FakeTensor / torch.compile see are the shapes the kernels produce.
+// Sizes are c10::SymInt so the Meta kernel works under dynamic shapes; the real
+// kernels read concrete values back with PlaneGeometry.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+#include <c10/core/MemoryFormat.h>
+#include <c10/core/SymInt.h>
+#include <c10/util/ArrayRef.h>
+
+#include <cstdint>
+#include <optional>
+#include <vector>
+
+namespace myconv::detail {
+
+// Number of positions a window of `kernel` taps (spaced `dilation` apart) takes
+// along an axis of `size` elements padded by `padding` on both sides, moving by
+// `stride`. Callers check beforehand that the dilated kernel fits the padded
+// size, so the numerator is never negative.
+template <typename T>
+T sliding_output_size(const T& size, const T& kernel, int64_t stride, int64_t padding, int64_t dilation) {
+  return (size + 2 * padding - (kernel - 1) * dilation - 1) / stride + 1;
+}
+
+// One (C, H, W) image and the sliding window over it: everything an
+// im2col / col2im kernel needs. Column matrix rows are (c, kh, kw), columns
+// are output positions (oh, ow).
+struct PlaneGeometry {
+  int64_t channels = 0, height = 0, width = 0;
+  int64_t kernel_h = 1, kernel_w = 1;
+  int64_t stride_h = 1, stride_w = 1;
+  int64_t pad_h = 0, pad_w = 0;
+  int64_t dilation_h = 1, dilation_w = 1;
+  int64_t out_h = 0, out_w = 0;
+
+  PlaneGeometry() = default;
+  PlaneGeometry(int64_t channels, int64_t height, int64_t width,
+                at::IntArrayRef kernel, at::IntArrayRef stride,
+                at::IntArrayRef padding, at::IntArrayRef dilation);
+
+  int64_t rows() const { return channels * kernel_h * kernel_w; }
+  int64_t cols() const { return out_h * out_w; }
+};
+
+// conv2d argument check; returns the output size (4-D, or 3-D for an
+// unbatched input). `op` names the operator in error messages.
+std::vector<c10::SymInt> check_conv2d(
+    const char* op,
+    const at::Tensor& input,
+    const at::Tensor& weight,
+    const std::optional<at::Tensor>& bias,
+    at::IntArrayRef stride,
+    at::IntArrayRef padding,
+    at::IntArrayRef dilation,
+    int64_t groups);
+
+// conv2d_backward argument check: the conv2d check, plus grad_output must have
+// the output's shape, dtype and device.
+void check_conv2d_backward(
+    const at::Tensor& grad_output,
+    const at::Tensor& input,
+    const at::Tensor& weight,
+    at::IntArrayRef stride,
+    at::IntArrayRef padding,
+    at::IntArrayRef dilation,
+    int64_t groups);
+
+// Layout of conv2d's output and gradients, mirroring F.conv2d: channels_last
+// when the input or the weight is channels_last, contiguous otherwise.
+at::MemoryFormat conv2d_memory_format(const at::Tensor& input, const at::Tensor& weight);
+
+// im2col / col2im argument checks (F.unfold / F.fold semantics); return the
+// output size.
+std::vector<c10::SymInt> check_im2col(
+    const at::Tensor& input,
+    at::IntArrayRef kernel_size,
+    at::IntArrayRef dilation,
+    at::IntArrayRef padding,
+    at::IntArrayRef stride);
+
+std::vector<c10::SymInt> check_col2im(
+    const at::Tensor& input,
+    at::IntArrayRef output_size,
+    at::IntArrayRef kernel_size,
+    at::IntArrayRef dilation,
+    at::IntArrayRef padding,
+    at::IntArrayRef stride);
+
+} // namespace myconv::detail

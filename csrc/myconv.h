@@ -1,0 +1,69 @@
+// myconv public C++ API.
+//
+// Every function here calls the operator through the PyTorch dispatcher, so it
+// gets the same device dispatch (CPU / CUDA / Meta) and the same autograd as
+// `torch.ops.myconv.*` in Python. Link against the myconv library (or load it
+// with torch.ops.load_library) before calling them; the operator schemas are
+// registered when the library is loaded.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+#include <c10/util/ArrayRef.h>
+
+#include <array>
+#include <cstdint>
+#include <optional>
+#include <tuple>
+
+namespace myconv {
+
+// Same semantics as torch.nn.functional.conv2d with integer padding.
+// input: (N, C_in, H, W) or unbatched (C_in, H, W); weight: (C_out, C_in/groups, kH, kW).
+at::Tensor conv2d(
+    const at::Tensor& input,
+    const at::Tensor& weight,
+    const std::optional<at::Tensor>& bias,
+    at::IntArrayRef stride = {1, 1},
+    at::IntArrayRef padding = {0, 0},
+    at::IntArrayRef dilation = {1, 1},
+    int64_t groups = 1);
+
+// Gradients of conv2d: (grad_input, grad_weight, grad_bias). Entries whose
+// output_mask is false are returned undefined and never computed.
+std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_backward(
+    const at::Tensor& grad_output,
+    const at::Tensor& input,
+    const at::Tensor& weight,
+    at::IntArrayRef stride,
+    at::IntArrayRef padding,
+    at::IntArrayRef dilation,
+    int64_t groups,
+    std::array<bool, 3> output_mask);
+
+// Same semantics as torch.nn.functional.unfold: (N, C, H, W) -> (N, C*kH*kW, L),
+// unbatched (C, H, W) -> (C*kH*kW, L).
+at::Tensor im2col(
+    const at::Tensor& input,
+    at::IntArrayRef kernel_size,
+    at::IntArrayRef dilation,
+    at::IntArrayRef padding,
+    at::IntArrayRef stride);
+
+// Same semantics as torch.nn.functional.fold: (N, C*kH*kW, L) -> (N, C, H, W),
+// unbatched (C*kH*kW, L) -> (C, H, W).
+at::Tensor col2im(
+    const at::Tensor& input,
+    at::IntArrayRef output_size,
+    at::IntArrayRef kernel_size,
+    at::IntArrayRef dilation,
+    at::IntArrayRef padding,
+    at::IntArrayRef stride);
+
+// Upper bound, in bytes, of the column workspace one conv2d call allocates.
+// The batch is processed in chunks so that the workspace stays below it (at
+// least one image is processed at a time, whatever the limit). Default 256 MiB,
+// or MYCONV_WORKSPACE_MB from the environment when the library is first used.
+int64_t workspace_limit_bytes();
+void set_workspace_limit_bytes(int64_t bytes);
+
+} // namespace myconv

@@ -1,0 +1,128 @@
+// Every operator of the myconv library: schemas (TORCH_LIBRARY), the Meta
+// (shape-only) kernels, and the C++ API that calls them through the dispatcher.
+//
+// Backends register their kernels elsewhere:
+//   CPU       csrc/cpu/conv2d_cpu.cpp        TORCH_LIBRARY_IMPL(myconv, CPU, m)
+//   CUDA      cuda/conv2d_cuda.cpp           TORCH_LIBRARY_IMPL(myconv, CUDA, m)
+//   Autograd  csrc/autograd/autograd.cpp     TORCH_LIBRARY_IMPL(myconv, Autograd, m)
+//   Meta      here                           TORCH_LIBRARY_IMPL(myconv, Meta, m)
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <ATen/ops/empty.h>
+#include <torch/library.h>
+
+#include "conv_shape.h"
+#include "myconv.h"
+
+TORCH_LIBRARY(myconv, m) {
+  m.def(
+      "conv2d(Tensor input, Tensor weight, Tensor? bias=None, int[2] stride=1, "
+      "int[2] padding=0, int[2] dilation=1, int groups=1) -> Tensor");
+  m.def(
+      "conv2d_backward(Tensor grad_output, Tensor input, Tensor weight, int[2] stride, "
+      "int[2] padding, int[2] dilation, int groups, bool[3] output_mask) "
+      "-> (Tensor, Tensor, Tensor)");
+  m.def(
+      "im2col(Tensor input, int[2] kernel_size, int[2] dilation, int[2] padding, "
+      "int[2] stride) -> Tensor");
+  m.def(
+      "col2im(Tensor input, int[2] output_size, int[2] kernel_size, int[2] dilation, "
+      "int[2] padding, int[2] stride) -> Tensor");
+  // Process-wide setting, not a tensor op: the column workspace bound.
+  m.def("_get_workspace_limit() -> int", &myconv::workspace_limit_bytes);
+  m.def("_set_workspace_limit(int bytes) -> ()", &myconv::set_workspace_limit_bytes);
+}
+
+namespace myconv {
+namespace {
+
+using detail::check_col2im;
+using detail::check_conv2d;
+using detail::check_conv2d_backward;
+using detail::check_im2col;
+
+at::Tensor conv2d_meta(const at::Tensor& input, const at::Tensor& weight,
+                       const std::optional<at::Tensor>& bias, at::IntArrayRef stride,
+                       at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups) {
+  const auto size =
+      check_conv2d("myconv::conv2d", input, weight, bias, stride, padding, dilation, groups);
+  return at::empty_symint(
+      size, input.options().memory_format(detail::conv2d_memory_format(input, weight)));
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_backward_meta(
+    const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& weight,
+    at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
+    std::array<bool, 3> output_mask) {
+  check_conv2d_backward(grad_output, input, weight, stride, padding, dilation, groups);
+  // Each gradient takes the layout of the tensor it is the gradient of.
+  const auto like = [](const at::Tensor& t) {
+    return at::empty_symint(t.sym_sizes(), t.options().memory_format(t.suggest_memory_format()));
+  };
+  return {output_mask[0] ? like(input) : at::Tensor(),
+          output_mask[1] ? like(weight) : at::Tensor(),
+          output_mask[2] ? at::empty_symint({weight.sym_size(0)}, weight.options()) : at::Tensor()};
+}
+
+at::Tensor im2col_meta(const at::Tensor& input, at::IntArrayRef kernel_size,
+                       at::IntArrayRef dilation, at::IntArrayRef padding,
+                       at::IntArrayRef stride) {
+  return at::empty_symint(check_im2col(input, kernel_size, dilation, padding, stride),
+                          input.options());
+}
+
+at::Tensor col2im_meta(const at::Tensor& input, at::IntArrayRef output_size,
+                       at::IntArrayRef kernel_size, at::IntArrayRef dilation,
+                       at::IntArrayRef padding, at::IntArrayRef stride) {
+  return at::empty_symint(
+      check_col2im(input, output_size, kernel_size, dilation, padding, stride), input.options());
+}
+
+} // namespace
+
+TORCH_LIBRARY_IMPL(myconv, Meta, m) {
+  m.impl("conv2d", TORCH_FN(conv2d_meta));
+  m.impl("conv2d_backward", TORCH_FN(conv2d_backward_meta));
+  m.impl("im2col", TORCH_FN(im2col_meta));
+  m.impl("col2im", TORCH_FN(col2im_meta));
+}
+
+// ---- C++ API: typed dispatcher calls -------------------------------------
+
+namespace {
+
+template <class Signature>
+c10::TypedOperatorHandle<Signature> find_op(const char* name) {
+  return c10::Dispatcher::singleton().findSchemaOrThrow(name, "").typed<Signature>();
+}
+
+} // namespace
+
+at::Tensor conv2d(const at::Tensor& input, const at::Tensor& weight,
+                  const std::optional<at::Tensor>& bias, at::IntArrayRef stride,
+                  at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups) {
+  static const auto op = find_op<decltype(conv2d)>("myconv::conv2d");
+  return op.call(input, weight, bias, stride, padding, dilation, groups);
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_backward(
+    const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& weight,
+    at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
+    std::array<bool, 3> output_mask) {
+  static const auto op = find_op<decltype(conv2d_backward)>("myconv::conv2d_backward");
+  return op.call(grad_output, input, weight, stride, padding, dilation, groups, output_mask);
+}
+
+at::Tensor im2col(const at::Tensor& input, at::IntArrayRef kernel_size, at::IntArrayRef dilation,
+                  at::IntArrayRef padding, at::IntArrayRef stride) {
+  static const auto op = find_op<decltype(im2col)>("myconv::im2col");
+  return op.call(input, kernel_size, dilation, padding, stride);
+}
+
+at::Tensor col2im(const at::Tensor& input, at::IntArrayRef output_size,
+                  at::IntArrayRef kernel_size, at::IntArrayRef dilation,
+                  at::IntArrayRef padding, at::IntArrayRef stride) {
+  static const auto op = find_op<decltype(col2im)>("myconv::col2im");
+  return op.call(input, output_size, kernel_size, dilation, padding, stride);
+}
+
+} // namespace myconv

@@ -1,0 +1,26 @@
+"""myconv: 2-D convolution as im2col / col2im + GEMM, as PyTorch operators.
+
+Importing the package loads the compiled library, which registers the ops
+``torch.ops.myconv.{conv2d, conv2d_backward, im2col, col2im}`` with kernels for
+CPU, CUDA (when built with it), Meta and Autograd.
+
+    >>> import torch, myconv
+    >>> x = torch.randn(2, 3, 8, 8, requires_grad=True)
+    >>> conv = myconv.Conv2d(3, 4, kernel_size=3, padding=1)
+    >>> conv(x).sum().backward()
+"""
+from ._library import cuda_built, get_workspace_limit, library_path, set_workspace_limit
+from .functional import col2im, conv2d, im2col
+from .modules import Conv2d
+
+__all__ = [
+    "Conv2d",
+    "col2im",
+    "conv2d",
+    "cuda_built",
+    "get_workspace_limit",
+    "im2col",
+    "library_path",
+    "set_workspace_limit",
+]
+__version__ = "0.1.0"

@@ -1,0 +1,63 @@
+"""Functional API with the signatures of ``torch.nn.functional``."""
+from typing import Optional, Sequence, Tuple, Union
+
+import torch
+from torch import Tensor
+from torch.nn.modules.utils import _pair
+
+from . import _library  # noqa: F401  (loads the ops)
+
+_size_2_t = Union[int, Tuple[int, int], Sequence[int]]
+
+
+def conv2d(
+    input: Tensor,
+    weight: Tensor,
+    bias: Optional[Tensor] = None,
+    stride: _size_2_t = 1,
+    padding: _size_2_t = 0,
+    dilation: _size_2_t = 1,
+    groups: int = 1,
+) -> Tensor:
+    """2-D convolution, drop-in for :func:`torch.nn.functional.conv2d`.
+
+    input: ``(N, C_in, H, W)`` or unbatched ``(C_in, H, W)``;
+    weight: ``(C_out, C_in / groups, kH, kW)``; bias: ``(C_out,)`` or None.
+    Computed as im2col + GEMM by ``torch.ops.myconv.conv2d``.
+    """
+    return torch.ops.myconv.conv2d(
+        input, weight, bias, _pair(stride), _pair(padding), _pair(dilation), groups
+    )
+
+
+def im2col(
+    input: Tensor,
+    kernel_size: _size_2_t,
+    dilation: _size_2_t = 1,
+    padding: _size_2_t = 0,
+    stride: _size_2_t = 1,
+) -> Tensor:
+    """Sliding blocks to columns, drop-in for :func:`torch.nn.functional.unfold`."""
+    return torch.ops.myconv.im2col(
+        input, _pair(kernel_size), _pair(dilation), _pair(padding), _pair(stride)
+    )
+
+
+def col2im(
+    input: Tensor,
+    output_size: _size_2_t,
+    kernel_size: _size_2_t,
+    dilation: _size_2_t = 1,
+    padding: _size_2_t = 0,
+    stride: _size_2_t = 1,
+) -> Tensor:
+    """Columns back to an image, summing overlaps; drop-in for
+    :func:`torch.nn.functional.fold`."""
+    return torch.ops.myconv.col2im(
+        input,
+        _pair(output_size),
+        _pair(kernel_size),
+        _pair(dilation),
+        _pair(padding),
+        _pair(stride),
+    )
