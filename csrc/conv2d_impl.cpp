@@ -269,7 +269,7 @@ at::Tensor im2col(const Backend& backend, const at::Tensor& input, at::IntArrayR
   return batched ? out : out.squeeze(0);
 }
 
-at::Tensor col2im(const Backend& backend, const at::Tensor& input, at::IntArrayRef output_size,
+at::Tensor col2im(const Backend& backend, const at::Tensor& input, c10::SymIntArrayRef output_size,
                   at::IntArrayRef kernel_size, at::IntArrayRef dilation,
                   at::IntArrayRef padding, at::IntArrayRef stride) {
   check_col2im(input, output_size, kernel_size, dilation, padding, stride);
@@ -277,8 +277,8 @@ at::Tensor col2im(const Backend& backend, const at::Tensor& input, at::IntArrayR
   const bool batched = input.dim() == 3;
   const at::Tensor cols = batched ? input.contiguous() : input.unsqueeze(0).contiguous();
   const int64_t channels = cols.size(1) / (kernel_size[0] * kernel_size[1]);
-  const PlaneGeometry g(channels, output_size[0], output_size[1], kernel_size, stride, padding,
-                        dilation);
+  const PlaneGeometry g(channels, output_size[0].expect_int(), output_size[1].expect_int(),
+                        kernel_size, stride, padding, dilation);
   const at::Tensor out = at::empty({cols.size(0), channels, g.height, g.width}, cols.options());
   if (cols.size(0) > 0) {
     backend.col2im(cols, {g.rows() * g.cols(), g.cols()}, g, out);

@@ -65,7 +65,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_backward(
 at::Tensor im2col(const Backend& backend, const at::Tensor& input, at::IntArrayRef kernel_size,
                   at::IntArrayRef dilation, at::IntArrayRef padding, at::IntArrayRef stride);
 
-at::Tensor col2im(const Backend& backend, const at::Tensor& input, at::IntArrayRef output_size,
+at::Tensor col2im(const Backend& backend, const at::Tensor& input, c10::SymIntArrayRef output_size,
                   at::IntArrayRef kernel_size, at::IntArrayRef dilation,
                   at::IntArrayRef padding, at::IntArrayRef stride);
 
@@ -98,7 +98,7 @@ struct BackendKernels {
                            at::IntArrayRef stride) {
     return detail::im2col(backend(), input, kernel_size, dilation, padding, stride);
   }
-  static at::Tensor col2im(const at::Tensor& input, at::IntArrayRef output_size,
+  static at::Tensor col2im(const at::Tensor& input, c10::SymIntArrayRef output_size,
                            at::IntArrayRef kernel_size, at::IntArrayRef dilation,
                            at::IntArrayRef padding, at::IntArrayRef stride) {
     return detail::col2im(backend(), input, output_size, kernel_size, dilation, padding, stride);

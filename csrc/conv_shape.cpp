@@ -2,6 +2,9 @@
 
 #include <c10/util/Exception.h>
 
+#include <array>
+#include <optional>
+
 namespace myconv::detail {
 namespace {
 
@@ -41,22 +44,18 @@ void check_pair(const char* op, const char* name, at::IntArrayRef v, Bound bound
               bound == Bound::Positive ? "positive" : "non-negative", ", but got ", name, "=", v);
 }
 
-// Sliding-window output size along two axes, after checking that the dilated
-// kernel fits the padded input (`what` describes the failure like PyTorch does).
-std::array<c10::SymInt, 2> sliding_output_sizes(
-    const char* op, const c10::SymInt& h, const c10::SymInt& w, const c10::SymInt& kh,
-    const c10::SymInt& kw, at::IntArrayRef stride, at::IntArrayRef padding,
-    at::IntArrayRef dilation) {
-  const c10::SymInt padded_h = h + 2 * padding[0];
-  const c10::SymInt padded_w = w + 2 * padding[1];
-  const c10::SymInt dilated_kh = (kh - 1) * dilation[0] + 1;
-  const c10::SymInt dilated_kw = (kw - 1) * dilation[1] + 1;
-  TORCH_CHECK(padded_h >= dilated_kh && padded_w >= dilated_kw, op,
-              ": calculated padded input size per channel: (", padded_h, " x ", padded_w,
-              "). Dilated kernel size: (", dilated_kh, " x ", dilated_kw,
-              "). Kernel size can't be greater than actual input size");
-  return {sliding_output_size(h, kh, stride[0], padding[0], dilation[0]),
-          sliding_output_size(w, kw, stride[1], padding[1], dilation[1])};
+// Output size (blocks along H and W) of a sliding window over an (h, w) image,
+// or nothing when the dilated kernel does not fit the padded image.
+std::optional<std::array<c10::SymInt, 2>> sliding_blocks(
+    const c10::SymInt& h, const c10::SymInt& w, const c10::SymInt& kh, const c10::SymInt& kw,
+    at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation) {
+  if (h + 2 * padding[0] < (kh - 1) * dilation[0] + 1 ||
+      w + 2 * padding[1] < (kw - 1) * dilation[1] + 1) {
+    return std::nullopt;
+  }
+  return std::array<c10::SymInt, 2>{
+      sliding_output_size(h, kh, stride[0], padding[0], dilation[0]),
+      sliding_output_size(w, kw, stride[1], padding[1], dilation[1])};
 }
 
 void check_window_args(const char* op, at::IntArrayRef kernel_size, at::IntArrayRef dilation,
@@ -129,15 +128,19 @@ std::vector<c10::SymInt> check_conv2d(
                 bias->sym_sizes());
   }
 
-  const auto out_hw =
-      sliding_output_sizes(op, in[c + 1], in[c + 2], w[2], w[3], stride, padding, dilation);
+  const auto blocks =
+      sliding_blocks(in[c + 1], in[c + 2], w[2], w[3], stride, padding, dilation);
+  TORCH_CHECK(blocks.has_value(), op, ": calculated padded input size per channel: (",
+              in[c + 1] + 2 * padding[0], " x ", in[c + 2] + 2 * padding[1],
+              "). Dilated kernel size: (", (w[2] - 1) * dilation[0] + 1, " x ",
+              (w[3] - 1) * dilation[1] + 1, "). Kernel size can't be greater than actual input size");
   std::vector<c10::SymInt> out;
   if (batched) {
     out.push_back(in[0]);
   }
   out.push_back(w[0]);
-  out.push_back(out_hw[0]);
-  out.push_back(out_hw[1]);
+  out.push_back((*blocks)[0]);
+  out.push_back((*blocks)[1]);
   return out;
 }
 
@@ -177,67 +180,64 @@ std::vector<c10::SymInt> check_im2col(
   check_tensor(op, "input", input);
   check_window_args(op, kernel_size, dilation, padding, stride);
   const auto in = input.sym_sizes();
-  const bool batched = input.dim() == 4;
-  TORCH_CHECK((input.dim() == 3 || batched) && in[batched] > 0 && in[batched + 1] > 0 &&
-                  in[batched + 2] > 0,
+  const int64_t c = input.dim() == 4 ? 1 : 0;  // index of the channel dimension
+  TORCH_CHECK((input.dim() == 3 || input.dim() == 4) && in[c] > 0 && in[c + 1] > 0 &&
+                  in[c + 2] > 0,
               op, ": expected a 3-D (C, H, W) or 4-D (N, C, H, W) input with non-zero C, H, W, "
               "but got input of size ", in);
-  const c10::SymInt& h = in[batched + 1];
-  const c10::SymInt& w = in[batched + 2];
-  const int64_t kh = kernel_size[0], kw = kernel_size[1];
-  TORCH_CHECK(h + 2 * padding[0] >= (kh - 1) * dilation[0] + 1 &&
-                  w + 2 * padding[1] >= (kw - 1) * dilation[1] + 1,
-              op, ": given input with spatial size (", h, ", ", w, "), kernel_size=", kernel_size,
-              ", dilation=", dilation, ", padding=", padding,
-              ", the kernel does not fit the padded input: the array of sliding blocks would be "
-              "empty");
-  const c10::SymInt oh = sliding_output_size<c10::SymInt>(h, kh, stride[0], padding[0], dilation[0]);
-  const c10::SymInt ow = sliding_output_size<c10::SymInt>(w, kw, stride[1], padding[1], dilation[1]);
+  const auto blocks = sliding_blocks(in[c + 1], in[c + 2], kernel_size[0], kernel_size[1], stride,
+                                     padding, dilation);
+  TORCH_CHECK(blocks.has_value(), op, ": given input with spatial size (", in[c + 1], ", ",
+              in[c + 2], "), kernel_size=", kernel_size, ", dilation=", dilation,
+              ", padding=", padding,
+              ", the dilated kernel does not fit the padded input: there are no sliding blocks");
   std::vector<c10::SymInt> out;
-  if (batched) {
+  if (c == 1) {
     out.push_back(in[0]);
   }
-  out.push_back(in[batched] * (kh * kw));
-  out.push_back(oh * ow);
+  out.push_back(in[c] * (kernel_size[0] * kernel_size[1]));
+  out.push_back((*blocks)[0] * (*blocks)[1]);
   return out;
 }
 
 std::vector<c10::SymInt> check_col2im(
     const at::Tensor& input,
-    at::IntArrayRef output_size,
+    c10::SymIntArrayRef output_size,
     at::IntArrayRef kernel_size,
     at::IntArrayRef dilation,
     at::IntArrayRef padding,
     at::IntArrayRef stride) {
   constexpr const char* op = "myconv::col2im";
   check_tensor(op, "input", input);
-  check_pair(op, "output_size", output_size, Bound::Positive);
+  TORCH_CHECK(output_size.size() == 2 && output_size[0] > 0 && output_size[1] > 0, op,
+              ": expected output_size to be a list of 2 positive ints, but got output_size=",
+              output_size);
   check_window_args(op, kernel_size, dilation, padding, stride);
   const auto in = input.sym_sizes();
-  const bool batched = input.dim() == 3;
-  TORCH_CHECK((input.dim() == 2 || batched) && in[batched] > 0 && in[batched + 1] > 0, op,
+  const int64_t c = input.dim() == 3 ? 1 : 0;  // index of the (C*kH*kW) dimension
+  TORCH_CHECK((input.dim() == 2 || input.dim() == 3) && in[c] > 0 && in[c + 1] > 0, op,
               ": expected a 2-D (C*kH*kW, L) or 3-D (N, C*kH*kW, L) input with non-zero "
               "non-batch dimensions, but got input of size ", in);
-  const int64_t kh = kernel_size[0], kw = kernel_size[1];
-  TORCH_CHECK(in[batched] % (kh * kw) == 0, op, ": expected input.size(", batched,
-              ")=", in[batched], " to be divisible by the product of kernel_size=", kernel_size);
-  const int64_t h = output_size[0], w = output_size[1];
-  const bool fits = h + 2 * padding[0] >= (kh - 1) * dilation[0] + 1 &&
-                    w + 2 * padding[1] >= (kw - 1) * dilation[1] + 1;
-  const int64_t oh = fits ? sliding_output_size<int64_t>(h, kh, stride[0], padding[0], dilation[0]) : 0;
-  const int64_t ow = fits ? sliding_output_size<int64_t>(w, kw, stride[1], padding[1], dilation[1]) : 0;
-  TORCH_CHECK(fits && in[batched + 1] == oh * ow, op, ": given output_size=", output_size,
-              ", kernel_size=", kernel_size, ", dilation=", dilation, ", padding=", padding,
-              ", stride=", stride, ", expected input.size(", batched + 1,
-              ") to match the calculated number of sliding blocks ", oh, " * ", ow, " = ", oh * ow,
-              ", but got input.size(", batched + 1, ")=", in[batched + 1]);
+  const int64_t kernel_area = kernel_size[0] * kernel_size[1];
+  TORCH_CHECK(in[c] % kernel_area == 0, op, ": expected input.size(", c, ")=", in[c],
+              " to be divisible by the product of kernel_size=", kernel_size);
+  const auto blocks = sliding_blocks(output_size[0], output_size[1], kernel_size[0],
+                                     kernel_size[1], stride, padding, dilation);
+  const c10::SymInt block_h = blocks ? (*blocks)[0] : c10::SymInt(0);
+  const c10::SymInt block_w = blocks ? (*blocks)[1] : c10::SymInt(0);
+  TORCH_CHECK(blocks.has_value() && in[c + 1] == block_h * block_w, op,
+              ": given output_size=", output_size, ", kernel_size=", kernel_size,
+              ", dilation=", dilation, ", padding=", padding, ", stride=", stride,
+              ", expected input.size(", c + 1, ") to match the calculated number of sliding blocks ",
+              block_h, " * ", block_w, " = ", block_h * block_w, ", but got input.size(", c + 1,
+              ")=", in[c + 1]);
   std::vector<c10::SymInt> out;
-  if (batched) {
+  if (c == 1) {
     out.push_back(in[0]);
   }
-  out.push_back(in[batched] / (kh * kw));
-  out.push_back(c10::SymInt(h));
-  out.push_back(c10::SymInt(w));
+  out.push_back(in[c] / kernel_area);
+  out.push_back(output_size[0]);
+  out.push_back(output_size[1]);
   return out;
 }
 

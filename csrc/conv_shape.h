@@ -85,7 +85,7 @@ std::vector<c10::SymInt> check_im2col(
 
 std::vector<c10::SymInt> check_col2im(
     const at::Tensor& input,
-    at::IntArrayRef output_size,
+    c10::SymIntArrayRef output_size,
     at::IntArrayRef kernel_size,
     at::IntArrayRef dilation,
     at::IntArrayRef padding,

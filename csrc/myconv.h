@@ -8,6 +8,7 @@
 #pragma once
 
 #include <ATen/core/Tensor.h>
+#include <c10/core/SymIntArrayRef.h>
 #include <c10/util/ArrayRef.h>
 
 #include <array>
@@ -54,6 +55,16 @@ at::Tensor im2col(
 at::Tensor col2im(
     const at::Tensor& input,
     at::IntArrayRef output_size,
+    at::IntArrayRef kernel_size,
+    at::IntArrayRef dilation,
+    at::IntArrayRef padding,
+    at::IntArrayRef stride);
+
+// col2im with a symbolic output_size (the schema's SymInt[2]), for callers
+// that trace with dynamic shapes.
+at::Tensor col2im_symint(
+    const at::Tensor& input,
+    c10::SymIntArrayRef output_size,
     at::IntArrayRef kernel_size,
     at::IntArrayRef dilation,
     at::IntArrayRef padding,

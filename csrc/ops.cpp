@@ -25,7 +25,7 @@ TORCH_LIBRARY(myconv, m) {
       "im2col(Tensor input, int[2] kernel_size, int[2] dilation, int[2] padding, "
       "int[2] stride) -> Tensor");
   m.def(
-      "col2im(Tensor input, int[2] output_size, int[2] kernel_size, int[2] dilation, "
+      "col2im(Tensor input, SymInt[2] output_size, int[2] kernel_size, int[2] dilation, "
       "int[2] padding, int[2] stride) -> Tensor");
   // Process-wide setting, not a tensor op: the column workspace bound.
   m.def("_get_workspace_limit() -> int", &myconv::workspace_limit_bytes);
@@ -70,7 +70,7 @@ at::Tensor im2col_meta(const at::Tensor& input, at::IntArrayRef kernel_size,
                           input.options());
 }
 
-at::Tensor col2im_meta(const at::Tensor& input, at::IntArrayRef output_size,
+at::Tensor col2im_meta(const at::Tensor& input, c10::SymIntArrayRef output_size,
                        at::IntArrayRef kernel_size, at::IntArrayRef dilation,
                        at::IntArrayRef padding, at::IntArrayRef stride) {
   return at::empty_symint(
@@ -118,11 +118,18 @@ at::Tensor im2col(const at::Tensor& input, at::IntArrayRef kernel_size, at::IntA
   return op.call(input, kernel_size, dilation, padding, stride);
 }
 
+at::Tensor col2im_symint(const at::Tensor& input, c10::SymIntArrayRef output_size,
+                         at::IntArrayRef kernel_size, at::IntArrayRef dilation,
+                         at::IntArrayRef padding, at::IntArrayRef stride) {
+  static const auto op = find_op<decltype(col2im_symint)>("myconv::col2im");
+  return op.call(input, output_size, kernel_size, dilation, padding, stride);
+}
+
 at::Tensor col2im(const at::Tensor& input, at::IntArrayRef output_size,
                   at::IntArrayRef kernel_size, at::IntArrayRef dilation,
                   at::IntArrayRef padding, at::IntArrayRef stride) {
-  static const auto op = find_op<decltype(col2im)>("myconv::col2im");
-  return op.call(input, output_size, kernel_size, dilation, padding, stride);
+  return col2im_symint(input, c10::fromIntArrayRefSlow(output_size), kernel_size, dilation,
+                       padding, stride);
 }
 
 } // namespace myconv

@@ -58,7 +58,7 @@ class Im2colFunction : public torch::autograd::Function<Im2colFunction> {
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& input,
                             at::IntArrayRef kernel_size, at::IntArrayRef dilation,
                             at::IntArrayRef padding, at::IntArrayRef stride) {
-    ctx->saved_data["output_size"] = std::vector<int64_t>{input.size(-2), input.size(-1)};
+    ctx->saved_data["output_size"] = std::vector<c10::SymInt>{input.sym_size(-2), input.sym_size(-1)};
     ctx->saved_data["kernel_size"] = kernel_size.vec();
     ctx->saved_data["dilation"] = dilation.vec();
     ctx->saved_data["padding"] = padding.vec();
@@ -68,8 +68,9 @@ class Im2colFunction : public torch::autograd::Function<Im2colFunction> {
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
-    return {myconv::col2im(grad_outputs[0], ints(ctx, "output_size"), ints(ctx, "kernel_size"),
-                           ints(ctx, "dilation"), ints(ctx, "padding"), ints(ctx, "stride")),
+    return {myconv::col2im_symint(grad_outputs[0], ctx->saved_data.at("output_size").toSymIntVector(),
+                                  ints(ctx, "kernel_size"), ints(ctx, "dilation"),
+                                  ints(ctx, "padding"), ints(ctx, "stride")),
             at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
@@ -77,7 +78,7 @@ class Im2colFunction : public torch::autograd::Function<Im2colFunction> {
 class Col2imFunction : public torch::autograd::Function<Col2imFunction> {
  public:
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& input,
-                            at::IntArrayRef output_size, at::IntArrayRef kernel_size,
+                            c10::SymIntArrayRef output_size, at::IntArrayRef kernel_size,
                             at::IntArrayRef dilation, at::IntArrayRef padding,
                             at::IntArrayRef stride) {
     ctx->saved_data["kernel_size"] = kernel_size.vec();
@@ -85,7 +86,7 @@ class Col2imFunction : public torch::autograd::Function<Col2imFunction> {
     ctx->saved_data["padding"] = padding.vec();
     ctx->saved_data["stride"] = stride.vec();
     at::AutoDispatchBelowADInplaceOrView below_autograd;
-    return myconv::col2im(input, output_size, kernel_size, dilation, padding, stride);
+    return myconv::col2im_symint(input, output_size, kernel_size, dilation, padding, stride);
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
@@ -107,7 +108,7 @@ at::Tensor im2col_autograd(const at::Tensor& input, at::IntArrayRef kernel_size,
   return Im2colFunction::apply(input, kernel_size, dilation, padding, stride);
 }
 
-at::Tensor col2im_autograd(const at::Tensor& input, at::IntArrayRef output_size,
+at::Tensor col2im_autograd(const at::Tensor& input, c10::SymIntArrayRef output_size,
                            at::IntArrayRef kernel_size, at::IntArrayRef dilation,
                            at::IntArrayRef padding, at::IntArrayRef stride) {
   return Col2imFunction::apply(input, output_size, kernel_size, dilation, padding, stride);

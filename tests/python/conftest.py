@@ -1,0 +1,101 @@
+"""Shared helpers of the pytest suite: the seeded configuration grid and the
+tolerance-aware comparison against torch.nn.functional."""
+import random
+import zlib
+from dataclasses import dataclass
+from typing import List, Optional
+
+import pytest
+import torch
+
+import myconv  # noqa: F401  (loads the ops)
+
+# Relative tolerance (max |ours - ref| / max |ref|) per dtype.
+REL_TOL = {torch.float64: 1e-10, torch.float32: 1e-4, torch.float16: 1e-2, torch.bfloat16: 3e-2}
+
+requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+
+
+def assert_rel_close(actual: torch.Tensor, expected: torch.Tensor, rel: float, what: str = ""):
+    """max |actual - expected| <= rel * max |expected| (plus a tiny floor)."""
+    assert actual.shape == expected.shape, f"{what}: shape {actual.shape} != {expected.shape}"
+    if expected.numel() == 0:
+        return
+    a = actual.detach().to(torch.float64).cpu()
+    e = expected.detach().to(torch.float64).cpu()
+    scale = e.abs().max().item()
+    err = (a - e).abs().max().item()
+    assert err <= rel * scale + 1e-300, f"{what}: max error {err:.3e} > {rel:.1e} * {scale:.3e}"
+
+
+@dataclass(frozen=True)
+class ConvConfig:
+    n: int
+    c_in: int
+    c_out: int
+    h: int
+    w: int
+    kernel: tuple
+    stride: tuple
+    padding: tuple
+    dilation: tuple
+    groups: int
+    bias: bool
+
+    def __str__(self):
+        return (
+            f"N{self.n}_C{self.c_in}-{self.c_out}_{self.h}x{self.w}_k{self.kernel[0]}x{self.kernel[1]}"
+            f"_s{self.stride[0]}{self.stride[1]}_p{self.padding[0]}{self.padding[1]}"
+            f"_d{self.dilation[0]}{self.dilation[1]}_g{self.groups}{'_b' if self.bias else ''}"
+        )
+
+    def tensors(self, dtype=torch.float64, device="cpu", requires_grad=False, generator=None):
+        g = generator or torch.Generator().manual_seed(zlib.crc32(str(self).encode()))
+        x = torch.randn(self.n, self.c_in, self.h, self.w, generator=g, dtype=torch.float64)
+        wt = torch.randn(self.c_out, self.c_in // self.groups, *self.kernel, generator=g, dtype=torch.float64)
+        b = torch.randn(self.c_out, generator=g, dtype=torch.float64) if self.bias else None
+        out = [t.to(device=device, dtype=dtype) if t is not None else None for t in (x, wt, b)]
+        if requires_grad:
+            for t in out:
+                if t is not None:
+                    t.requires_grad_(True)
+        return out
+
+    def args(self):
+        return dict(stride=self.stride, padding=self.padding, dilation=self.dilation, groups=self.groups)
+
+
+def random_config(rng: random.Random) -> ConvConfig:
+    kind = rng.choice(["1", "2", "3", "depthwise"])
+    if kind == "depthwise":
+        c_in = rng.randint(1, 12)
+        groups, c_out = c_in, c_in * rng.choice([1, 2]) if c_in <= 6 else c_in
+    else:
+        groups = int(kind)
+        c_in = groups * rng.randint(1, 12 // groups)
+        c_out = groups * rng.randint(1, 12 // groups)
+    kernel = (rng.randint(1, 5), rng.randint(1, 5))
+    if rng.random() < 0.3:
+        kernel = (kernel[0], kernel[0])
+    stride = (rng.randint(1, 3), rng.randint(1, 3))
+    padding = (rng.randint(0, 3), rng.randint(0, 3))
+    dilation = (rng.randint(1, 3), rng.randint(1, 3))
+    # Spatial sizes large enough for the dilated kernel to fit the padded input.
+    def size(k, p, d):
+        need = max(1, d * (k - 1) + 1 - 2 * p)
+        return rng.randint(need, need + 8)
+    h, w = size(kernel[0], padding[0], dilation[0]), size(kernel[1], padding[1], dilation[1])
+    return ConvConfig(
+        n=rng.randint(0, 4), c_in=c_in, c_out=c_out, h=h, w=w, kernel=kernel, stride=stride,
+        padding=padding, dilation=dilation, groups=groups, bias=rng.random() < 0.5,
+    )
+
+
+def config_grid(count: int, seed: int) -> List[ConvConfig]:
+    rng = random.Random(seed)
+    return [random_config(rng) for _ in range(count)]
+
+
+# The grids every parity test file uses (seeded: the same configurations on every run).
+FORWARD_GRID = config_grid(320, seed=2024)
+BACKWARD_GRID = config_grid(72, seed=7)
