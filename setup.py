@@ -15,10 +15,18 @@ import os
 
 from setuptools import setup
 
-import torch
-from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
-
 ROOT = os.path.dirname(os.path.abspath(__file__))
+
+# torch finds the toolkit from `nvcc` on PATH; a wrapper script there (as in
+# /usr/local/bin/nvcc on our development machines) points it at /usr/local.
+# Prefer the standard toolkit root when nothing says otherwise.
+if not (os.environ.get("CUDA_HOME") or os.environ.get("CUDA_PATH")) and os.path.exists(
+    "/usr/local/cuda/bin/nvcc"
+):
+    os.environ["CUDA_HOME"] = "/usr/local/cuda"
+
+import torch  # noqa: E402
+from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension  # noqa: E402
 
 
 def cuda_build_wanted() -> bool:
@@ -32,17 +40,32 @@ def sources(pattern: str) -> list:
     return sorted(os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, pattern)))
 
 
+def pip_cuda_include_dirs() -> list:
+    """Headers of the CUDA libraries torch links (cuBLAS, cuSPARSE, cuSOLVER):
+    pip's CUDA torch ships them in site-packages/nvidia/*/include, where the
+    toolkit alone may not have them."""
+    try:
+        import nvidia  # namespace package installed with CUDA builds of torch
+    except ImportError:
+        return []
+    dirs = []
+    for root in list(nvidia.__path__):
+        dirs += glob.glob(os.path.join(root, "*", "include"))
+    return sorted(d for d in dirs if os.path.exists(os.path.join(d, "cublas_v2.h")))
+
+
 def extension():
     # -g0: the interpreter's CFLAGS carry -g, which makes every torch-header TU slower to build.
     cxx_flags = ["-O3", "-g0"]
     srcs = sources("csrc/*.cpp") + sources("csrc/*/*.cpp")
     if cuda_build_wanted():
         os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "9.0")
+        # -idirafter: the toolkit's own headers (matching nvcc) win over pip's copies.
+        cuda_cxx_flags = cxx_flags + [f"-idirafter{d}" for d in pip_cuda_include_dirs()]
         return CUDAExtension(
             "myconv._C",
             srcs + sources("cuda/*.cpp") + sources("cuda/*.cu"),
-            define_macros=[("MYCONV_WITH_CUDA", "1")],
-            extra_compile_args={"cxx": cxx_flags, "nvcc": ["-O3", "-lineinfo"]},
+            extra_compile_args={"cxx": cuda_cxx_flags, "nvcc": ["-O3", "-lineinfo"]},
             py_limited_api=True,
         )
     return CppExtension("myconv._C", srcs, extra_compile_args={"cxx": cxx_flags}, py_limited_api=True)

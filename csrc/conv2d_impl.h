@@ -19,16 +19,6 @@
 
 namespace myconv::detail {
 
-// Where column-matrix element (image b, row r = (c, kh, kw), column l = (oh, ow))
-// lives in a column buffer: b * batch_stride + r * row_stride + l.
-//  - the im2col / col2im ops use (N, rows, L):   batch_stride = rows * L, row_stride = L
-//  - conv2d uses (rows, chunk, L), so that one GEMM covers a whole batch chunk:
-//                                                batch_stride = L, row_stride = chunk * L
-struct ColumnLayout {
-  int64_t batch_stride;
-  int64_t row_stride;
-};
-
 class Backend {
  public:
   virtual ~Backend() = default;

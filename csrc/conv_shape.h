@@ -47,6 +47,16 @@ struct PlaneGeometry {
   int64_t cols() const { return out_h * out_w; }
 };
 
+// Where column-matrix element (image b, row r = (c, kh, kw), column l = (oh, ow))
+// lives in a column buffer: b * batch_stride + r * row_stride + l.
+//  - the im2col / col2im ops use (N, rows, L):   batch_stride = rows * L, row_stride = L
+//  - conv2d uses (rows, chunk, L), so that one GEMM covers a whole batch chunk:
+//                                                batch_stride = L, row_stride = chunk * L
+struct ColumnLayout {
+  int64_t batch_stride;
+  int64_t row_stride;
+};
+
 // conv2d argument check; returns the output size (4-D, or 3-D for an
 // unbatched input). `op` names the operator in error messages.
 std::vector<c10::SymInt> check_conv2d(

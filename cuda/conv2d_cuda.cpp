@@ -1,0 +1,125 @@
+// CUDA backend: the im2col / col2im kernels of im2col.cu, GEMM through cuBLAS
+// (PyTorch's handle, bound to PyTorch's current stream), and the CUDA
+// registration of the composed ops.
+#include <ATen/Context.h>
+#include <ATen/cuda/CUDAContextLight.h>
+#include <ATen/cuda/Exceptions.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <climits>
+#include <optional>
+
+#include "../csrc/conv2d_impl.h"
+#include "kernels.h"
+
+namespace myconv::detail {
+namespace {
+
+// How cuBLAS (column-major) reads a row-major r x c matrix view with strides
+// (row_stride, col_stride): as its transpose with op N, or as itself with op T.
+struct BlasOperand {
+  cublasOperation_t op;
+  int64_t ld;
+};
+
+std::optional<BlasOperand> transposed_operand(int64_t rows, int64_t cols, int64_t row_stride,
+                                              int64_t col_stride) {
+  if (col_stride == 1 && row_stride >= std::max<int64_t>(1, cols)) {
+    return BlasOperand{CUBLAS_OP_N, row_stride};
+  }
+  if (row_stride == 1 && col_stride >= std::max<int64_t>(1, rows)) {
+    return BlasOperand{CUBLAS_OP_T, col_stride};
+  }
+  return std::nullopt;
+}
+
+// Operand of a 3-D (batch, rows, cols) tensor, made contiguous when its
+// strides are not BLAS-compatible.
+BlasOperand operand_of(at::Tensor& t) {
+  auto op = transposed_operand(t.size(1), t.size(2), t.stride(1), t.stride(2));
+  if (!op) {
+    t = t.contiguous();
+    op = transposed_operand(t.size(1), t.size(2), t.stride(1), t.stride(2));
+  }
+  return *op;
+}
+
+struct GemmTypes {
+  cudaDataType_t data;
+  cublasComputeType_t compute;
+  bool double_scalars;  // alpha/beta as double (else float)
+};
+
+GemmTypes gemm_types(at::ScalarType t) {
+  switch (t) {
+    case at::kDouble:
+      return {CUDA_R_64F, CUBLAS_COMPUTE_64F, true};
+    case at::kFloat:
+      // TF32 tensor cores only where the user allows them
+      // (torch.backends.cuda.matmul.allow_tf32).
+      return {CUDA_R_32F,
+              at::globalContext().allowTF32CuBLAS() ? CUBLAS_COMPUTE_32F_FAST_TF32
+                                                    : CUBLAS_COMPUTE_32F,
+              false};
+    case at::kHalf:
+      return {CUDA_R_16F, CUBLAS_COMPUTE_32F, false};  // float32 accumulation
+    case at::kBFloat16:
+      return {CUDA_R_16BF, CUBLAS_COMPUTE_32F, false};
+    default:
+      TORCH_CHECK(false, "myconv: no cuBLAS GEMM for dtype ", t);
+  }
+}
+
+int as_blas_int(int64_t v, const char* what) {
+  TORCH_CHECK(v <= INT_MAX, "myconv: GEMM ", what, "=", v, " exceeds cuBLAS's 32-bit limit");
+  return static_cast<int>(v);
+}
+
+class CudaBackend final : public Backend {
+ public:
+  void im2col(const at::Tensor& images, const PlaneGeometry& g, const at::Tensor& columns,
+              ColumnLayout layout) const override {
+    myconv::cuda::im2col(images, g, columns, layout);
+  }
+
+  void col2im(const at::Tensor& columns, ColumnLayout layout, const PlaneGeometry& g,
+              const at::Tensor& images) const override {
+    myconv::cuda::col2im(columns, layout, g, images);
+  }
+
+  // c[i] = a[i] @ b[i] (+ c[i]) as one strided-batched GEMM. Row-major C = A B
+  // is column-major C^T = B^T A^T, so cuBLAS gets (B, A) with m = n(C), n = m(C).
+  void bmm(const at::Tensor& a_in, const at::Tensor& b_in, const at::Tensor& c,
+           bool accumulate) const override {
+    TORCH_INTERNAL_ASSERT(c.is_contiguous());
+    at::Tensor a = a_in, b = b_in;
+    const BlasOperand opa = operand_of(a);
+    const BlasOperand opb = operand_of(b);
+    const int64_t batch = c.size(0), m = c.size(1), n = c.size(2), k = a.size(2);
+    if (batch == 0 || m == 0 || n == 0) {
+      return;
+    }
+    const GemmTypes types = gemm_types(c.scalar_type());
+    const double alpha_d = 1.0, beta_d = accumulate ? 1.0 : 0.0;
+    const float alpha_f = 1.0f, beta_f = accumulate ? 1.0f : 0.0f;
+    const void* alpha = types.double_scalars ? static_cast<const void*>(&alpha_d) : &alpha_f;
+    const void* beta = types.double_scalars ? static_cast<const void*>(&beta_d) : &beta_f;
+
+    cublasHandle_t handle = at::cuda::getCurrentCUDABlasHandle();  // on the current stream
+    TORCH_CUDABLAS_CHECK(cublasGemmStridedBatchedEx(
+        handle, opb.op, opa.op, as_blas_int(n, "n"), as_blas_int(m, "m"), as_blas_int(k, "k"),
+        alpha, b.const_data_ptr(), types.data, as_blas_int(opb.ld, "ldb"), b.stride(0),
+        a.const_data_ptr(), types.data, as_blas_int(opa.ld, "lda"), a.stride(0),
+        beta, c.mutable_data_ptr(), types.data, as_blas_int(n, "ldc"), c.stride(0),
+        as_blas_int(batch, "batch"), types.compute, CUBLAS_GEMM_DEFAULT));
+  }
+};
+
+} // namespace
+
+TORCH_LIBRARY_IMPL(myconv, CUDA, m) {
+  register_backend_kernels<CudaBackend>(m);
+}
+
+} // namespace myconv::detail
