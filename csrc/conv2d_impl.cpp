@@ -21,6 +21,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdlib>
+#include <limits>
 #include <string>
 
 #include "myconv.h"
@@ -63,11 +64,13 @@ void set_workspace_limit_bytes(int64_t bytes) {
 
 namespace detail {
 
-int64_t batch_chunk(int64_t batch, int64_t bytes_per_image) {
+int64_t batch_chunk(int64_t batch, int64_t bytes_per_image, int64_t cols_per_image) {
   if (batch <= 1 || bytes_per_image <= 0) {
     return std::max<int64_t>(batch, 1);
   }
-  return std::clamp<int64_t>(workspace_limit_bytes() / bytes_per_image, 1, batch);
+  const int64_t by_memory = workspace_limit_bytes() / bytes_per_image;
+  const int64_t by_blas = std::numeric_limits<int32_t>::max() / std::max<int64_t>(cols_per_image, 1);
+  return std::clamp<int64_t>(std::min(by_memory, by_blas), 1, batch);
 }
 
 namespace {
@@ -138,7 +141,7 @@ at::Tensor conv2d(const Backend& backend, const at::Tensor& input, const at::Ten
     const bool has_bias = bias.has_value() && bias->defined();
     const at::Tensor b =
         has_bias ? bias->reshape({groups, p.group_out_channels(), 1}) : at::Tensor();
-    const int64_t chunk = batch_chunk(p.batch, p.workspace_per_image(x.element_size()));
+    const int64_t chunk = batch_chunk(p.batch, p.workspace_per_image(x.element_size()), L);
     const ChunkBuffers buffers(p, chunk, x.options());
 
     for (int64_t n0 = 0; n0 < p.batch; n0 += chunk) {
@@ -193,7 +196,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_backward(
     const at::Tensor xc = x.contiguous();
     const at::Tensor gyc = gy.contiguous();
     const at::Tensor w = weight.contiguous().view({groups, p.group_out_channels(), p.group_rows()});
-    const int64_t chunk = batch_chunk(p.batch, p.workspace_per_image(x.element_size()));
+    const int64_t chunk = batch_chunk(p.batch, p.workspace_per_image(x.element_size()), L);
     const ChunkBuffers buffers(p, chunk, x.options());
 
     // grad_weight is summed over chunks in its own dtype, or in float32 for

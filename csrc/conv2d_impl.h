@@ -60,8 +60,9 @@ at::Tensor col2im(const Backend& backend, const at::Tensor& input, c10::SymIntAr
                   at::IntArrayRef padding, at::IntArrayRef stride);
 
 // Images per chunk so that a chunk's workspace (bytes_per_image each) stays
-// within the workspace limit; at least 1, at most `batch`.
-int64_t batch_chunk(int64_t batch, int64_t bytes_per_image);
+// within the workspace limit and a chunk's cols_per_image * images columns fit
+// the 32-bit dimensions of BLAS; at least 1, at most `batch`.
+int64_t batch_chunk(int64_t batch, int64_t bytes_per_image, int64_t cols_per_image);
 
 // Registers the four compositions, bound to the backend B, in a
 // TORCH_LIBRARY_IMPL block: `register_backend_kernels<CpuBackend>(m);`.

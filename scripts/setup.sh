@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Sets up everything from nothing, idempotently:
+#   - GoogleTest from Debian (libgtest-dev) when missing
+#   - a virtual environment .venv with torch and the test tools
+#   - builds and installs the myconv package (CPU kernels; CUDA kernels too
+#     where torch has CUDA and nvcc exists)
+#
+# Knobs (environment):
+#   MYCONV_TORCH=cuda (default)  torch==2.14.1, CUDA 13.0 build: the CUDA sources are compiled
+#   MYCONV_TORCH=cpu             torch==2.13.0, CPU build: smaller, CPU kernels only
+#   MYCONV_CPU_ONLY=1            skip the CUDA sources even with a CUDA torch
+#   TORCH_CUDA_ARCH_LIST         GPU architectures (default "9.0": H100)
+#   PYTHON                       interpreter for the venv (default python3)
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+step() { printf '\n== %s\n' "$*"; }
+
+if ! dpkg -s libgtest-dev >/dev/null 2>&1; then
+  step "installing GoogleTest (libgtest-dev)"
+  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q libgtest-dev
+fi
+
+case "${MYCONV_TORCH:-cuda}" in
+  cuda) torch_req="torch==2.14.1" ;;
+  cpu)  torch_req="torch==2.13.0" ;;
+  *) echo "MYCONV_TORCH must be 'cuda' or 'cpu'" >&2; exit 2 ;;
+esac
+
+if [ ! -x .venv/bin/python ]; then
+  step "creating .venv"
+  "${PYTHON:-python3}" -m venv .venv
+fi
+PY=.venv/bin/python
+
+if ! "$PY" -m pip show torch 2>/dev/null | grep -qx "Version: ${torch_req#torch==}"; then
+  step "installing $torch_req (from the wheels on this disk when present)"
+  "$PY" -m pip install -q "$torch_req"
+fi
+step "installing build and test tools"
+"$PY" -m pip install -q -r requirements-dev.txt
+
+export TORCH_CUDA_ARCH_LIST="${TORCH_CUDA_ARCH_LIST:-9.0}"
+export MAX_JOBS="${MAX_JOBS:-$(nproc)}"
+export PATH="$PWD/.venv/bin:$PATH"  # ninja
+step "building myconv (TORCH_CUDA_ARCH_LIST=$TORCH_CUDA_ARCH_LIST)"
+start=$SECONDS
+"$PY" -m pip install -q --no-build-isolation --no-deps .
+echo "built in $((SECONDS - start)) s: $("$PY" -c 'import myconv; print(myconv.library_path(), "CUDA kernels:", myconv.cuda_built())' 2>/dev/null)"
