@@ -15,6 +15,9 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 step() { printf '\n== %s\n' "$*"; }
+# pip, without the notes this machine's pip configuration prints for every
+# package it looks up in its local indexes.
+pip_quiet() { "$PY" -m pip "$@" 2>&1 | { grep -v '^WARNING: Location .* is ignored' || true; }; }
 
 if ! dpkg -s libgtest-dev >/dev/null 2>&1; then
   step "installing GoogleTest (libgtest-dev)"
@@ -35,15 +38,15 @@ PY=.venv/bin/python
 
 if ! "$PY" -m pip show torch 2>/dev/null | grep -qx "Version: ${torch_req#torch==}"; then
   step "installing $torch_req (from the wheels on this disk when present)"
-  "$PY" -m pip install -q "$torch_req"
+  pip_quiet install -q "$torch_req"
 fi
 step "installing build and test tools"
-"$PY" -m pip install -q -r requirements-dev.txt
+pip_quiet install -q -r requirements-dev.txt
 
 export TORCH_CUDA_ARCH_LIST="${TORCH_CUDA_ARCH_LIST:-9.0}"
 export MAX_JOBS="${MAX_JOBS:-$(nproc)}"
 export PATH="$PWD/.venv/bin:$PATH"  # ninja
 step "building myconv (TORCH_CUDA_ARCH_LIST=$TORCH_CUDA_ARCH_LIST)"
 start=$SECONDS
-"$PY" -m pip install -q --no-build-isolation --no-deps .
+pip_quiet install -q --no-build-isolation --no-deps .
 echo "built in $((SECONDS - start)) s: $("$PY" -c 'import myconv; print(myconv.library_path(), "CUDA kernels:", myconv.cuda_built())' 2>/dev/null)"
