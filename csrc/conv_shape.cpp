@@ -163,6 +163,27 @@ void check_conv2d_backward(
               grad_output.sym_sizes());
 }
 
+StringPadding string_padding(const char* op, c10::string_view padding, at::IntArrayRef kernel,
+                             at::IntArrayRef stride, at::IntArrayRef dilation) {
+  TORCH_CHECK(padding == "same" || padding == "valid", op, ": Invalid padding string: '",
+              std::string(padding), "' (expected 'same' or 'valid')");
+  check_pair(op, "stride", stride, Bound::Positive);
+  check_pair(op, "dilation", dilation, Bound::Positive);
+  StringPadding out{{0, 0}, {0, 0}};
+  if (padding == "valid") {
+    return out;
+  }
+  TORCH_CHECK(stride[0] == 1 && stride[1] == 1, op,
+              ": padding='same' is not supported for strided convolutions, but got stride=",
+              stride);
+  for (size_t i = 0; i < 2; ++i) {
+    const int64_t total = dilation[i] * (kernel[i] - 1);
+    out.both[i] = total / 2;
+    out.extra[i] = total - 2 * (total / 2);
+  }
+  return out;
+}
+
 at::MemoryFormat conv2d_memory_format(const at::Tensor& input, const at::Tensor& weight) {
   const bool channels_last = input.suggest_memory_format() == at::MemoryFormat::ChannelsLast ||
                              weight.suggest_memory_format() == at::MemoryFormat::ChannelsLast;

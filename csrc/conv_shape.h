@@ -11,7 +11,9 @@
 #include <c10/core/MemoryFormat.h>
 #include <c10/core/SymInt.h>
 #include <c10/util/ArrayRef.h>
+#include <c10/util/string_view.h>
 
+#include <array>
 #include <cstdint>
 #include <optional>
 #include <vector>
@@ -79,6 +81,16 @@ void check_conv2d_backward(
     at::IntArrayRef padding,
     at::IntArrayRef dilation,
     int64_t groups);
+
+// padding='same' / 'valid' (the conv2d.padding overload). 'same' keeps the
+// spatial size: per axis dilation*(kernel-1) zeros in all, half before, half
+// after, the odd one after (bottom / right), as PyTorch does.
+struct StringPadding {
+  std::array<int64_t, 2> both;   // symmetric padding given to conv2d
+  std::array<int64_t, 2> extra;  // additional zeros at the bottom / right
+};
+StringPadding string_padding(const char* op, c10::string_view padding, at::IntArrayRef kernel,
+                             at::IntArrayRef stride, at::IntArrayRef dilation);
 
 // Layout of conv2d's output and gradients, mirroring F.conv2d: channels_last
 // when the input or the weight is channels_last, contiguous otherwise.

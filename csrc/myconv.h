@@ -10,6 +10,7 @@
 #include <ATen/core/Tensor.h>
 #include <c10/core/SymIntArrayRef.h>
 #include <c10/util/ArrayRef.h>
+#include <c10/util/string_view.h>
 
 #include <array>
 #include <cstdint>
@@ -26,6 +27,19 @@ at::Tensor conv2d(
     const std::optional<at::Tensor>& bias,
     at::IntArrayRef stride = {1, 1},
     at::IntArrayRef padding = {0, 0},
+    at::IntArrayRef dilation = {1, 1},
+    int64_t groups = 1);
+
+// The conv2d.padding overload: padding="same" or "valid", as F.conv2d accepts
+// ("same": stride 1 only; an odd total padding puts the extra zero at the
+// bottom / right). A separate name, so that conv2d(x, w, b, {1, 1}, {0, 0})
+// stays unambiguous.
+at::Tensor conv2d_padding(
+    const at::Tensor& input,
+    const at::Tensor& weight,
+    const std::optional<at::Tensor>& bias,
+    at::IntArrayRef stride,
+    c10::string_view padding,
     at::IntArrayRef dilation = {1, 1},
     int64_t groups = 1);
 

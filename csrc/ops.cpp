@@ -6,7 +6,11 @@
 //   CUDA      cuda/conv2d_cuda.cpp           TORCH_LIBRARY_IMPL(myconv, CUDA, m)
 //   Autograd  csrc/autograd/autograd.cpp     TORCH_LIBRARY_IMPL(myconv, Autograd, m)
 //   Meta      here                           TORCH_LIBRARY_IMPL(myconv, Meta, m)
+//   conv2d.padding ('same' / 'valid') is a composite of conv2d, and the
+//   Autocast keys cast conv2d's inputs like F.conv2d's: both here too.
+#include <ATen/autocast_mode.h>
 #include <ATen/core/dispatch/Dispatcher.h>
+#include <ATen/ops/constant_pad_nd.h>
 #include <ATen/ops/empty.h>
 #include <torch/library.h>
 
@@ -17,6 +21,9 @@ TORCH_LIBRARY(myconv, m) {
   m.def(
       "conv2d(Tensor input, Tensor weight, Tensor? bias=None, int[2] stride=1, "
       "int[2] padding=0, int[2] dilation=1, int groups=1) -> Tensor");
+  m.def(
+      "conv2d.padding(Tensor input, Tensor weight, Tensor? bias=None, int[2] stride=1, "
+      "str padding=\"valid\", int[2] dilation=1, int groups=1) -> Tensor");
   m.def(
       "conv2d_backward(Tensor grad_output, Tensor input, Tensor weight, int[2] stride, "
       "int[2] padding, int[2] dilation, int groups, bool[3] output_mask) "
@@ -77,7 +84,51 @@ at::Tensor col2im_meta(const at::Tensor& input, c10::SymIntArrayRef output_size,
       check_col2im(input, output_size, kernel_size, dilation, padding, stride), input.options());
 }
 
+// padding='same' / 'valid': conv2d with the padding PyTorch would use; an odd
+// 'same' total puts its extra zero at the bottom / right by padding the input.
+at::Tensor conv2d_string_padding(const at::Tensor& input, const at::Tensor& weight,
+                                 const std::optional<at::Tensor>& bias, at::IntArrayRef stride,
+                                 c10::string_view padding, at::IntArrayRef dilation,
+                                 int64_t groups) {
+  if (weight.dim() != 4) {  // let conv2d report the bad weight
+    return myconv::conv2d(input, weight, bias, stride, {0, 0}, dilation, groups);
+  }
+  const std::array<int64_t, 2> kernel{weight.sym_size(2).guard_int(__FILE__, __LINE__),
+                                      weight.sym_size(3).guard_int(__FILE__, __LINE__)};
+  const auto pad = detail::string_padding("myconv::conv2d", padding, kernel, stride, dilation);
+  at::Tensor x = input;
+  if (pad.extra[0] != 0 || pad.extra[1] != 0) {
+    x = at::constant_pad_nd(input, {0, pad.extra[1], 0, pad.extra[0]}, 0);
+  }
+  return myconv::conv2d(x, weight, bias, stride, pad.both, dilation, groups);
+}
+
+// Autocast: conv2d runs in the autocast dtype, as F.conv2d does.
+template <c10::DeviceType device, c10::DispatchKey key>
+at::Tensor conv2d_autocast(const at::Tensor& input, const at::Tensor& weight,
+                           const std::optional<at::Tensor>& bias, at::IntArrayRef stride,
+                           at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups) {
+  c10::impl::ExcludeDispatchKeyGuard no_autocast(key);
+  const at::ScalarType dtype = at::autocast::get_autocast_dtype(device);
+  return myconv::conv2d(at::autocast::cached_cast(dtype, input, device),
+                        at::autocast::cached_cast(dtype, weight, device),
+                        at::autocast::cached_cast(dtype, bias, device), stride, padding, dilation,
+                        groups);
+}
+
 } // namespace
+
+TORCH_LIBRARY_IMPL(myconv, CompositeImplicitAutograd, m) {
+  m.impl("conv2d.padding", TORCH_FN(conv2d_string_padding));
+}
+
+TORCH_LIBRARY_IMPL(myconv, AutocastCPU, m) {
+  m.impl("conv2d", TORCH_FN((conv2d_autocast<c10::DeviceType::CPU, c10::DispatchKey::AutocastCPU>)));
+}
+
+TORCH_LIBRARY_IMPL(myconv, AutocastCUDA, m) {
+  m.impl("conv2d", TORCH_FN((conv2d_autocast<c10::DeviceType::CUDA, c10::DispatchKey::AutocastCUDA>)));
+}
 
 TORCH_LIBRARY_IMPL(myconv, Meta, m) {
   m.impl("conv2d", TORCH_FN(conv2d_meta));
@@ -100,7 +151,21 @@ c10::TypedOperatorHandle<Signature> find_op(const char* name) {
 at::Tensor conv2d(const at::Tensor& input, const at::Tensor& weight,
                   const std::optional<at::Tensor>& bias, at::IntArrayRef stride,
                   at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups) {
-  static const auto op = find_op<decltype(conv2d)>("myconv::conv2d");
+  static const auto op =
+      find_op<at::Tensor(const at::Tensor&, const at::Tensor&, const std::optional<at::Tensor>&,
+                         at::IntArrayRef, at::IntArrayRef, at::IntArrayRef, int64_t)>(
+          "myconv::conv2d");
+  return op.call(input, weight, bias, stride, padding, dilation, groups);
+}
+
+at::Tensor conv2d_padding(const at::Tensor& input, const at::Tensor& weight,
+                          const std::optional<at::Tensor>& bias, at::IntArrayRef stride,
+                          c10::string_view padding, at::IntArrayRef dilation, int64_t groups) {
+  static const auto op =
+      c10::Dispatcher::singleton()
+          .findSchemaOrThrow("myconv::conv2d", "padding")
+          .typed<at::Tensor(const at::Tensor&, const at::Tensor&, const std::optional<at::Tensor>&,
+                            at::IntArrayRef, c10::string_view, at::IntArrayRef, int64_t)>();
   return op.call(input, weight, bias, stride, padding, dilation, groups);
 }
 
@@ -128,7 +193,7 @@ at::Tensor col2im_symint(const at::Tensor& input, c10::SymIntArrayRef output_siz
 at::Tensor col2im(const at::Tensor& input, at::IntArrayRef output_size,
                   at::IntArrayRef kernel_size, at::IntArrayRef dilation,
                   at::IntArrayRef padding, at::IntArrayRef stride) {
-  return col2im_symint(input, c10::fromIntArrayRefSlow(output_size), kernel_size, dilation,
+  return myconv::col2im_symint(input, c10::fromIntArrayRefSlow(output_size), kernel_size, dilation,
                        padding, stride);
 }
 

@@ -51,6 +51,86 @@ class Conv2dFunction : public torch::autograd::Function<Conv2dFunction> {
   }
 };
 
+// conv2d_backward is itself differentiable (double backward). Its outputs are
+//   gI = conv2d input-gradient    (linear in gy, linear in W)
+//   gW = conv2d weight-gradient   (linear in gy, linear in x)
+//   gB = gy summed over N, H, W
+// so with incoming gradients ggI, ggW, ggB:
+//   d/d gy = conv2d(ggI, W) + conv2d(x, ggW) + ggB broadcast
+//   d/d x  = input-gradient of a conv2d with weight ggW at grad_output gy
+//   d/d W  = weight-gradient of a conv2d with input ggI at grad_output gy
+// all through the dispatcher, so these are differentiable again. A custom
+// Function cannot return undefined tensors, so forward returns only the
+// gradients output_mask asks for, in order.
+class Conv2dBackwardFunction : public torch::autograd::Function<Conv2dBackwardFunction> {
+ public:
+  static variable_list forward(AutogradContext* ctx, const at::Tensor& grad_output,
+                               const at::Tensor& input, const at::Tensor& weight,
+                               at::IntArrayRef stride, at::IntArrayRef padding,
+                               at::IntArrayRef dilation, int64_t groups,
+                               std::array<bool, 3> output_mask) {
+    ctx->save_for_backward({grad_output, input, weight});
+    ctx->saved_data["stride"] = stride.vec();
+    ctx->saved_data["padding"] = padding.vec();
+    ctx->saved_data["dilation"] = dilation.vec();
+    ctx->saved_data["groups"] = groups;
+    ctx->saved_data["output_mask"] =
+        std::vector<bool>(output_mask.begin(), output_mask.end());
+    at::AutoDispatchBelowADInplaceOrView below_autograd;
+    auto [gi, gw, gb] = myconv::conv2d_backward(grad_output, input, weight, stride, padding,
+                                                dilation, groups, output_mask);
+    variable_list computed;
+    for (const at::Tensor& t : {gi, gw, gb}) {
+      if (t.defined()) {
+        computed.push_back(t);
+      }
+    }
+    return computed;
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    const at::Tensor &gy = saved[0], &x = saved[1], &w = saved[2];
+    // Incoming gradients of (gI, gW, gB); undefined where not computed or unused.
+    at::Tensor incoming[3];
+    const auto mask = ctx->saved_data.at("output_mask").toBoolList();
+    for (size_t i = 0, next = 0; i < 3; ++i) {
+      if (mask.get(i)) {
+        incoming[i] = grads[next++];
+      }
+    }
+    const at::Tensor &ggi = incoming[0], &ggw = incoming[1], &ggb = incoming[2];
+    const auto stride = ints(ctx, "stride"), padding = ints(ctx, "padding"),
+               dilation = ints(ctx, "dilation");
+    const int64_t groups = ctx->saved_data.at("groups").toInt();
+
+    at::Tensor d_gy, d_x, d_w;
+    if (ctx->needs_input_grad(0)) {
+      const auto add = [&d_gy](const at::Tensor& t) { d_gy = d_gy.defined() ? d_gy.add(t) : t; };
+      if (ggi.defined()) {
+        add(myconv::conv2d(ggi, w, std::nullopt, stride, padding, dilation, groups));
+      }
+      if (ggw.defined()) {
+        add(myconv::conv2d(x, ggw, std::nullopt, stride, padding, dilation, groups));
+      }
+      if (ggb.defined()) {
+        std::vector<int64_t> shape(gy.dim(), 1);
+        shape[gy.dim() - 3] = -1;  // the channel dimension
+        add(ggb.view(shape).expand_as(gy).contiguous());
+      }
+    }
+    if (ctx->needs_input_grad(1) && ggw.defined()) {
+      d_x = std::get<0>(myconv::conv2d_backward(gy, x, ggw, stride, padding, dilation, groups,
+                                                {true, false, false}));
+    }
+    if (ctx->needs_input_grad(2) && ggi.defined()) {
+      d_w = std::get<1>(myconv::conv2d_backward(gy, ggi, w, stride, padding, dilation, groups,
+                                                {false, true, false}));
+    }
+    return {d_gy, d_x, d_w, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+  }
+};
+
 // im2col and col2im are linear and adjoint to each other: each one's backward
 // is the other with the same window.
 class Im2colFunction : public torch::autograd::Function<Im2colFunction> {
@@ -102,6 +182,26 @@ at::Tensor conv2d_autograd(const at::Tensor& input, const at::Tensor& weight,
   return Conv2dFunction::apply(input, weight, bias, stride, padding, dilation, groups);
 }
 
+std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_backward_autograd(
+    const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& weight,
+    at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
+    std::array<bool, 3> output_mask) {
+  if (!(output_mask[0] || output_mask[1] || output_mask[2])) {  // nothing to differentiate
+    at::AutoDispatchBelowADInplaceOrView below_autograd;
+    return myconv::conv2d_backward(grad_output, input, weight, stride, padding, dilation, groups,
+                                   output_mask);
+  }
+  const variable_list computed = Conv2dBackwardFunction::apply(
+      grad_output, input, weight, stride, padding, dilation, groups, output_mask);
+  at::Tensor out[3];
+  for (size_t i = 0, next = 0; i < 3; ++i) {
+    if (output_mask[i]) {
+      out[i] = computed[next++];
+    }
+  }
+  return {out[0], out[1], out[2]};
+}
+
 at::Tensor im2col_autograd(const at::Tensor& input, at::IntArrayRef kernel_size,
                            at::IntArrayRef dilation, at::IntArrayRef padding,
                            at::IntArrayRef stride) {
@@ -118,6 +218,7 @@ at::Tensor col2im_autograd(const at::Tensor& input, c10::SymIntArrayRef output_s
 
 TORCH_LIBRARY_IMPL(myconv, Autograd, m) {
   m.impl("conv2d", TORCH_FN(conv2d_autograd));
+  m.impl("conv2d_backward", TORCH_FN(conv2d_backward_autograd));
   m.impl("im2col", TORCH_FN(im2col_autograd));
   m.impl("col2im", TORCH_FN(col2im_autograd));
 }

@@ -25,10 +25,18 @@ def test_conv2d(args):
     opcheck(torch.ops.myconv.conv2d.default, args)
 
 
+@pytest.mark.parametrize("padding", ["same", "valid"])
+def test_conv2d_padding_overload(padding):
+    args = (_t(2, 4, 8, 7, grad=True), _t(6, 2, 4, 3, grad=True), _t(6, grad=True), [1, 1], padding, [1, 2], 2)
+    opcheck(torch.ops.myconv.conv2d.padding, args)
+
+
 @pytest.mark.parametrize("mask", [[True, True, True], [True, False, False], [False, True, True]], ids=str)
-def test_conv2d_backward(mask):
-    x, w = _t(2, 4, 8, 7), _t(6, 2, 3, 2)
-    gy = _t(2, 6, 4, 5)
+@pytest.mark.parametrize("grad", [False, True], ids=["plain", "requires_grad"])
+def test_conv2d_backward(mask, grad):
+    # With requires_grad this exercises the double-backward registration too.
+    x, w = _t(2, 4, 8, 7, grad=grad), _t(6, 2, 3, 2, grad=grad)
+    gy = _t(2, 6, 4, 5, grad=grad)
     opcheck(torch.ops.myconv.conv2d_backward.default, (gy, x, w, [2, 1], [1, 0], [1, 2], 2, mask))
 
 

@@ -11,12 +11,13 @@ CPU, CUDA (when built with it), Meta and Autograd.
 """
 from ._library import cuda_built, get_workspace_limit, library_path, set_workspace_limit
 from .functional import col2im, conv2d, im2col
-from .modules import Conv2d
+from .modules import Conv2d, convert
 
 __all__ = [
     "Conv2d",
     "col2im",
     "conv2d",
+    "convert",
     "cuda_built",
     "get_workspace_limit",
     "im2col",

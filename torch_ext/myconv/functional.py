@@ -15,16 +15,30 @@ def conv2d(
     weight: Tensor,
     bias: Optional[Tensor] = None,
     stride: _size_2_t = 1,
-    padding: _size_2_t = 0,
+    padding: Union[str, _size_2_t] = 0,
     dilation: _size_2_t = 1,
     groups: int = 1,
 ) -> Tensor:
     """2-D convolution, drop-in for :func:`torch.nn.functional.conv2d`.
 
-    input: ``(N, C_in, H, W)`` or unbatched ``(C_in, H, W)``;
-    weight: ``(C_out, C_in / groups, kH, kW)``; bias: ``(C_out,)`` or None.
-    Computed as im2col + GEMM by ``torch.ops.myconv.conv2d``.
+    Args:
+        input: ``(N, C_in, H, W)`` or unbatched ``(C_in, H, W)``.
+        weight: ``(C_out, C_in / groups, kH, kW)``.
+        bias: ``(C_out,)`` or None.
+        stride, dilation: an int or a pair.
+        padding: an int, a pair, ``"valid"`` (no padding) or ``"same"`` (output
+            as large as the input; stride 1 only; an odd total puts the extra
+            zero at the bottom / right, as PyTorch does).
+        groups: number of blocked connections from input to output channels.
+
+    Returns:
+        ``(N, C_out, H_out, W_out)`` (or ``(C_out, H_out, W_out)`` when unbatched),
+        computed as im2col + GEMM by ``torch.ops.myconv.conv2d``.
     """
+    if isinstance(padding, str):
+        return torch.ops.myconv.conv2d.padding(
+            input, weight, bias, _pair(stride), padding, _pair(dilation), groups
+        )
     return torch.ops.myconv.conv2d(
         input, weight, bias, _pair(stride), _pair(padding), _pair(dilation), groups
     )
@@ -37,7 +51,8 @@ def im2col(
     padding: _size_2_t = 0,
     stride: _size_2_t = 1,
 ) -> Tensor:
-    """Sliding blocks to columns, drop-in for :func:`torch.nn.functional.unfold`."""
+    """Sliding blocks to columns, drop-in for :func:`torch.nn.functional.unfold`:
+    ``(N, C, H, W) -> (N, C*kH*kW, L)``, unbatched ``(C, H, W) -> (C*kH*kW, L)``."""
     return torch.ops.myconv.im2col(
         input, _pair(kernel_size), _pair(dilation), _pair(padding), _pair(stride)
     )
@@ -52,7 +67,8 @@ def col2im(
     stride: _size_2_t = 1,
 ) -> Tensor:
     """Columns back to an image, summing overlaps; drop-in for
-    :func:`torch.nn.functional.fold`."""
+    :func:`torch.nn.functional.fold`: ``(N, C*kH*kW, L) -> (N, C, H, W)``,
+    unbatched ``(C*kH*kW, L) -> (C, H, W)``."""
     return torch.ops.myconv.col2im(
         input,
         _pair(output_size),
