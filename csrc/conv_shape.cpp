@@ -3,6 +3,7 @@
 #include <c10/util/Exception.h>
 
 #include <array>
+#include <limits>
 #include <optional>
 
 namespace myconv::detail {
@@ -44,11 +45,46 @@ void check_pair(const char* op, const char* name, at::IntArrayRef v, Bound bound
               bound == Bound::Positive ? "positive" : "non-negative", ", but got ", name, "=", v);
 }
 
+constexpr __int128 kInt64Max = std::numeric_limits<int64_t>::max();
+
+// The padded size and the dilated kernel size along one axis must fit int64
+// (checked in 128-bit arithmetic; symbolic sizes are left to the shape env).
+void check_window_fits_int64(const char* op, const c10::SymInt& size, const c10::SymInt& kernel,
+                             int64_t padding, int64_t dilation) {
+  const auto s = size.maybe_as_int();
+  const auto k = kernel.maybe_as_int();
+  if (!s || !k) {
+    return;
+  }
+  const __int128 padded = static_cast<__int128>(*s) + 2 * static_cast<__int128>(padding);
+  const __int128 dilated = static_cast<__int128>(dilation) * (*k - 1) + 1;
+  TORCH_CHECK(padded <= kInt64Max && dilated <= kInt64Max, op, ": padding=", padding,
+              " and dilation=", dilation, " with kernel size ", *k, " and input size ", *s,
+              " overflow int64 (padded input or dilated kernel larger than 2^63 - 1)");
+}
+
+// A tensor of `sizes` must have fewer than 2^63 elements.
+void check_numel_fits_int64(const char* op, const char* what, c10::SymIntArrayRef sizes) {
+  __int128 numel = 1;
+  for (const c10::SymInt& s : sizes) {
+    const auto v = s.maybe_as_int();
+    if (!v) {
+      return;
+    }
+    numel *= *v;
+    TORCH_CHECK(numel <= kInt64Max, op, ": the ", what, " of size ", sizes,
+                " would have more than 2^63 - 1 elements");
+  }
+}
+
 // Output size (blocks along H and W) of a sliding window over an (h, w) image,
 // or nothing when the dilated kernel does not fit the padded image.
 std::optional<std::array<c10::SymInt, 2>> sliding_blocks(
-    const c10::SymInt& h, const c10::SymInt& w, const c10::SymInt& kh, const c10::SymInt& kw,
-    at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation) {
+    const char* op, const c10::SymInt& h, const c10::SymInt& w, const c10::SymInt& kh,
+    const c10::SymInt& kw, at::IntArrayRef stride, at::IntArrayRef padding,
+    at::IntArrayRef dilation) {
+  check_window_fits_int64(op, h, kh, padding[0], dilation[0]);
+  check_window_fits_int64(op, w, kw, padding[1], dilation[1]);
   if (h + 2 * padding[0] < (kh - 1) * dilation[0] + 1 ||
       w + 2 * padding[1] < (kw - 1) * dilation[1] + 1) {
     return std::nullopt;
@@ -129,7 +165,7 @@ std::vector<c10::SymInt> check_conv2d(
   }
 
   const auto blocks =
-      sliding_blocks(in[c + 1], in[c + 2], w[2], w[3], stride, padding, dilation);
+      sliding_blocks(op, in[c + 1], in[c + 2], w[2], w[3], stride, padding, dilation);
   TORCH_CHECK(blocks.has_value(), op, ": calculated padded input size per channel: (",
               in[c + 1] + 2 * padding[0], " x ", in[c + 2] + 2 * padding[1],
               "). Dilated kernel size: (", (w[2] - 1) * dilation[0] + 1, " x ",
@@ -141,6 +177,9 @@ std::vector<c10::SymInt> check_conv2d(
   out.push_back(w[0]);
   out.push_back((*blocks)[0]);
   out.push_back((*blocks)[1]);
+  check_numel_fits_int64(op, "output", out);
+  check_numel_fits_int64(op, "column matrix of one image",
+                         {in[c], w[2], w[3], (*blocks)[0], (*blocks)[1]});
   return out;
 }
 
@@ -206,8 +245,8 @@ std::vector<c10::SymInt> check_im2col(
                   in[c + 2] > 0,
               op, ": expected a 3-D (C, H, W) or 4-D (N, C, H, W) input with non-zero C, H, W, "
               "but got input of size ", in);
-  const auto blocks = sliding_blocks(in[c + 1], in[c + 2], kernel_size[0], kernel_size[1], stride,
-                                     padding, dilation);
+  const auto blocks = sliding_blocks(op, in[c + 1], in[c + 2], kernel_size[0], kernel_size[1],
+                                     stride, padding, dilation);
   TORCH_CHECK(blocks.has_value(), op, ": given input with spatial size (", in[c + 1], ", ",
               in[c + 2], "), kernel_size=", kernel_size, ", dilation=", dilation,
               ", padding=", padding,
@@ -216,6 +255,9 @@ std::vector<c10::SymInt> check_im2col(
   if (c == 1) {
     out.push_back(in[0]);
   }
+  check_numel_fits_int64(op, "column matrix",
+                         {c == 1 ? in[0] : c10::SymInt(1), in[c], kernel_size[0], kernel_size[1],
+                          (*blocks)[0], (*blocks)[1]});
   out.push_back(in[c] * (kernel_size[0] * kernel_size[1]));
   out.push_back((*blocks)[0] * (*blocks)[1]);
   return out;
@@ -242,7 +284,7 @@ std::vector<c10::SymInt> check_col2im(
   const int64_t kernel_area = kernel_size[0] * kernel_size[1];
   TORCH_CHECK(in[c] % kernel_area == 0, op, ": expected input.size(", c, ")=", in[c],
               " to be divisible by the product of kernel_size=", kernel_size);
-  const auto blocks = sliding_blocks(output_size[0], output_size[1], kernel_size[0],
+  const auto blocks = sliding_blocks(op, output_size[0], output_size[1], kernel_size[0],
                                      kernel_size[1], stride, padding, dilation);
   const c10::SymInt block_h = blocks ? (*blocks)[0] : c10::SymInt(0);
   const c10::SymInt block_w = blocks ? (*blocks)[1] : c10::SymInt(0);
@@ -259,6 +301,7 @@ std::vector<c10::SymInt> check_col2im(
   out.push_back(in[c] / kernel_area);
   out.push_back(output_size[0]);
   out.push_back(output_size[1]);
+  check_numel_fits_int64(op, "output", out);
   return out;
 }
 

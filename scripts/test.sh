@@ -1,20 +1,35 @@
 #!/usr/bin/env bash
 # Sets everything up from nothing, then runs every test:
 #   1. GoogleTest (ctest), linked against the very library the Python package loads
-#   2. pytest (tests/python)
+#   2. GoogleTest again, library and tests built with ASan + UBSan (CPU sources)
+#   3. pytest (tests/python)
 # CUDA tests skip cleanly where there is no GPU.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash scripts/setup.sh
 PY=.venv/bin/python
 export PATH="$PWD/.venv/bin:$PATH"
+mkdir -p build
+# cmake configure, its chatter (torch's CUDA notes) kept in a log shown on failure
+configure() {
+  local dir=$1; shift
+  cmake -S . -B "$dir" -G Ninja "$@" >"build/$(basename "$dir")-configure.log" 2>&1 ||
+    { cat "build/$(basename "$dir")-configure.log"; return 1; }
+}
 
 printf '\n== GoogleTest\n'
 lib=$("$PY" -c 'import myconv; print(myconv.library_path())' 2>/dev/null)
 prefix=$("$PY" -c 'import torch.utils; print(torch.utils.cmake_prefix_path)' 2>/dev/null)
-cmake -S . -B build/cmake -G Ninja -DCMAKE_PREFIX_PATH="$prefix" -DMYCONV_LIBRARY="$lib" >/dev/null
+configure build/cmake -DCMAKE_PREFIX_PATH="$prefix" -DMYCONV_LIBRARY="$lib"
 cmake --build build/cmake
 ctest --test-dir build/cmake --output-on-failure
+
+printf '\n== GoogleTest, library and tests built with AddressSanitizer + UndefinedBehaviorSanitizer\n'
+configure build/sanitize -DCMAKE_PREFIX_PATH="$prefix" -DMYCONV_WITH_CUDA=OFF \
+  -DMYCONV_SANITIZE=address,undefined
+cmake --build build/sanitize
+ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+  ctest --test-dir build/sanitize --output-on-failure
 
 printf '\n== pytest\n'
 "$PY" -m pytest tests/python "$@"

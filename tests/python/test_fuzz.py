@@ -1,0 +1,112 @@
+"""Property-based tests (hypothesis): random valid configurations, forward and
+all three gradients against F.conv2d; im2col / col2im against F.unfold / fold.
+
+CI runs a bounded, derandomized set (MYCONV_FUZZ_EXAMPLES, default 500 per
+test, so 1000 examples in all, in seconds). The long run (its last result is in
+docs/reliability.md):
+
+    MYCONV_FUZZ_EXAMPLES=12000 .venv/bin/python -m pytest tests/python/test_fuzz.py -q
+"""
+import os
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+hypothesis = pytest.importorskip("hypothesis")
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+import myconv  # noqa: E402
+from conftest import assert_rel_close  # noqa: E402
+
+EXAMPLES = int(os.environ.get("MYCONV_FUZZ_EXAMPLES", "500"))
+FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
+                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+TOL = {torch.float64: 1e-10, torch.float32: 1e-4}
+
+
+@st.composite
+def conv_configs(draw):
+    groups_kind = draw(st.sampled_from(["one", "few", "depthwise"]))
+    if groups_kind == "depthwise":
+        groups = c_in = draw(st.integers(1, 64))
+        c_out = c_in * draw(st.integers(1, 2))
+    else:
+        groups = 1 if groups_kind == "one" else draw(st.integers(2, 4))
+        c_in = groups * draw(st.integers(1, max(1, 64 // groups // (4 if groups > 1 else 2))))
+        c_out = groups * draw(st.integers(1, 4))
+    kernel = (draw(st.integers(1, 6)), draw(st.integers(1, 6)))
+    stride = (draw(st.integers(1, 4)), draw(st.integers(1, 4)))
+    padding = (draw(st.integers(0, 3)), draw(st.integers(0, 3)))
+    dilation = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    # Smallest input the dilated kernel fits (possibly exactly: kernel as large
+    # as the padded input), 1x1 images included.
+    def size(i):
+        need = max(1, dilation[i] * (kernel[i] - 1) + 1 - 2 * padding[i])
+        return draw(st.integers(need, need + draw(st.sampled_from([0, 2, 9]))))
+    h, w = size(0), size(1)
+    # keep the work per example small: shrink the batch for large images
+    n = draw(st.integers(0, 3 if h * w * c_in <= 2000 else 1))
+    return dict(n=n, c_in=c_in, c_out=c_out, h=h, w=w, kernel=kernel, stride=stride, padding=padding,
+                dilation=dilation, groups=groups, bias=draw(st.booleans()),
+                layout=draw(st.sampled_from(["contiguous", "channels_last", "strided"])),
+                dtype=draw(st.sampled_from([torch.float64, torch.float32])))
+
+
+def make_input(cfg, gen):
+    n, c, h, w, dtype = cfg["n"], cfg["c_in"], cfg["h"], cfg["w"], cfg["dtype"]
+    if cfg["layout"] == "strided":  # a non-contiguous view: every other column
+        return torch.randn(n, c, h, 2 * w, generator=gen, dtype=torch.float64)[..., ::2].to(dtype)
+    x = torch.randn(n, c, h, w, generator=gen, dtype=torch.float64).to(dtype)
+    return x.to(memory_format=torch.channels_last) if cfg["layout"] == "channels_last" else x
+
+
+@FUZZ
+@given(cfg=conv_configs(), seed=st.integers(0, 2**31 - 1))
+def test_conv2d_forward_and_gradients(cfg, seed):
+    gen = torch.Generator().manual_seed(seed)
+    dtype = cfg["dtype"]
+    x = make_input(cfg, gen).requires_grad_()
+    w = torch.randn(cfg["c_out"], cfg["c_in"] // cfg["groups"], *cfg["kernel"], generator=gen,
+                    dtype=torch.float64).to(dtype).requires_grad_()
+    b = torch.randn(cfg["c_out"], generator=gen, dtype=torch.float64).to(dtype).requires_grad_() if cfg["bias"] else None
+    args = dict(stride=cfg["stride"], padding=cfg["padding"], dilation=cfg["dilation"], groups=cfg["groups"])
+
+    y = myconv.conv2d(x, w, b, **args)
+    ref_in = [t.detach().double().requires_grad_() if t is not None else None for t in (x, w, b)]
+    y_ref = F.conv2d(*ref_in, **args)
+    assert_rel_close(y, y_ref, TOL[dtype], f"forward {cfg}")
+
+    gy = torch.randn(y_ref.shape, generator=gen, dtype=torch.float64)
+    y.backward(gy.to(dtype))
+    y_ref.backward(gy)
+    for name, t, r in zip(("input", "weight", "bias"), (x, w, b), ref_in):
+        if t is not None:
+            assert_rel_close(t.grad, r.grad, TOL[dtype], f"grad_{name} {cfg}")
+
+
+@st.composite
+def window_configs(draw):
+    kernel = (draw(st.integers(1, 6)), draw(st.integers(1, 6)))
+    dilation = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    padding = (draw(st.integers(0, 3)), draw(st.integers(0, 3)))
+    stride = (draw(st.integers(1, 4)), draw(st.integers(1, 4)))
+    def size(i):
+        need = max(1, dilation[i] * (kernel[i] - 1) + 1 - 2 * padding[i])
+        return draw(st.integers(need, need + 10))
+    return dict(n=draw(st.integers(0, 3)), c=draw(st.integers(1, 8)), h=size(0), w=size(1), kernel=kernel,
+                dilation=dilation, padding=padding, stride=stride, batched=draw(st.booleans()))
+
+
+@FUZZ
+@given(cfg=window_configs(), seed=st.integers(0, 2**31 - 1))
+def test_im2col_col2im_match_unfold_fold(cfg, seed):
+    gen = torch.Generator().manual_seed(seed)
+    win = (cfg["kernel"], cfg["dilation"], cfg["padding"], cfg["stride"])
+    shape = (cfg["n"], cfg["c"], cfg["h"], cfg["w"]) if cfg["batched"] else (cfg["c"], cfg["h"], cfg["w"])
+    x = torch.randn(shape, generator=gen, dtype=torch.float64)
+    cols = myconv.im2col(x, *win)
+    assert torch.equal(cols, F.unfold(x, *win))
+    y = torch.randn(cols.shape, generator=gen, dtype=torch.float64)
+    assert_rel_close(myconv.col2im(y, (cfg["h"], cfg["w"]), *win), F.fold(y, (cfg["h"], cfg["w"]), *win), 1e-12)
