@@ -6,8 +6,9 @@ and the seed tutorials' unfold + matmul recipe, measured in one run.
     python -m myconv.benchmark --quick         # the seed layer only
 
 Ratios > 1 mean myconv is slower. Times are medians over blocks of calls
-(each block at least 10 ms), implementations measured one after the other in
-the same process with the same thread count.
+(each block at least 10 ms); the implementations' blocks are interleaved in
+rounds, in one process, with the same thread count, so that machine noise hits
+them alike.
 """
 import argparse
 import statistics
@@ -68,12 +69,14 @@ IMPLEMENTATIONS: Dict[str, Callable] = {
 }
 
 
-def median_seconds(fn: Callable[[], object], device: str, min_run_time: float) -> float:
-    """Median time per call of fn(), over blocks of calls of >= 10 ms each
-    (CUDA synchronised at block ends), for at least min_run_time seconds."""
+def median_seconds(fns: Dict[str, Callable[[], object]], device: str,
+                   min_run_time: float) -> Dict[str, float]:
+    """Median time per call of each fn, measured side by side: rounds of one
+    block of calls (>= 10 ms) per implementation, interleaved, so that a noisy
+    neighbour slows every implementation alike. CUDA synchronised per block."""
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
 
-    def block(calls: int) -> float:
+    def block(fn, calls: int) -> float:
         sync()
         start = time.perf_counter()
         for _ in range(calls):
@@ -81,12 +84,16 @@ def median_seconds(fn: Callable[[], object], device: str, min_run_time: float) -
         sync()
         return (time.perf_counter() - start) / calls
 
-    block(1)  # warm up
-    calls = max(1, int(0.01 / max(block(1), 1e-7)))
-    samples, deadline = [], time.perf_counter() + min_run_time
-    while time.perf_counter() < deadline or len(samples) < 5:
-        samples.append(block(calls))
-    return statistics.median(samples)
+    calls = {}
+    for name, fn in fns.items():
+        block(fn, 1)  # warm up
+        calls[name] = max(1, int(0.01 / max(block(fn, 1), 1e-7)))
+    samples = {name: [] for name in fns}
+    deadline = time.perf_counter() + min_run_time * len(fns)
+    while time.perf_counter() < deadline or len(samples[next(iter(fns))]) < 5:
+        for name, fn in fns.items():
+            samples[name].append(block(fn, calls[name]))
+    return {name: statistics.median(v) for name, v in samples.items()}
 
 
 def peak_cuda_bytes(fn: Callable[[], object]) -> int:
@@ -109,7 +116,7 @@ def measure(layer: Layer, device: str = "cpu", dtype=torch.float32, backward: bo
     if backward:
         for t in (x, w, b):
             t.requires_grad_(True)
-    results = {}
+    runs = {}
     for name, impl in IMPLEMENTATIONS.items():
         if name == "unfold+matmul" and layer.groups != 1:
             continue
@@ -120,10 +127,11 @@ def measure(layer: Layer, device: str = "cpu", dtype=torch.float32, backward: bo
                 y.backward(torch.ones_like(y))
             return y
 
-        results[name] = {
-            "seconds": median_seconds(run, device, min_run_time),
-            "peak_bytes": peak_cuda_bytes(run) if device == "cuda" else None,
-        }
+        runs[name] = run
+    seconds = median_seconds(runs, device, min_run_time)
+    results = {name: {"seconds": seconds[name],
+                      "peak_bytes": peak_cuda_bytes(run) if device == "cuda" else None}
+               for name, run in runs.items()}
     return results
 
 
