@@ -7,7 +7,8 @@ the GoogleTest binary links the very same file.
 
 Environment switches:
   MYCONV_CPU_ONLY=1       build without the CUDA sources even where nvcc exists
-  TORCH_CUDA_ARCH_LIST    GPU architectures for the CUDA sources (default "9.0")
+  TORCH_CUDA_ARCH_LIST    GPU architectures for the CUDA sources (default "8.0;9.0+PTX":
+                          A100, H100, and PTX that newer GPUs compile at load time)
   MAX_JOBS                parallel compile jobs (ninja)
 """
 import glob
@@ -59,7 +60,7 @@ def extension():
     cxx_flags = ["-O3", "-g0"]
     srcs = sources("csrc/*.cpp") + sources("csrc/*/*.cpp")
     if cuda_build_wanted():
-        os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "9.0")
+        os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0;9.0+PTX")
         # -idirafter: the toolkit's own headers (matching nvcc) win over pip's copies.
         cuda_cxx_flags = cxx_flags + [f"-idirafter{d}" for d in pip_cuda_include_dirs()]
         return CUDAExtension(

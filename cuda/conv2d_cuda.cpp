@@ -71,6 +71,32 @@ GemmTypes gemm_types(at::ScalarType t) {
   }
 }
 
+// For float16 / bfloat16, cuBLAS may reduce split-K partial sums in the
+// output's precision unless told not to: force float32 accumulation for the
+// duration of one call, then restore the handle's math mode.
+class Float32AccumulationGuard {
+ public:
+  Float32AccumulationGuard(cublasHandle_t handle, bool enable) : handle_(handle), enabled_(enable) {
+    if (enabled_) {
+      TORCH_CUDABLAS_CHECK(cublasGetMathMode(handle_, &saved_));
+      TORCH_CUDABLAS_CHECK(cublasSetMathMode(
+          handle_, static_cast<cublasMath_t>(saved_ | CUBLAS_MATH_DISALLOW_REDUCED_PRECISION_REDUCTION)));
+    }
+  }
+  ~Float32AccumulationGuard() {
+    if (enabled_) {
+      cublasSetMathMode(handle_, saved_);  // no throwing from a destructor
+    }
+  }
+  Float32AccumulationGuard(const Float32AccumulationGuard&) = delete;
+  Float32AccumulationGuard& operator=(const Float32AccumulationGuard&) = delete;
+
+ private:
+  cublasHandle_t handle_;
+  bool enabled_;
+  cublasMath_t saved_ = CUBLAS_DEFAULT_MATH;
+};
+
 int as_blas_int(int64_t v, const char* what) {
   TORCH_CHECK(v <= INT_MAX, "myconv: GEMM ", what, "=", v, " exceeds cuBLAS's 32-bit limit");
   return static_cast<int>(v);
@@ -107,6 +133,8 @@ class CudaBackend final : public Backend {
     const void* beta = types.double_scalars ? static_cast<const void*>(&beta_d) : &beta_f;
 
     cublasHandle_t handle = at::cuda::getCurrentCUDABlasHandle();  // on the current stream
+    const Float32AccumulationGuard fp32_accumulation(
+        handle, c.scalar_type() == at::kHalf || c.scalar_type() == at::kBFloat16);
     TORCH_CUDABLAS_CHECK(cublasGemmStridedBatchedEx(
         handle, opb.op, opa.op, as_blas_int(n, "n"), as_blas_int(m, "m"), as_blas_int(k, "k"),
         alpha, b.const_data_ptr(), types.data, as_blas_int(opb.ld, "ldb"), b.stride(0),

@@ -9,7 +9,7 @@
 #   MYCONV_TORCH=cuda (default)  torch==2.14.1, CUDA 13.0 build: the CUDA sources are compiled
 #   MYCONV_TORCH=cpu             torch==2.13.0, CPU build: smaller, CPU kernels only
 #   MYCONV_CPU_ONLY=1            skip the CUDA sources even with a CUDA torch
-#   TORCH_CUDA_ARCH_LIST         GPU architectures (default "9.0": H100)
+#   TORCH_CUDA_ARCH_LIST         GPU architectures (default "8.0;9.0+PTX": A100, H100, PTX for newer)
 #   PYTHON                       interpreter for the venv (default python3)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -43,7 +43,7 @@ fi
 step "installing build and test tools"
 pip_quiet install -q -r requirements-dev.txt
 
-export TORCH_CUDA_ARCH_LIST="${TORCH_CUDA_ARCH_LIST:-9.0}"
+export TORCH_CUDA_ARCH_LIST="${TORCH_CUDA_ARCH_LIST:-8.0;9.0+PTX}"
 export MAX_JOBS="${MAX_JOBS:-$(nproc)}"
 export PATH="$PWD/.venv/bin:$PATH"  # ninja
 step "building myconv (TORCH_CUDA_ARCH_LIST=$TORCH_CUDA_ARCH_LIST)"
