@@ -26,6 +26,13 @@ FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database
 TOL = {torch.float64: 1e-10, torch.float32: 1e-4}
 
 
+def fitting_size(draw, kernel, padding, dilation, slack):
+    """An image size the dilated kernel fits once padded: from the smallest
+    such size (the kernel then exactly as large as the padded input) up."""
+    need = max(1, dilation * (kernel - 1) + 1 - 2 * padding)
+    return draw(st.integers(need, need + slack))
+
+
 @st.composite
 def conv_configs(draw):
     groups_kind = draw(st.sampled_from(["one", "few", "depthwise"]))
@@ -40,12 +47,9 @@ def conv_configs(draw):
     stride = (draw(st.integers(1, 4)), draw(st.integers(1, 4)))
     padding = (draw(st.integers(0, 3)), draw(st.integers(0, 3)))
     dilation = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
-    # Smallest input the dilated kernel fits (possibly exactly: kernel as large
-    # as the padded input), 1x1 images included.
-    def size(i):
-        need = max(1, dilation[i] * (kernel[i] - 1) + 1 - 2 * padding[i])
-        return draw(st.integers(need, need + draw(st.sampled_from([0, 2, 9]))))
-    h, w = size(0), size(1)
+    # 1x1 images and kernels as large as the padded input included
+    h, w = (fitting_size(draw, kernel[i], padding[i], dilation[i], draw(st.sampled_from([0, 2, 9])))
+            for i in range(2))
     # keep the work per example small: shrink the batch for large images
     n = draw(st.integers(0, 3 if h * w * c_in <= 2000 else 1))
     return dict(n=n, c_in=c_in, c_out=c_out, h=h, w=w, kernel=kernel, stride=stride, padding=padding,
@@ -92,10 +96,8 @@ def window_configs(draw):
     dilation = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
     padding = (draw(st.integers(0, 3)), draw(st.integers(0, 3)))
     stride = (draw(st.integers(1, 4)), draw(st.integers(1, 4)))
-    def size(i):
-        need = max(1, dilation[i] * (kernel[i] - 1) + 1 - 2 * padding[i])
-        return draw(st.integers(need, need + 10))
-    return dict(n=draw(st.integers(0, 3)), c=draw(st.integers(1, 8)), h=size(0), w=size(1), kernel=kernel,
+    h, w = (fitting_size(draw, kernel[i], padding[i], dilation[i], 10) for i in range(2))
+    return dict(n=draw(st.integers(0, 3)), c=draw(st.integers(1, 8)), h=h, w=w, kernel=kernel,
                 dilation=dilation, padding=padding, stride=stride, batched=draw(st.booleans()))
 
 
