@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 import myconv  # noqa: E402
-from conftest import assert_rel_close  # noqa: E402
+from conftest import assert_rel_close, requires_cuda  # noqa: E402
 
 EXAMPLES = int(os.environ.get("MYCONV_FUZZ_EXAMPLES", "500"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
@@ -66,15 +66,14 @@ def make_input(cfg, gen):
     return x.to(memory_format=torch.channels_last) if cfg["layout"] == "channels_last" else x
 
 
-@FUZZ
-@given(cfg=conv_configs(), seed=st.integers(0, 2**31 - 1))
-def test_conv2d_forward_and_gradients(cfg, seed):
+def check_conv2d(cfg, seed, device):
     gen = torch.Generator().manual_seed(seed)
     dtype = cfg["dtype"]
-    x = make_input(cfg, gen).requires_grad_()
+    x = make_input(cfg, gen).to(device).requires_grad_()
     w = torch.randn(cfg["c_out"], cfg["c_in"] // cfg["groups"], *cfg["kernel"], generator=gen,
-                    dtype=torch.float64).to(dtype).requires_grad_()
-    b = torch.randn(cfg["c_out"], generator=gen, dtype=torch.float64).to(dtype).requires_grad_() if cfg["bias"] else None
+                    dtype=torch.float64).to(device, dtype).requires_grad_()
+    b = (torch.randn(cfg["c_out"], generator=gen, dtype=torch.float64).to(device, dtype).requires_grad_()
+         if cfg["bias"] else None)
     args = dict(stride=cfg["stride"], padding=cfg["padding"], dilation=cfg["dilation"], groups=cfg["groups"])
 
     y = myconv.conv2d(x, w, b, **args)
@@ -82,12 +81,28 @@ def test_conv2d_forward_and_gradients(cfg, seed):
     y_ref = F.conv2d(*ref_in, **args)
     assert_rel_close(y, y_ref, TOL[dtype], f"forward {cfg}")
 
-    gy = torch.randn(y_ref.shape, generator=gen, dtype=torch.float64)
+    gy = torch.randn(y_ref.shape, generator=gen, dtype=torch.float64).to(device)
     y.backward(gy.to(dtype))
     y_ref.backward(gy)
     for name, t, r in zip(("input", "weight", "bias"), (x, w, b), ref_in):
         if t is not None:
             assert_rel_close(t.grad, r.grad, TOL[dtype], f"grad_{name} {cfg}")
+
+
+@FUZZ
+@given(cfg=conv_configs(), seed=st.integers(0, 2**31 - 1))
+def test_conv2d_forward_and_gradients(cfg, seed):
+    check_conv2d(cfg, seed, "cpu")
+
+
+# The same cases on CUDA (the reference F.conv2d runs in float64; TF32 is off
+# by default for matmuls). Also the run compute-sanitizer watches
+# (scripts/gpu_check.sh).
+@requires_cuda
+@settings(FUZZ, max_examples=int(os.environ.get("MYCONV_FUZZ_EXAMPLES_CUDA", "300")))
+@given(cfg=conv_configs(), seed=st.integers(0, 2**31 - 1))
+def test_conv2d_forward_and_gradients_cuda(cfg, seed):
+    check_conv2d(cfg, seed, "cuda")
 
 
 @st.composite

@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# GPU checks, for a machine with an NVIDIA GPU and torch already installed (such
+# as the lent device machine: no network, `python3` holds torch). Builds myconv
+# against that torch, then runs
+#   1. the CUDA tests (pytest: test_cuda, CUDA fuzz, CUDA autocast),
+#   2. compute-sanitizer memcheck / racecheck / initcheck / synccheck over a
+#      small CUDA test run (the CUDA fuzz cases and the determinism tests),
+#   3. the GPU benchmark (python -m myconv.benchmark --device cuda).
+# Everything is logged under $OUT (or build/gpu); a summary ends the output.
+# Knobs: PYTHON (default python3), TORCH_CUDA_ARCH_LIST (default 9.0),
+#        SANITIZER_FUZZ_EXAMPLES (default 40 per tool).
+set -uo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+out=${OUT:-build/gpu}
+mkdir -p "$out"
+PY=${PYTHON:-python3}
+summary=()
+note() { summary+=("$1"); echo "== $1"; }
+
+{
+  date -u +%FT%TZ
+  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
+  "$PY" -c 'import torch; print("torch", torch.__version__, "CUDA", torch.version.cuda, torch.cuda.get_device_name())'
+  nvcc --version | tail -2
+  compute-sanitizer --version | head -2
+} >"$out/versions.txt" 2>&1
+cat "$out/versions.txt"
+
+export TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0}
+export MAX_JOBS=${MAX_JOBS:-$(nproc)}
+start=$SECONDS
+if "$PY" -m pip install --no-build-isolation --no-deps --no-index -q . >"$out/build.log" 2>&1; then
+  note "build: ok in $((SECONDS - start)) s (TORCH_CUDA_ARCH_LIST=$TORCH_CUDA_ARCH_LIST)"
+else
+  note "build: FAILED (see build.log)"; tail -40 "$out/build.log"; exit 1
+fi
+
+run_pytest() {  # name, pytest args...
+  local name=$1; shift
+  "$PY" -m pytest -q -p no:cacheprovider "$@" >"$out/$name.log" 2>&1
+  local rc=$?
+  note "$name: $(tail -1 "$out/$name.log") (exit $rc)"
+}
+
+export PYTHONUNBUFFERED=1
+run_pytest pytest_cuda tests/python/test_cuda.py tests/python/test_fuzz.py tests/python/test_integration.py -k "cuda or Cuda"
+
+# compute-sanitizer over a small CUDA run: a few fuzz cases + determinism + stream + chunking.
+sanitized="tests/python/test_fuzz.py::test_conv2d_forward_and_gradients_cuda tests/python/test_cuda.py::test_bitwise_deterministic tests/python/test_cuda.py::test_runs_on_the_current_stream tests/python/test_cuda.py::test_small_workspace_chunks_on_cuda tests/python/test_cuda.py::test_col2im_matches_cpu_bitwise_in_float64"
+for tool in memcheck racecheck initcheck synccheck; do
+  MYCONV_FUZZ_EXAMPLES_CUDA=${SANITIZER_FUZZ_EXAMPLES:-40} \
+    compute-sanitizer --tool "$tool" --error-exitcode 99 --target-processes all \
+    "$PY" -m pytest -q -p no:cacheprovider $sanitized >"$out/sanitizer_$tool.log" 2>&1
+  rc=$?
+  errors=$(grep -E "ERROR SUMMARY|RACECHECK SUMMARY" "$out/sanitizer_$tool.log" | tail -1)
+  note "compute-sanitizer $tool: exit $rc; ${errors:-no summary line}; $(grep -E '[0-9]+ (passed|failed)' "$out/sanitizer_$tool.log" | tail -1)"
+done
+
+"$PY" -m myconv.benchmark --device cuda --min-run-time 0.5 >"$out/benchmark_cuda.txt" 2>&1
+note "benchmark: exit $? (benchmark_cuda.txt)"
+cat "$out/benchmark_cuda.txt"
+
+printf '\n== summary\n'
+printf '%s\n' "${summary[@]}" | tee "$out/summary.txt"
