@@ -101,6 +101,18 @@ TEST(Conv2d, SeedExample) {
   EXPECT_TRUE(at::equal(myconv::conv2d(x, w, std::nullopt, {1, 1}, {1, 1}).flatten(), expected));
 }
 
+TEST(Conv2d, PaddingSameAndValid) {
+  const at::Tensor x = at::randn({2, 4, 9, 8}, f64()), w = at::randn({6, 2, 4, 3}, f64());
+  const at::Tensor b = at::randn({6}, f64());
+  for (const char* mode : {"same", "valid"}) {
+    EXPECT_CLOSE(myconv::conv2d_padding(x, w, b, {1, 1}, mode, {1, 2}, 2),
+                 at::conv2d(x, w, b, {1, 1}, mode, {1, 2}, 2), 1e-12)
+        << mode;
+  }
+  expect_error([&] { myconv::conv2d_padding(x, w, b, {2, 1}, "same", {1, 1}, 2); },
+               "padding='same' is not supported for strided convolutions");
+}
+
 TEST(Conv2d, SmallWorkspaceGivesTheSameResult) {
   const at::Tensor x = at::randn({7, 3, 9, 9}, f64()), w = at::randn({5, 3, 3, 3}, f64());
   const at::Tensor gy = at::randn({7, 5, 9, 9}, f64());
