@@ -97,37 +97,42 @@ __global__ void col2im_kernel(const scalar_t* __restrict__ columns, scalar_t* __
   }
 }
 
+// Both kernels read `src`, write `dst` and cover `total` work items with a
+// grid-stride loop; launched on PyTorch's current stream.
+template <typename scalar_t>
+using Kernel = void (*)(const scalar_t*, scalar_t*, Geom, int64_t);
+
+template <typename scalar_t>
+void launch(Kernel<scalar_t> kernel, const at::Tensor& src, const at::Tensor& dst, const Geom& g,
+            int64_t total) {
+  kernel<<<blocks_for(total), kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
+      src.const_data_ptr<scalar_t>(), dst.mutable_data_ptr<scalar_t>(), g, total);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+}
+
 } // namespace
 
 void im2col(const at::Tensor& images, const PlaneGeometry& g, const at::Tensor& columns,
             ColumnLayout layout) {
-  const int64_t total = images.size(0) * g.channels * g.out_h * g.out_w;
+  const int64_t total = images.size(0) * g.channels * g.out_h * g.out_w;  // one per (b, c, oh, ow)
   if (total == 0) {
     return;
   }
-  const auto stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, images.scalar_type(),
                                   "myconv_im2col_cuda", [&] {
-    im2col_kernel<scalar_t><<<blocks_for(total), kThreads, 0, stream>>>(
-        images.const_data_ptr<scalar_t>(), columns.mutable_data_ptr<scalar_t>(),
-        make_geom(g, layout), total);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    launch<scalar_t>(im2col_kernel<scalar_t>, images, columns, make_geom(g, layout), total);
   });
 }
 
 void col2im(const at::Tensor& columns, ColumnLayout layout, const PlaneGeometry& g,
             const at::Tensor& images) {
-  const int64_t total = images.numel();
+  const int64_t total = images.numel();  // one per image element
   if (total == 0) {
     return;
   }
-  const auto stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, images.scalar_type(),
                                   "myconv_col2im_cuda", [&] {
-    col2im_kernel<scalar_t><<<blocks_for(total), kThreads, 0, stream>>>(
-        columns.const_data_ptr<scalar_t>(), images.mutable_data_ptr<scalar_t>(),
-        make_geom(g, layout), total);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    launch<scalar_t>(col2im_kernel<scalar_t>, columns, images, make_geom(g, layout), total);
   });
 }
 

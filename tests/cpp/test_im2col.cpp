@@ -16,45 +16,47 @@ int64_t blocks(int64_t size, int64_t k, int64_t d, int64_t p, int64_t s) {
   return (size + 2 * p - d * (k - 1) - 1) / s + 1;
 }
 
-// (N, C, H, W) -> (N, C*kh*kw, oh*ow), the textbook definition.
-at::Tensor im2col_reference(const at::Tensor& x, const Window& w) {
-  const int64_t n = x.size(0), c = x.size(1), h = x.size(2), wd = x.size(3);
+// The textbook definition of the column matrix: entry (b, row = (ch, i, j),
+// col = (y, x)) reads image pixel (b, ch, y*s - p + i*d, x*s - p + j*d) when it
+// lies inside the image. Calls visit(b, ch, iy, ix, row, col) for each such entry.
+template <class Visit>
+void for_each_tap(int64_t n, int64_t c, int64_t h, int64_t wd, const Window& w, Visit visit) {
   const int64_t oh = blocks(h, w.kh, w.dh, w.ph, w.sh), ow = blocks(wd, w.kw, w.dw, w.pw, w.sw);
-  at::Tensor out = at::zeros({n, c * w.kh * w.kw, oh * ow}, f64());
-  auto in = x.accessor<double, 4>();
-  auto o = out.accessor<double, 3>();
   for (int64_t b = 0; b < n; ++b)
     for (int64_t ch = 0; ch < c; ++ch)
       for (int64_t i = 0; i < w.kh; ++i)
         for (int64_t j = 0; j < w.kw; ++j)
           for (int64_t y = 0; y < oh; ++y)
-            for (int64_t z = 0; z < ow; ++z) {
-              const int64_t iy = y * w.sh - w.ph + i * w.dh, iz = z * w.sw - w.pw + j * w.dw;
-              if (iy >= 0 && iy < h && iz >= 0 && iz < wd) {
-                o[b][(ch * w.kh + i) * w.kw + j][y * ow + z] = in[b][ch][iy][iz];
+            for (int64_t x = 0; x < ow; ++x) {
+              const int64_t iy = y * w.sh - w.ph + i * w.dh, ix = x * w.sw - w.pw + j * w.dw;
+              if (iy >= 0 && iy < h && ix >= 0 && ix < wd) {
+                visit(b, ch, iy, ix, (ch * w.kh + i) * w.kw + j, y * ow + x);
               }
             }
+}
+
+// (N, C, H, W) -> (N, C*kh*kw, oh*ow)
+at::Tensor im2col_reference(const at::Tensor& image, const Window& w) {
+  const int64_t n = image.size(0), c = image.size(1), h = image.size(2), wd = image.size(3);
+  const int64_t l = blocks(h, w.kh, w.dh, w.ph, w.sh) * blocks(wd, w.kw, w.dw, w.pw, w.sw);
+  at::Tensor out = at::zeros({n, c * w.kh * w.kw, l}, f64());
+  auto in = image.accessor<double, 4>();
+  auto o = out.accessor<double, 3>();
+  for_each_tap(n, c, h, wd, w, [&](int64_t b, int64_t ch, int64_t iy, int64_t ix, int64_t row, int64_t col) {
+    o[b][row][col] = in[b][ch][iy][ix];
+  });
   return out;
 }
 
 // (N, C*kh*kw, L) -> (N, C, H, W), summing overlapping entries.
 at::Tensor col2im_reference(const at::Tensor& cols, int64_t h, int64_t wd, const Window& w) {
   const int64_t n = cols.size(0), c = cols.size(1) / (w.kh * w.kw);
-  const int64_t oh = blocks(h, w.kh, w.dh, w.ph, w.sh), ow = blocks(wd, w.kw, w.dw, w.pw, w.sw);
   at::Tensor out = at::zeros({n, c, h, wd}, f64());
   auto in = cols.accessor<double, 3>();
   auto o = out.accessor<double, 4>();
-  for (int64_t b = 0; b < n; ++b)
-    for (int64_t ch = 0; ch < c; ++ch)
-      for (int64_t i = 0; i < w.kh; ++i)
-        for (int64_t j = 0; j < w.kw; ++j)
-          for (int64_t y = 0; y < oh; ++y)
-            for (int64_t z = 0; z < ow; ++z) {
-              const int64_t iy = y * w.sh - w.ph + i * w.dh, iz = z * w.sw - w.pw + j * w.dw;
-              if (iy >= 0 && iy < h && iz >= 0 && iz < wd) {
-                o[b][ch][iy][iz] += in[b][(ch * w.kh + i) * w.kw + j][y * ow + z];
-              }
-            }
+  for_each_tap(n, c, h, wd, w, [&](int64_t b, int64_t ch, int64_t iy, int64_t ix, int64_t row, int64_t col) {
+    o[b][ch][iy][ix] += in[b][row][col];
+  });
   return out;
 }
 
