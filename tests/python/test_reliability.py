@@ -107,6 +107,9 @@ def test_huge_column_buffer_stays_within_the_workspace_limit():
 
 
 def test_memory_does_not_grow_per_call():
+    # RSS moves by +-10 MiB from call to call (large buffers come and go through
+    # mmap), so compare the peaks of two windows of calls far apart: a leak of
+    # even 64 KiB per call would add about 19 MiB between them.
     out = run_python("""
         import torch, myconv
         def rss():
@@ -118,11 +121,13 @@ def test_memory_does_not_grow_per_call():
         def step():
             x.grad = w.grad = None
             myconv.conv2d(x, w, None, 1, 1).sum().backward()
+            return rss()
         for _ in range(50):
             step()
-        before = rss()
-        for _ in range(400):
+        early = max(step() for _ in range(100))
+        for _ in range(200):
             step()
-        print(rss() - before)
+        late = max(step() for _ in range(100))
+        print(late - early)
     """)
-    assert int(out) < 8 * 2**20, f"RSS grew by {int(out) / 2**20:.1f} MiB over 400 calls"
+    assert int(out) < 16 * 2**20, f"peak RSS grew by {int(out) / 2**20:.1f} MiB over 300 calls"
