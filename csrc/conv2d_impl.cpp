@@ -193,7 +193,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_backward(
   }
 
   if ((need_input || need_weight) && p.batch > 0) {
-    const at::Tensor xc = x.contiguous();
+    // The input is only read to rebuild columns for grad_weight.
+    const at::Tensor xc = need_weight ? x.contiguous() : at::Tensor();
     const at::Tensor gyc = gy.contiguous();
     const at::Tensor w = weight.contiguous().view({groups, p.group_out_channels(), p.group_rows()});
     const int64_t chunk = batch_chunk(p.batch, p.workspace_per_image(x.element_size()), L);
