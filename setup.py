@@ -57,7 +57,10 @@ def pip_cuda_include_dirs() -> list:
 
 def extension():
     # -g0: the interpreter's CFLAGS carry -g, which makes every torch-header TU slower to build.
-    cxx_flags = ["-O3", "-g0"]
+    # -fopenmp: at::parallel_for is a header template over OpenMP (torch's CPU
+    # parallel backend); without it, our loops would run on one thread.
+    cxx_flags = ["-O3", "-g0", "-fopenmp"]
+    link_flags = ["-fopenmp"]
     srcs = sources("csrc/*.cpp") + sources("csrc/*/*.cpp")
     if cuda_build_wanted():
         os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0;9.0+PTX")
@@ -67,9 +70,11 @@ def extension():
             "myconv._C",
             srcs + sources("cuda/*.cpp") + sources("cuda/*.cu"),
             extra_compile_args={"cxx": cuda_cxx_flags, "nvcc": ["-O3", "-lineinfo"]},
+            extra_link_args=link_flags,
             py_limited_api=True,
         )
-    return CppExtension("myconv._C", srcs, extra_compile_args={"cxx": cxx_flags}, py_limited_api=True)
+    return CppExtension("myconv._C", srcs, extra_compile_args={"cxx": cxx_flags},
+                        extra_link_args=link_flags, py_limited_api=True)
 
 
 setup(

@@ -49,14 +49,35 @@ struct PlaneGeometry {
   int64_t cols() const { return out_h * out_w; }
 };
 
-// Where column-matrix element (image b, row r = (c, kh, kw), column l = (oh, ow))
-// lives in a column buffer: b * batch_stride + r * row_stride + l.
-//  - the im2col / col2im ops use (N, rows, L):   batch_stride = rows * L, row_stride = L
-//  - conv2d uses (rows, chunk, L), so that one GEMM covers a whole batch chunk:
-//                                                batch_stride = L, row_stride = chunk * L
+// A column tile: the columns of `nb` images (a batch slice), for output
+// positions [l_begin, l_end) of each image and input channels
+// [c_begin, c_end) with all their kH*kW taps. Rows are ordered (c, kh, kw) for
+// channels-first (NCHW) images and (kh, kw, c) for channels-last (NHWC) ones
+// (ColumnLayout::channels_last), c counted from c_begin.
+struct ColumnTile {
+  int64_t l_begin = 0, l_end = 0;
+  int64_t c_begin = 0, c_end = 0;
+
+  // The whole column matrix of images with `g`'s geometry.
+  static ColumnTile whole(const PlaneGeometry& g) { return {0, g.cols(), 0, g.channels}; }
+  int64_t positions() const { return l_end - l_begin; }
+  int64_t channels() const { return c_end - c_begin; }
+};
+
+// Where column-tile element (image b, row r, position l) lives in a buffer:
+//   b * batch_stride + r * row_stride + (l - l_begin) * col_stride.
+//  - the im2col / col2im ops use (N, rows, L):  batch_stride = rows * L, row_stride = L, col_stride = 1
+//  - conv2d's channels-first tiles are (rows, nb * positions): batch_stride = positions,
+//    row_stride = nb * positions, col_stride = 1 (one GEMM covers the tile's images)
+//  - conv2d's channels-last tiles are (nb * positions, rows): batch_stride = positions * rows,
+//    row_stride = 1, col_stride = rows
+// channels_last: the images are NHWC and the rows (kh, kw, c); else NCHW
+// images and (c, kh, kw) rows.
 struct ColumnLayout {
   int64_t batch_stride;
   int64_t row_stride;
+  int64_t col_stride = 1;
+  bool channels_last = false;
 };
 
 // conv2d argument check; returns the output size (4-D, or 3-D for an

@@ -84,11 +84,19 @@ at::Tensor col2im_symint(
     at::IntArrayRef padding,
     at::IntArrayRef stride);
 
-// Upper bound, in bytes, of the column workspace one conv2d call allocates.
-// The batch is processed in chunks so that the workspace stays below it (at
-// least one image is processed at a time, whatever the limit). Default 256 MiB,
-// or MYCONV_WORKSPACE_MB from the environment when the library is first used.
+// Upper bound, in bytes, of the workspace (column tiles, per-thread buffers,
+// partial sums) one conv2d call allocates. Work is cut so that it stays below
+// it (at least one output position at a time, whatever the limit). Default
+// 256 MiB, or MYCONV_WORKSPACE_MB from the environment when the library is
+// first used.
 int64_t workspace_limit_bytes();
 void set_workspace_limit_bytes(int64_t bytes);
+
+// Target size, in bytes, of one CPU column tile: the columns im2col writes and
+// the GEMM reads while they are still in cache. 0 (default): half the L2 cache
+// of a core. A tuning and testing knob; results do not depend on the thread
+// count whatever its value.
+int64_t tile_bytes();
+void set_tile_bytes(int64_t bytes);
 
 } // namespace myconv

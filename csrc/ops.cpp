@@ -34,9 +34,12 @@ TORCH_LIBRARY(myconv, m) {
   m.def(
       "col2im(Tensor input, SymInt[2] output_size, int[2] kernel_size, int[2] dilation, "
       "int[2] padding, int[2] stride) -> Tensor");
-  // Process-wide setting, not a tensor op: the column workspace bound.
+  // Process-wide settings, not tensor ops: the column workspace bound.
   m.def("_get_workspace_limit() -> int", &myconv::workspace_limit_bytes);
   m.def("_set_workspace_limit(int bytes) -> ()", &myconv::set_workspace_limit_bytes);
+  // Process-wide setting: the CPU column-tile size (0: from the L2 cache).
+  m.def("_get_tile_bytes() -> int", &myconv::tile_bytes);
+  m.def("_set_tile_bytes(int bytes) -> ()", &myconv::set_tile_bytes);
 }
 
 namespace myconv {

@@ -102,15 +102,33 @@ int as_blas_int(int64_t v, const char* what) {
   return static_cast<int>(v);
 }
 
+// The kernels cover whole NCHW images: tiles are chunks of whole images (as
+// many as the workspace limit allows), one pass item at a time, all groups in
+// one strided-batched GEMM.
+void check_whole_images(const PlaneGeometry& g, const ColumnTile& tile, ColumnLayout layout,
+                        const at::Tensor& images) {
+  TORCH_INTERNAL_ASSERT(tile.l_begin == 0 && tile.l_end == g.cols() && tile.c_begin == 0 &&
+                            tile.c_end == g.channels && layout.col_stride == 1 &&
+                            !layout.channels_last && images.is_contiguous(),
+                        "myconv: the CUDA im2col / col2im kernels take whole NCHW images");
+}
+
 class CudaBackend final : public Backend {
  public:
-  void im2col(const at::Tensor& images, const PlaneGeometry& g, const at::Tensor& columns,
-              ColumnLayout layout) const override {
+  Tuning tuning(const at::Tensor&) const override {
+    return Tuning{};  // whole-image chunks, one worker, no view / NHWC / direct paths
+  }
+
+  void im2col(const at::Tensor& images, const PlaneGeometry& g, const ColumnTile& tile,
+              const at::Tensor& columns, ColumnLayout layout) const override {
+    check_whole_images(g, tile, layout, images);
     myconv::cuda::im2col(images, g, columns, layout);
   }
 
-  void col2im(const at::Tensor& columns, ColumnLayout layout, const PlaneGeometry& g,
-              const at::Tensor& images) const override {
+  void col2im(const at::Tensor& columns, ColumnLayout layout, const ColumnTile& tile,
+              const PlaneGeometry& g, const at::Tensor& images, bool accumulate) const override {
+    check_whole_images(g, tile, layout, images);
+    TORCH_INTERNAL_ASSERT(!accumulate, "myconv: the CUDA col2im kernel overwrites its images");
     myconv::cuda::col2im(columns, layout, g, images);
   }
 

@@ -1,19 +1,108 @@
-// CPU backend: im2col / col2im kernels, GEMM through ATen's BLAS, and the CPU
-// registration of the composed ops.
+// CPU backend: im2col / col2im of column tiles (NCHW and NHWC), GEMM through
+// ATen's BLAS (MKL here), work items spread over ATen's threads, the direct
+// grouped (depthwise) kernels, and the CPU registration of the composed ops.
+//
+// Inside a work item everything runs on the item's thread: the GEMM library
+// sees a call from inside a parallel region and stays single-threaded, the
+// ATen kernels here see at::in_parallel_region() and run serially.
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
-#include <ATen/ops/bmm.h>
+#include <ATen/ThreadLocalState.h>
+#include <ATen/ops/mm.h>
 #include <torch/library.h>
 
+#include <unistd.h>
+
 #include <algorithm>
+#include <atomic>
+#include <cstdio>
 #include <type_traits>
 #include <vector>
 
 #include "../conv2d_impl.h"
 
+// Row kernels below are compiled for AVX-512, AVX2+FMA and baseline x86-64,
+// and the loader picks the best the machine has (GCC function multiversioning).
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define MYCONV_VECTOR_CLONES \
+  __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define MYCONV_VECTOR_CLONES
+#endif
+
 namespace myconv::detail {
 namespace {
+
+// ---- row kernels ------------------------------------------------------------
+// y[i] (+)= ... over n elements; acc_t is the accumulation type. The float and
+// double overloads are multiversioned; other types use the generic template.
+
+template <typename acc_t, typename src_t>
+inline void axpy(acc_t* __restrict y, const src_t* __restrict x, int64_t sx, acc_t a, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    y[i] += a * static_cast<acc_t>(x[i * sx]);
+  }
+}
+template <typename acc_t, typename src_t>
+inline void axpy_scatter(acc_t* __restrict y, int64_t sy, const src_t* __restrict x, acc_t a, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    y[i * sy] += a * static_cast<acc_t>(x[i]);
+  }
+}
+template <typename acc_t, typename src_t>
+inline void add_scatter(acc_t* __restrict y, int64_t sy, const src_t* __restrict x, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    y[i * sy] += static_cast<acc_t>(x[i]);
+  }
+}
+// y[i] += a[i] * b[i * sb]
+template <typename acc_t, typename a_t, typename b_t>
+inline void fma_row(acc_t* __restrict y, const a_t* __restrict a, const b_t* __restrict b, int64_t sb,
+                    int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    y[i] += static_cast<acc_t>(a[i]) * static_cast<acc_t>(b[i * sb]);
+  }
+}
+
+#define MYCONV_ROW_KERNELS(T)                                                                      \
+  MYCONV_VECTOR_CLONES void axpy(T* __restrict y, const T* __restrict x, int64_t sx, T a,          \
+                                 int64_t n) {                                                      \
+    if (sx == 1) {                                                                                 \
+      for (int64_t i = 0; i < n; ++i) y[i] += a * x[i];                                            \
+    } else {                                                                                       \
+      for (int64_t i = 0; i < n; ++i) y[i] += a * x[i * sx];                                       \
+    }                                                                                              \
+  }                                                                                                \
+  MYCONV_VECTOR_CLONES void axpy_scatter(T* __restrict y, int64_t sy, const T* __restrict x, T a,  \
+                                         int64_t n) {                                              \
+    if (sy == 1) {                                                                                 \
+      for (int64_t i = 0; i < n; ++i) y[i] += a * x[i];                                            \
+    } else {                                                                                       \
+      for (int64_t i = 0; i < n; ++i) y[i * sy] += a * x[i];                                       \
+    }                                                                                              \
+  }                                                                                                \
+  MYCONV_VECTOR_CLONES void add_scatter(T* __restrict y, int64_t sy, const T* __restrict x,        \
+                                        int64_t n) {                                               \
+    if (sy == 1) {                                                                                 \
+      for (int64_t i = 0; i < n; ++i) y[i] += x[i];                                                \
+    } else {                                                                                       \
+      for (int64_t i = 0; i < n; ++i) y[i * sy] += x[i];                                           \
+    }                                                                                              \
+  }                                                                                                \
+  MYCONV_VECTOR_CLONES void fma_row(T* __restrict y, const T* __restrict a, const T* __restrict b, \
+                                    int64_t sb, int64_t n) {                                       \
+    if (sb == 1) {                                                                                 \
+      for (int64_t i = 0; i < n; ++i) y[i] += a[i] * b[i];                                         \
+    } else {                                                                                       \
+      for (int64_t i = 0; i < n; ++i) y[i] += a[i] * b[i * sb];                                    \
+    }                                                                                              \
+  }
+MYCONV_ROW_KERNELS(float)
+MYCONV_ROW_KERNELS(double)
+#undef MYCONV_ROW_KERNELS
+
+// ---- geometry helpers -------------------------------------------------------
 
 // Positions o in [0, count) whose tap o*stride + offset lands in [0, size):
 // the half-open range [begin, end).
@@ -37,130 +126,728 @@ int64_t grain_for(int64_t work_per_item) {
   return std::max<int64_t>(1, kGrainElements / std::max<int64_t>(1, work_per_item));
 }
 
-template <typename scalar_t>
-void im2col_cpu_kernel(const scalar_t* images, int64_t batch, const PlaneGeometry& g,
-                       scalar_t* columns, ColumnLayout layout) {
-  const int64_t kernel_area = g.kernel_h * g.kernel_w;
-  const int64_t rows = g.rows();
-  // One task = one column-matrix row (image b, channel c, tap kh, kw).
-  at::parallel_for(0, batch * rows, grain_for(g.cols()), [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) {
-      const int64_t b = i / rows;
-      const int64_t r = i % rows;
-      const int64_t c = r / kernel_area;
-      const int64_t kh = (r % kernel_area) / g.kernel_w;
-      const int64_t kw = r % g.kernel_w;
-      const scalar_t* plane = images + (b * g.channels + c) * g.height * g.width;
-      scalar_t* dst = columns + b * layout.batch_stride + r * layout.row_stride;
+// Calls fn(oh, o_begin, o_end) for the output rows a position range
+// [l_begin, l_end) covers, with the columns [o_begin, o_end) of each row.
+template <typename F>
+void for_each_row(int64_t l_begin, int64_t l_end, int64_t out_w, const F& fn) {
+  if (l_end <= l_begin) {
+    return;
+  }
+  const int64_t first = l_begin / out_w, last = (l_end - 1) / out_w;
+  for (int64_t oh = first; oh <= last; ++oh) {
+    const int64_t o0 = oh == first ? l_begin - oh * out_w : 0;
+    const int64_t o1 = oh == last ? l_end - oh * out_w : out_w;
+    fn(oh, o0, o1);
+  }
+}
 
+// ---- im2col / col2im --------------------------------------------------------
+
+// NCHW images, rows (c, kh, kw). One task per (image, row); the common
+// col_stride 1 copies runs of input rows.
+template <typename scalar_t>
+void im2col_nchw(const scalar_t* images, int64_t nb, const PlaneGeometry& g, const ColumnTile& t,
+                 scalar_t* columns, ColumnLayout layout) {
+  const int64_t kernel_area = g.kernel_h * g.kernel_w;
+  const int64_t rows = t.channels() * kernel_area;
+  const int64_t cs = layout.col_stride;
+  at::parallel_for(0, nb * rows, grain_for(t.positions()), [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      const int64_t b = i / rows, r = i % rows;
+      const int64_t c = t.c_begin + r / kernel_area;
+      const int64_t kh = (r % kernel_area) / g.kernel_w, kw = r % g.kernel_w;
+      const scalar_t* plane = images + (b * g.channels + c) * g.height * g.width;
+      // Column of position l: dst[l * cs] (dst is offset so that l indexes it).
+      scalar_t* dst = columns + b * layout.batch_stride + r * layout.row_stride - t.l_begin * cs;
       const int64_t w_offset = kw * g.dilation_w - g.pad_w;
-      const ValidRange ow = valid_range(w_offset, g.stride_w, g.width, g.out_w);
-      for (int64_t oh = 0; oh < g.out_h; ++oh) {
-        scalar_t* out_row = dst + oh * g.out_w;
+      const ValidRange valid = valid_range(w_offset, g.stride_w, g.width, g.out_w);
+      for_each_row(t.l_begin, t.l_end, g.out_w, [&](int64_t oh, int64_t o0, int64_t o1) {
+        scalar_t* out_row = dst + oh * g.out_w * cs;
         const int64_t ih = oh * g.stride_h - g.pad_h + kh * g.dilation_h;
-        if (ih < 0 || ih >= g.height) {
-          std::fill(out_row, out_row + g.out_w, scalar_t(0));
-          continue;
-        }
-        // Input element of output position o: in_row[o * stride_w + w_offset].
+        const bool row_inside = ih >= 0 && ih < g.height;
+        // Input element of output column o: in_row[o * stride_w + w_offset].
         const scalar_t* in_row = plane + ih * g.width;
-        std::fill(out_row, out_row + ow.begin, scalar_t(0));
-        if (g.stride_w == 1 && ow.begin < ow.end) {
-          std::copy(in_row + (ow.begin + w_offset), in_row + (ow.end + w_offset), out_row + ow.begin);
+        const int64_t lo = row_inside ? std::clamp(valid.begin, o0, o1) : o1;
+        const int64_t hi = row_inside ? std::clamp(valid.end, lo, o1) : o1;
+        if (cs == 1) {
+          std::fill(out_row + o0, out_row + lo, scalar_t(0));
+          if (g.stride_w == 1) {
+            std::copy(in_row + lo + w_offset, in_row + hi + w_offset, out_row + lo);
+          } else {
+            for (int64_t o = lo; o < hi; ++o) {
+              out_row[o] = in_row[o * g.stride_w + w_offset];
+            }
+          }
+          std::fill(out_row + hi, out_row + o1, scalar_t(0));
         } else {
-          for (int64_t o = ow.begin; o < ow.end; ++o) {
-            out_row[o] = in_row[o * g.stride_w + w_offset];
+          for (int64_t o = o0; o < o1; ++o) {
+            out_row[o * cs] = o >= lo && o < hi ? in_row[o * g.stride_w + w_offset] : scalar_t(0);
           }
         }
-        std::fill(out_row + ow.end, out_row + g.out_w, scalar_t(0));
+      });
+    }
+  });
+}
+
+// Copies n elements; short runs (a few channels) without a library call.
+template <typename scalar_t>
+inline void copy_run(const scalar_t* __restrict src, scalar_t* __restrict dst, int64_t n) {
+  if (n >= 32) {
+    std::copy(src, src + n, dst);
+  } else {
+    for (int64_t i = 0; i < n; ++i) {
+      dst[i] = src[i];
+    }
+  }
+}
+
+// NHWC images, rows (kh, kw, c): each tap copies a run of the tile's
+// channels (contiguous in the common row_stride 1); with all channels and
+// dilation_w 1, a kernel row's taps are one run of adjacent pixels. One task
+// per (image, position).
+template <typename scalar_t>
+void im2col_nhwc(const scalar_t* images, int64_t nb, const PlaneGeometry& g, const ColumnTile& t,
+                 scalar_t* columns, ColumnLayout layout) {
+  const int64_t cb = t.channels(), P = t.positions(), rs = layout.row_stride;
+  const bool row_runs = rs == 1 && cb == g.channels && g.dilation_w == 1;
+  at::parallel_for(0, nb * P, grain_for(cb * g.kernel_h * g.kernel_w), [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      const int64_t b = i / P, l = t.l_begin + i % P;
+      const int64_t oh = l / g.out_w, ow = l % g.out_w;
+      const scalar_t* image = images + b * g.height * g.width * g.channels + t.c_begin;
+      scalar_t* dst = columns + b * layout.batch_stride + (l - t.l_begin) * layout.col_stride;
+      const int64_t iw0 = ow * g.stride_w - g.pad_w;
+      for (int64_t kh = 0; kh < g.kernel_h; ++kh) {
+        const int64_t ih = oh * g.stride_h - g.pad_h + kh * g.dilation_h;
+        const bool row_inside = ih >= 0 && ih < g.height;
+        if (row_runs) {
+          // taps [lo, hi) of this kernel row read pixels iw0 + lo ... iw0 + hi - 1
+          const int64_t lo = row_inside ? std::clamp<int64_t>(-iw0, 0, g.kernel_w) : g.kernel_w;
+          const int64_t hi = row_inside ? std::clamp<int64_t>(g.width - iw0, lo, g.kernel_w) : g.kernel_w;
+          std::fill(dst, dst + lo * cb, scalar_t(0));
+          if (hi > lo) {
+            copy_run(image + (ih * g.width + iw0 + lo) * g.channels, dst + lo * cb, (hi - lo) * cb);
+          }
+          std::fill(dst + hi * cb, dst + g.kernel_w * cb, scalar_t(0));
+          dst += g.kernel_w * cb;
+          continue;
+        }
+        for (int64_t kw = 0; kw < g.kernel_w; ++kw, dst += cb * rs) {
+          const int64_t iw = iw0 + kw * g.dilation_w;
+          const bool inside = row_inside && iw >= 0 && iw < g.width;
+          const scalar_t* src = image + (ih * g.width + iw) * g.channels;
+          if (rs == 1) {
+            inside ? copy_run(src, dst, cb) : std::fill(dst, dst + cb, scalar_t(0));
+          } else {
+            for (int64_t c = 0; c < cb; ++c) {
+              dst[c * rs] = inside ? src[c] : scalar_t(0);
+            }
+          }
+        }
       }
     }
   });
 }
 
-// Each task owns whole image planes (b, c), so no two threads write the same
-// element. Within a plane, contributions are added tap by tap in (kh, kw)
-// order: every element receives its contributions in that fixed order (the
-// same sums a per-element gather in (kh, kw) order computes), whatever the
-// thread count. Reduced precision accumulates in a float plane.
+// NCHW col2im: each task owns whole image planes (b, c), so no two threads
+// write the same element. Within a plane, contributions are added tap by tap
+// in (kh, kw) order and, within a tap, position by position: a fixed order,
+// whatever the thread count. Reduced precision accumulates in a float plane.
 template <typename scalar_t>
-void col2im_cpu_kernel(const scalar_t* columns, ColumnLayout layout, const PlaneGeometry& g,
-                       int64_t batch, scalar_t* images) {
+void col2im_nchw(const scalar_t* columns, ColumnLayout layout, const ColumnTile& t,
+                 const PlaneGeometry& g, int64_t nb, scalar_t* images, bool accumulate) {
   using acc_t = at::opmath_type<scalar_t>;
-  constexpr bool kWideAccumulator = !std::is_same_v<acc_t, scalar_t>;
+  constexpr bool kWide = !std::is_same_v<acc_t, scalar_t>;
   const int64_t plane_size = g.height * g.width;
-  at::parallel_for(0, batch * g.channels, grain_for(g.cols() * g.kernel_h * g.kernel_w),
-                   [&](int64_t begin, int64_t end) {
-    std::vector<acc_t> wide(kWideAccumulator ? plane_size : 0);
+  const int64_t kernel_area = g.kernel_h * g.kernel_w;
+  at::parallel_for(0, nb * t.channels(), grain_for(t.positions() * kernel_area), [&](int64_t begin, int64_t end) {
+    std::vector<acc_t> wide(kWide ? plane_size : 0);
     for (int64_t p = begin; p < end; ++p) {
-      const int64_t b = p / g.channels;
-      const int64_t c = p % g.channels;
-      scalar_t* image = images + p * plane_size;
+      const int64_t b = p / t.channels(), cc = p % t.channels();
+      scalar_t* image = images + (b * g.channels + t.c_begin + cc) * plane_size;
       acc_t* acc;
-      if constexpr (kWideAccumulator) {
+      if constexpr (kWide) {
         acc = wide.data();
+        if (accumulate) {
+          std::copy(image, image + plane_size, acc);
+        }
       } else {
         acc = image;
       }
-      std::fill(acc, acc + plane_size, acc_t(0));
-
+      if (!accumulate) {
+        std::fill(acc, acc + plane_size, acc_t(0));
+      }
       for (int64_t kh = 0; kh < g.kernel_h; ++kh) {
         for (int64_t kw = 0; kw < g.kernel_w; ++kw) {
-          const int64_t r = (c * g.kernel_h + kh) * g.kernel_w + kw;
-          const scalar_t* src = columns + b * layout.batch_stride + r * layout.row_stride;
+          const int64_t r = cc * kernel_area + kh * g.kernel_w + kw;
+          const int64_t cs = layout.col_stride;
+          const scalar_t* src = columns + b * layout.batch_stride + r * layout.row_stride - t.l_begin * cs;
           const int64_t w_offset = kw * g.dilation_w - g.pad_w;
-          const ValidRange ow = valid_range(w_offset, g.stride_w, g.width, g.out_w);
-          for (int64_t oh = 0; oh < g.out_h; ++oh) {
+          const ValidRange valid = valid_range(w_offset, g.stride_w, g.width, g.out_w);
+          for_each_row(t.l_begin, t.l_end, g.out_w, [&](int64_t oh, int64_t o0, int64_t o1) {
             const int64_t ih = oh * g.stride_h - g.pad_h + kh * g.dilation_h;
             if (ih < 0 || ih >= g.height) {
-              continue;
+              return;
             }
-            acc_t* acc_row = acc + ih * g.width;
-            const scalar_t* src_row = src + oh * g.out_w;
-            for (int64_t o = ow.begin; o < ow.end; ++o) {
-              acc_row[o * g.stride_w + w_offset] += static_cast<acc_t>(src_row[o]);
+            const int64_t lo = std::clamp(valid.begin, o0, o1), hi = std::clamp(valid.end, lo, o1);
+            acc_t* acc_row = acc + ih * g.width + w_offset;
+            const scalar_t* src_row = src + oh * g.out_w * cs;
+            if (cs == 1) {
+              add_scatter(acc_row + lo * g.stride_w, g.stride_w, src_row + lo, hi - lo);
+            } else {
+              for (int64_t o = lo; o < hi; ++o) {
+                acc_row[o * g.stride_w] += static_cast<acc_t>(src_row[o * cs]);
+              }
             }
-          }
+          });
         }
       }
-      if constexpr (kWideAccumulator) {
-        std::transform(acc, acc + plane_size, image,
-                       [](acc_t v) { return static_cast<scalar_t>(v); });
+      if constexpr (kWide) {
+        std::transform(acc, acc + plane_size, image, [](acc_t v) { return static_cast<scalar_t>(v); });
       }
     }
   });
 }
 
-class CpuBackend final : public Backend {
- public:
-  void im2col(const at::Tensor& images, const PlaneGeometry& g, const at::Tensor& columns,
-              ColumnLayout layout) const override {
-    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, images.scalar_type(),
-                                    "myconv_im2col_cpu", [&] {
-      im2col_cpu_kernel<scalar_t>(images.const_data_ptr<scalar_t>(), images.size(0), g,
-                                  columns.mutable_data_ptr<scalar_t>(), layout);
-    });
-  }
+// NHWC col2im: one task per image; positions in order, taps in
+// (kh, kw) order, each adding a run of channels. Reduced precision
+// accumulates in a float copy of the tile's channels.
+template <typename scalar_t>
+void col2im_nhwc(const scalar_t* columns, ColumnLayout layout, const ColumnTile& t,
+                 const PlaneGeometry& g, int64_t nb, scalar_t* images, bool accumulate) {
+  using acc_t = at::opmath_type<scalar_t>;
+  constexpr bool kWide = !std::is_same_v<acc_t, scalar_t>;
+  const int64_t cb = t.channels(), pixels = g.height * g.width, rs = layout.row_stride;
+  at::parallel_for(0, nb, 1, [&](int64_t begin, int64_t end) {
+    std::vector<acc_t> wide(kWide ? pixels * cb : 0);
+    for (int64_t b = begin; b < end; ++b) {
+      scalar_t* image = images + b * pixels * g.channels + t.c_begin;
+      acc_t* acc;
+      int64_t acc_stride;  // between pixels
+      if constexpr (kWide) {
+        acc = wide.data();
+        acc_stride = cb;
+        for (int64_t q = 0; q < pixels; ++q) {
+          for (int64_t c = 0; c < cb; ++c) {
+            acc[q * cb + c] = accumulate ? static_cast<acc_t>(image[q * g.channels + c]) : acc_t(0);
+          }
+        }
+      } else {
+        acc = image;
+        acc_stride = g.channels;
+        if (!accumulate) {
+          for (int64_t q = 0; q < pixels; ++q) {
+            std::fill(acc + q * acc_stride, acc + q * acc_stride + cb, acc_t(0));
+          }
+        }
+      }
+      // With all channels in one run per pixel (and dilation_w 1), the taps of
+      // a kernel row add into adjacent pixels: one run per kernel row.
+      const bool row_runs = rs == 1 && !kWide && cb == g.channels && g.dilation_w == 1;
+      for (int64_t l = t.l_begin; l < t.l_end; ++l) {
+        const int64_t oh = l / g.out_w, ow = l % g.out_w;
+        const scalar_t* src = columns + b * layout.batch_stride + (l - t.l_begin) * layout.col_stride;
+        const int64_t iw0 = ow * g.stride_w - g.pad_w;
+        for (int64_t kh = 0; kh < g.kernel_h; ++kh) {
+          const int64_t ih = oh * g.stride_h - g.pad_h + kh * g.dilation_h;
+          if (row_runs) {
+            if (ih >= 0 && ih < g.height) {
+              const int64_t lo = std::clamp<int64_t>(-iw0, 0, g.kernel_w);
+              const int64_t hi = std::clamp<int64_t>(g.width - iw0, lo, g.kernel_w);
+              add_scatter(acc + (ih * g.width + iw0 + lo) * acc_stride, 1, src + lo * cb, (hi - lo) * cb);
+            }
+            src += g.kernel_w * cb;
+            continue;
+          }
+          for (int64_t kw = 0; kw < g.kernel_w; ++kw, src += cb * rs) {
+            const int64_t iw = ow * g.stride_w - g.pad_w + kw * g.dilation_w;
+            if (ih >= 0 && ih < g.height && iw >= 0 && iw < g.width) {
+              acc_t* dst = acc + (ih * g.width + iw) * acc_stride;
+              if (rs == 1) {
+                add_scatter(dst, 1, src, cb);
+              } else {
+                for (int64_t c = 0; c < cb; ++c) {
+                  dst[c] += static_cast<acc_t>(src[c * rs]);
+                }
+              }
+            }
+          }
+        }
+      }
+      if constexpr (kWide) {
+        for (int64_t q = 0; q < pixels; ++q) {
+          for (int64_t c = 0; c < cb; ++c) {
+            image[q * g.channels + c] = static_cast<scalar_t>(acc[q * cb + c]);
+          }
+        }
+      }
+    }
+  });
+}
 
-  void col2im(const at::Tensor& columns, ColumnLayout layout, const PlaneGeometry& g,
-              const at::Tensor& images) const override {
-    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, images.scalar_type(),
-                                    "myconv_col2im_cpu", [&] {
-      col2im_cpu_kernel<scalar_t>(columns.const_data_ptr<scalar_t>(), layout, g, images.size(0),
-                                  images.mutable_data_ptr<scalar_t>());
-    });
-  }
+// The kernels read and write (N, C, H, W) tensors contiguous in NCHW, or in
+// channels_last (NHWC) order when `channels_last`.
+void check_layout(const at::Tensor& t, bool channels_last) {
+  TORCH_INTERNAL_ASSERT(
+      t.is_contiguous(channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous),
+      "myconv: expected a tensor contiguous in ", channels_last ? "channels_last" : "NCHW", " order");
+}
 
-  void bmm(const at::Tensor& a, const at::Tensor& b, const at::Tensor& c,
-           bool accumulate) const override {
-    if (accumulate) {
-      c.baddbmm_(a, b);
-    } else {
-      at::Tensor out = c;
-      at::bmm_out(out, a, b);
+// ---- direct grouped convolution (depthwise and other tiny per-group K) -------
+// Every output element is summed by one thread, over taps in a fixed order:
+// deterministic and independent of the thread count.
+
+struct GroupedShape {
+  int64_t batch, channels, out_channels, groups, cg, mg;
+  GroupedShape(const PlaneGeometry& g, int64_t batch, int64_t out_channels, int64_t groups)
+      : batch(batch), channels(g.channels), out_channels(out_channels), groups(groups),
+        cg(g.channels / groups), mg(out_channels / groups) {}
+  bool depthwise() const { return cg == 1 && mg == 1; }
+};
+
+// NCHW: one task per output plane (n, o); each tap adds a shifted input row.
+template <typename scalar_t>
+void grouped_forward_nchw(const scalar_t* x, const scalar_t* w, const scalar_t* bias,
+                          const PlaneGeometry& g, const GroupedShape& s, scalar_t* out) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const int64_t L = g.out_h * g.out_w, kk = g.kernel_h * g.kernel_w;
+  at::parallel_for(0, s.batch * s.out_channels, grain_for(L * s.cg * kk), [&](int64_t begin, int64_t end) {
+    std::vector<acc_t> acc(L);
+    for (int64_t p = begin; p < end; ++p) {
+      const int64_t n = p / s.out_channels, o = p % s.out_channels;
+      std::fill(acc.begin(), acc.end(), bias ? static_cast<acc_t>(bias[o]) : acc_t(0));
+      for (int64_t ci = 0; ci < s.cg; ++ci) {
+        const scalar_t* plane = x + (n * s.channels + (o / s.mg) * s.cg + ci) * g.height * g.width;
+        for (int64_t kh = 0; kh < g.kernel_h; ++kh) {
+          for (int64_t kw = 0; kw < g.kernel_w; ++kw) {
+            const acc_t wv = static_cast<acc_t>(w[(o * s.cg + ci) * kk + kh * g.kernel_w + kw]);
+            const int64_t w_offset = kw * g.dilation_w - g.pad_w;
+            const ValidRange valid = valid_range(w_offset, g.stride_w, g.width, g.out_w);
+            for (int64_t oh = 0; oh < g.out_h; ++oh) {
+              const int64_t ih = oh * g.stride_h - g.pad_h + kh * g.dilation_h;
+              if (ih < 0 || ih >= g.height || valid.begin >= valid.end) {
+                continue;
+              }
+              axpy(acc.data() + oh * g.out_w + valid.begin,
+                   plane + ih * g.width + valid.begin * g.stride_w + w_offset, g.stride_w, wv,
+                   valid.end - valid.begin);
+            }
+          }
+        }
+      }
+      std::transform(acc.begin(), acc.end(), out + p * L, [](acc_t v) { return static_cast<scalar_t>(v); });
+    }
+  });
+}
+
+// NCHW: one task per input plane (n, c); each tap of each output channel of
+// the group adds its grad_output row, shifted, into it.
+template <typename scalar_t>
+void grouped_grad_input_nchw(const scalar_t* gy, const scalar_t* w, const PlaneGeometry& g,
+                             const GroupedShape& s, scalar_t* gi) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const int64_t L = g.out_h * g.out_w, kk = g.kernel_h * g.kernel_w, plane = g.height * g.width;
+  at::parallel_for(0, s.batch * s.channels, grain_for(L * s.mg * kk), [&](int64_t begin, int64_t end) {
+    std::vector<acc_t> acc(plane);
+    for (int64_t p = begin; p < end; ++p) {
+      const int64_t n = p / s.channels, c = p % s.channels;
+      const int64_t group = c / s.cg, ci = c % s.cg;
+      std::fill(acc.begin(), acc.end(), acc_t(0));
+      for (int64_t j = 0; j < s.mg; ++j) {
+        const int64_t o = group * s.mg + j;
+        const scalar_t* gyp = gy + (n * s.out_channels + o) * L;
+        for (int64_t kh = 0; kh < g.kernel_h; ++kh) {
+          for (int64_t kw = 0; kw < g.kernel_w; ++kw) {
+            const acc_t wv = static_cast<acc_t>(w[(o * s.cg + ci) * kk + kh * g.kernel_w + kw]);
+            const int64_t w_offset = kw * g.dilation_w - g.pad_w;
+            const ValidRange valid = valid_range(w_offset, g.stride_w, g.width, g.out_w);
+            for (int64_t oh = 0; oh < g.out_h; ++oh) {
+              const int64_t ih = oh * g.stride_h - g.pad_h + kh * g.dilation_h;
+              if (ih < 0 || ih >= g.height || valid.begin >= valid.end) {
+                continue;
+              }
+              axpy_scatter(acc.data() + ih * g.width + valid.begin * g.stride_w + w_offset, g.stride_w,
+                           gyp + oh * g.out_w + valid.begin, wv, valid.end - valid.begin);
+            }
+          }
+        }
+      }
+      std::transform(acc.begin(), acc.end(), gi + p * plane, [](acc_t v) { return static_cast<scalar_t>(v); });
+    }
+  });
+}
+
+// NCHW: one task per output channel o; for each (ci, tap) the products of
+// grad_output and shifted input rows are added into a row accumulator over
+// (n, oh), then the row is summed left to right.
+template <typename scalar_t>
+void grouped_grad_weight_nchw(const scalar_t* gy, const scalar_t* x, const PlaneGeometry& g,
+                              const GroupedShape& s, scalar_t* gw) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const int64_t L = g.out_h * g.out_w, kk = g.kernel_h * g.kernel_w, plane = g.height * g.width;
+  at::parallel_for(0, s.out_channels, grain_for(s.batch * L * s.cg * kk), [&](int64_t begin, int64_t end) {
+    std::vector<acc_t> row(g.out_w);
+    for (int64_t o = begin; o < end; ++o) {
+      for (int64_t ci = 0; ci < s.cg; ++ci) {
+        const int64_t c = (o / s.mg) * s.cg + ci;
+        for (int64_t kh = 0; kh < g.kernel_h; ++kh) {
+          for (int64_t kw = 0; kw < g.kernel_w; ++kw) {
+            std::fill(row.begin(), row.end(), acc_t(0));
+            const int64_t w_offset = kw * g.dilation_w - g.pad_w;
+            const ValidRange valid = valid_range(w_offset, g.stride_w, g.width, g.out_w);
+            for (int64_t n = 0; n < s.batch && valid.begin < valid.end; ++n) {
+              const scalar_t* gyp = gy + (n * s.out_channels + o) * L;
+              const scalar_t* xp = x + (n * s.channels + c) * plane;
+              for (int64_t oh = 0; oh < g.out_h; ++oh) {
+                const int64_t ih = oh * g.stride_h - g.pad_h + kh * g.dilation_h;
+                if (ih < 0 || ih >= g.height) {
+                  continue;
+                }
+                fma_row(row.data() + valid.begin, gyp + oh * g.out_w + valid.begin,
+                        xp + ih * g.width + valid.begin * g.stride_w + w_offset, g.stride_w,
+                        valid.end - valid.begin);
+              }
+            }
+            acc_t total = 0;
+            for (const acc_t v : row) {
+              total += v;
+            }
+            gw[(o * s.cg + ci) * kk + kh * g.kernel_w + kw] = static_cast<scalar_t>(total);
+          }
+        }
+      }
+    }
+  });
+}
+
+// The weight as (tap, ci, o) in the accumulation type, for the NHWC kernels
+// (a tap's weights for all output channels are contiguous).
+template <typename scalar_t>
+std::vector<at::opmath_type<scalar_t>> taps_major(const scalar_t* w, const GroupedShape& s, int64_t kk) {
+  std::vector<at::opmath_type<scalar_t>> out(kk * s.cg * s.out_channels);
+  for (int64_t o = 0; o < s.out_channels; ++o) {
+    for (int64_t ci = 0; ci < s.cg; ++ci) {
+      for (int64_t k = 0; k < kk; ++k) {
+        out[(k * s.cg + ci) * s.out_channels + o] = static_cast<at::opmath_type<scalar_t>>(w[(o * s.cg + ci) * kk + k]);
+      }
     }
   }
+  return out;
+}
+
+// NHWC: one task per output row (n, oh); each tap adds input pixels times the
+// tap's weights to a row of output pixels, vectorised over channels.
+template <typename scalar_t>
+void grouped_forward_nhwc(const scalar_t* x, const scalar_t* w, const scalar_t* bias,
+                          const PlaneGeometry& g, const GroupedShape& s, scalar_t* out) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const int64_t kk = g.kernel_h * g.kernel_w, co = s.out_channels;
+  const std::vector<acc_t> wt = taps_major(w, s, kk);
+  at::parallel_for(0, s.batch * g.out_h, grain_for(g.out_w * co * s.cg * kk), [&](int64_t begin, int64_t end) {
+    std::vector<acc_t> acc(g.out_w * co);
+    for (int64_t r = begin; r < end; ++r) {
+      const int64_t n = r / g.out_h, oh = r % g.out_h;
+      for (int64_t ow = 0; ow < g.out_w; ++ow) {
+        for (int64_t o = 0; o < co; ++o) {
+          acc[ow * co + o] = bias ? static_cast<acc_t>(bias[o]) : acc_t(0);
+        }
+      }
+      for (int64_t kh = 0; kh < g.kernel_h; ++kh) {
+        const int64_t ih = oh * g.stride_h - g.pad_h + kh * g.dilation_h;
+        if (ih < 0 || ih >= g.height) {
+          continue;
+        }
+        for (int64_t kw = 0; kw < g.kernel_w; ++kw) {
+          const int64_t k = kh * g.kernel_w + kw;
+          const int64_t w_offset = kw * g.dilation_w - g.pad_w;
+          const ValidRange valid = valid_range(w_offset, g.stride_w, g.width, g.out_w);
+          for (int64_t ow = valid.begin; ow < valid.end; ++ow) {
+            const scalar_t* px = x + ((n * g.height + ih) * g.width + ow * g.stride_w + w_offset) * s.channels;
+            acc_t* pa = acc.data() + ow * co;
+            if (s.depthwise()) {
+              fma_row(pa, wt.data() + k * co, px, 1, co);
+            } else {
+              for (int64_t ci = 0; ci < s.cg; ++ci) {
+                const acc_t* wk = wt.data() + (k * s.cg + ci) * co;
+                for (int64_t o = 0; o < co; ++o) {
+                  pa[o] += wk[o] * static_cast<acc_t>(px[(o / s.mg) * s.cg + ci]);
+                }
+              }
+            }
+          }
+        }
+      }
+      std::transform(acc.begin(), acc.end(), out + r * g.out_w * co, [](acc_t v) { return static_cast<scalar_t>(v); });
+    }
+  });
+}
+
+// NHWC: one task per input row (n, ih); each pixel gathers, tap by tap, the
+// grad_output pixels whose windows read it.
+template <typename scalar_t>
+void grouped_grad_input_nhwc(const scalar_t* gy, const scalar_t* w, const PlaneGeometry& g,
+                             const GroupedShape& s, scalar_t* gi) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const int64_t kk = g.kernel_h * g.kernel_w, co = s.out_channels, ci_all = s.channels;
+  const std::vector<acc_t> wt = taps_major(w, s, kk);
+  at::parallel_for(0, s.batch * g.height, grain_for(g.width * ci_all * s.mg * kk), [&](int64_t begin, int64_t end) {
+    std::vector<acc_t> acc(g.width * ci_all);
+    for (int64_t r = begin; r < end; ++r) {
+      const int64_t n = r / g.height, ih = r % g.height;
+      std::fill(acc.begin(), acc.end(), acc_t(0));
+      for (int64_t iw = 0; iw < g.width; ++iw) {
+        acc_t* pa = acc.data() + iw * ci_all;
+        for (int64_t kh = 0; kh < g.kernel_h; ++kh) {
+          const int64_t h_off = ih + g.pad_h - kh * g.dilation_h;  // = oh * stride_h
+          if (h_off < 0 || h_off % g.stride_h != 0 || h_off / g.stride_h >= g.out_h) {
+            continue;
+          }
+          const int64_t oh = h_off / g.stride_h;
+          for (int64_t kw = 0; kw < g.kernel_w; ++kw) {
+            const int64_t w_off = iw + g.pad_w - kw * g.dilation_w;  // = ow * stride_w
+            if (w_off < 0 || w_off % g.stride_w != 0 || w_off / g.stride_w >= g.out_w) {
+              continue;
+            }
+            const int64_t k = kh * g.kernel_w + kw;
+            const scalar_t* pg = gy + ((n * g.out_h + oh) * g.out_w + w_off / g.stride_w) * co;
+            if (s.depthwise()) {
+              fma_row(pa, wt.data() + k * co, pg, 1, ci_all);
+            } else {
+              for (int64_t c = 0; c < ci_all; ++c) {
+                const int64_t group = c / s.cg, ci = c % s.cg;
+                const acc_t* wk = wt.data() + (k * s.cg + ci) * co + group * s.mg;
+                acc_t sum = 0;
+                for (int64_t j = 0; j < s.mg; ++j) {
+                  sum += wk[j] * static_cast<acc_t>(pg[group * s.mg + j]);
+                }
+                pa[c] += sum;
+              }
+            }
+          }
+        }
+      }
+      std::transform(acc.begin(), acc.end(), gi + r * g.width * ci_all, [](acc_t v) { return static_cast<scalar_t>(v); });
+    }
+  });
+}
+
+// NHWC: one task per block of 16 output channels; accumulators (tap, ci, o)
+// summed over (n, oh, ow) in order.
+template <typename scalar_t>
+void grouped_grad_weight_nhwc(const scalar_t* gy, const scalar_t* x, const PlaneGeometry& g,
+                              const GroupedShape& s, scalar_t* gw) {
+  using acc_t = at::opmath_type<scalar_t>;
+  constexpr int64_t kBlock = 16;
+  const int64_t kk = g.kernel_h * g.kernel_w, co = s.out_channels;
+  const int64_t blocks = (co + kBlock - 1) / kBlock;
+  at::parallel_for(0, blocks, 1, [&](int64_t begin, int64_t end) {
+    std::vector<acc_t> acc(kk * s.cg * kBlock);
+    for (int64_t blk = begin; blk < end; ++blk) {
+      const int64_t o0 = blk * kBlock, ob = std::min(kBlock, co - o0);
+      std::fill(acc.begin(), acc.end(), acc_t(0));
+      for (int64_t n = 0; n < s.batch; ++n) {
+        for (int64_t oh = 0; oh < g.out_h; ++oh) {
+          for (int64_t ow = 0; ow < g.out_w; ++ow) {
+            const scalar_t* pg = gy + ((n * g.out_h + oh) * g.out_w + ow) * co + o0;
+            for (int64_t kh = 0; kh < g.kernel_h; ++kh) {
+              const int64_t ih = oh * g.stride_h - g.pad_h + kh * g.dilation_h;
+              if (ih < 0 || ih >= g.height) {
+                continue;
+              }
+              for (int64_t kw = 0; kw < g.kernel_w; ++kw) {
+                const int64_t iw = ow * g.stride_w - g.pad_w + kw * g.dilation_w;
+                if (iw < 0 || iw >= g.width) {
+                  continue;
+                }
+                const int64_t k = kh * g.kernel_w + kw;
+                const scalar_t* px = x + ((n * g.height + ih) * g.width + iw) * s.channels;
+                if (s.depthwise()) {
+                  fma_row(acc.data() + k * kBlock, pg, px + o0, 1, ob);
+                } else {
+                  for (int64_t ci = 0; ci < s.cg; ++ci) {
+                    acc_t* pa = acc.data() + (k * s.cg + ci) * kBlock;
+                    for (int64_t j = 0; j < ob; ++j) {
+                      pa[j] += static_cast<acc_t>(pg[j]) * static_cast<acc_t>(px[((o0 + j) / s.mg) * s.cg + ci]);
+                    }
+                  }
+                }
+              }
+            }
+          }
+        }
+      }
+      for (int64_t j = 0; j < ob; ++j) {
+        for (int64_t ci = 0; ci < s.cg; ++ci) {
+          for (int64_t k = 0; k < kk; ++k) {
+            gw[((o0 + j) * s.cg + ci) * kk + k] = static_cast<scalar_t>(acc[(k * s.cg + ci) * kBlock + j]);
+          }
+        }
+      }
+    }
+  });
+}
+
+// ---- the backend --------------------------------------------------------------
+
+// L2 cache of one core, in bytes (sysconf, then sysfs, else 1 MiB).
+int64_t l2_cache_bytes() {
+  static const int64_t bytes = [] {
+#ifdef _SC_LEVEL2_CACHE_SIZE
+    const long v = sysconf(_SC_LEVEL2_CACHE_SIZE);
+    if (v > 0) {
+      return static_cast<int64_t>(v);
+    }
+#endif
+    if (FILE* f = std::fopen("/sys/devices/system/cpu/cpu0/cache/index2/size", "r")) {
+      long kib = 0;
+      const int got = std::fscanf(f, "%ldK", &kib);
+      std::fclose(f);
+      if (got == 1 && kib > 0) {
+        return static_cast<int64_t>(kib) << 10;
+      }
+    }
+    return int64_t{1} << 20;
+  }();
+  return bytes;
+}
+
+#define MYCONV_DISPATCH(TYPE, NAME, ...) \
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, TYPE, NAME, __VA_ARGS__)
+
+class CpuBackend final : public Backend {
+ public:
+  Tuning tuning(const at::Tensor&) const override {
+    Tuning t;
+    t.workers = at::get_num_threads();
+    t.tile_bytes = tile_bytes_setting() > 0 ? tile_bytes_setting() : l2_cache_bytes() / 2;
+    t.min_tile_positions = 64;
+    t.split_images = true;
+    t.split_work = true;
+    t.gemm_on_views = true;
+    t.channels_last = true;
+    t.direct_grouped = true;
+    return t;
+  }
+
+  void im2col(const at::Tensor& images, const PlaneGeometry& g, const ColumnTile& tile,
+              const at::Tensor& columns, ColumnLayout layout) const override {
+    if (images.size(0) == 0 || tile.positions() <= 0 || tile.channels() <= 0) {
+      return;
+    }
+    const bool nhwc = layout.channels_last;
+    check_layout(images, nhwc);
+    MYCONV_DISPATCH(images.scalar_type(), "myconv_im2col_cpu", [&] {
+      const scalar_t* src = images.const_data_ptr<scalar_t>();
+      scalar_t* dst = columns.mutable_data_ptr<scalar_t>();
+      nhwc ? im2col_nhwc<scalar_t>(src, images.size(0), g, tile, dst, layout)
+           : im2col_nchw<scalar_t>(src, images.size(0), g, tile, dst, layout);
+    });
+  }
+
+  void col2im(const at::Tensor& columns, ColumnLayout layout, const ColumnTile& tile,
+              const PlaneGeometry& g, const at::Tensor& images, bool accumulate) const override {
+    if (images.numel() == 0 || tile.channels() <= 0) {
+      return;
+    }
+    const bool nhwc = layout.channels_last;
+    check_layout(images, nhwc);
+    MYCONV_DISPATCH(images.scalar_type(), "myconv_col2im_cpu", [&] {
+      const scalar_t* src = columns.const_data_ptr<scalar_t>();
+      scalar_t* dst = images.mutable_data_ptr<scalar_t>();
+      nhwc ? col2im_nhwc<scalar_t>(src, layout, tile, g, images.size(0), dst, accumulate)
+           : col2im_nchw<scalar_t>(src, layout, tile, g, images.size(0), dst, accumulate);
+    });
+  }
+
+  // One GEMM per batch entry through ATen (MKL for float / double), on views:
+  // strided operands and results need no copies.
+  void bmm(const at::Tensor& a, const at::Tensor& b, const at::Tensor& c,
+           bool accumulate) const override {
+    for (int64_t i = 0; i < c.size(0); ++i) {
+      at::Tensor ci = c.select(0, i);
+      if (accumulate) {
+        ci.addmm_(a.select(0, i), b.select(0, i));
+      } else {
+        at::mm_out(ci, a.select(0, i), b.select(0, i));
+      }
+    }
+  }
+
+  // Items always run inside a parallel region (unless torch runs on one
+  // thread, or the call comes from inside a parallel region already): there
+  // the GEMM library stays single-threaded, so every product is computed the
+  // same way whatever the thread count, even when there is a single item.
+  // Workers take items from a shared counter, so a slow item does not hold
+  // the others back; which worker runs an item never changes its result.
+  // Each worker takes the caller's thread-local state (grad mode, dispatch
+  // keys excluded below autograd, ...), since the items call ATen ops.
+  void run_items(int64_t items, int64_t workers,
+                 const std::function<void(int64_t, int64_t)>& fn) const override {
+    const int64_t threads = at::get_num_threads();
+    if (threads <= 1 || at::in_parallel_region()) {
+      for (int64_t i = 0; i < items; ++i) {
+        fn(i, 0);
+      }
+      return;
+    }
+    std::atomic<int64_t> next{0};
+    const at::ThreadLocalState caller_state;
+    at::parallel_for(0, threads, 1, [&](int64_t begin, int64_t end) {
+      const at::ThreadLocalStateGuard state_guard(caller_state);
+      for (int64_t w = begin; w < std::min(end, workers); ++w) {
+        for (int64_t i = next.fetch_add(1); i < items; i = next.fetch_add(1)) {
+          fn(i, w);
+        }
+      }
+    });
+  }
+
+  void grouped_forward(const at::Tensor& x, const at::Tensor& w, const std::optional<at::Tensor>& bias,
+                       const PlaneGeometry& g, int64_t groups, bool channels_last,
+                       const at::Tensor& out) const override {
+    const GroupedShape s(g, x.size(0), w.size(0), groups);
+    check_layout(x, channels_last);
+    check_layout(out, channels_last);
+    MYCONV_DISPATCH(x.scalar_type(), "myconv_grouped_forward_cpu", [&] {
+      const scalar_t* b = bias ? bias->const_data_ptr<scalar_t>() : nullptr;
+      channels_last
+          ? grouped_forward_nhwc<scalar_t>(x.const_data_ptr<scalar_t>(), w.const_data_ptr<scalar_t>(), b, g, s,
+                                           out.mutable_data_ptr<scalar_t>())
+          : grouped_forward_nchw<scalar_t>(x.const_data_ptr<scalar_t>(), w.const_data_ptr<scalar_t>(), b, g, s,
+                                           out.mutable_data_ptr<scalar_t>());
+    });
+  }
+
+  void grouped_grad_input(const at::Tensor& gy, const at::Tensor& w, const PlaneGeometry& g,
+                          int64_t groups, bool channels_last, const at::Tensor& gi) const override {
+    const GroupedShape s(g, gy.size(0), w.size(0), groups);
+    check_layout(gy, channels_last);
+    check_layout(gi, channels_last);
+    MYCONV_DISPATCH(gy.scalar_type(), "myconv_grouped_grad_input_cpu", [&] {
+      channels_last
+          ? grouped_grad_input_nhwc<scalar_t>(gy.const_data_ptr<scalar_t>(), w.const_data_ptr<scalar_t>(), g, s,
+                                              gi.mutable_data_ptr<scalar_t>())
+          : grouped_grad_input_nchw<scalar_t>(gy.const_data_ptr<scalar_t>(), w.const_data_ptr<scalar_t>(), g, s,
+                                              gi.mutable_data_ptr<scalar_t>());
+    });
+  }
+
+  void grouped_grad_weight(const at::Tensor& gy, const at::Tensor& x, const PlaneGeometry& g,
+                           int64_t groups, bool channels_last, const at::Tensor& gw) const override {
+    const GroupedShape s(g, gy.size(0), gw.size(0), groups);
+    check_layout(gy, channels_last);
+    check_layout(x, channels_last);
+    MYCONV_DISPATCH(gy.scalar_type(), "myconv_grouped_grad_weight_cpu", [&] {
+      channels_last
+          ? grouped_grad_weight_nhwc<scalar_t>(gy.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(), g, s,
+                                               gw.mutable_data_ptr<scalar_t>())
+          : grouped_grad_weight_nchw<scalar_t>(gy.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(), g, s,
+                                               gw.mutable_data_ptr<scalar_t>());
+    });
+  }
 };
+
+#undef MYCONV_DISPATCH
 
 } // namespace
 

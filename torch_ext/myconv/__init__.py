@@ -9,7 +9,14 @@ CPU, CUDA (when built with it), Meta and Autograd.
     >>> conv = myconv.Conv2d(3, 4, kernel_size=3, padding=1)
     >>> conv(x).sum().backward()
 """
-from ._library import cuda_built, get_workspace_limit, library_path, set_workspace_limit
+from ._library import (
+    cuda_built,
+    get_tile_bytes,
+    get_workspace_limit,
+    library_path,
+    set_tile_bytes,
+    set_workspace_limit,
+)
 from .functional import col2im, conv2d, im2col
 from .modules import Conv2d, convert
 
@@ -19,9 +26,11 @@ __all__ = [
     "conv2d",
     "convert",
     "cuda_built",
+    "get_tile_bytes",
     "get_workspace_limit",
     "im2col",
     "library_path",
+    "set_tile_bytes",
     "set_workspace_limit",
 ]
 __version__ = "0.1.0"

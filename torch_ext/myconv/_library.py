@@ -35,7 +35,21 @@ def get_workspace_limit() -> int:
 
 
 def set_workspace_limit(nbytes: int) -> None:
-    """Sets the column-workspace bound, in bytes (default 256 MiB, or
-    ``MYCONV_WORKSPACE_MB`` from the environment). The batch is processed in
-    chunks that fit; one image at a time at least, whatever the bound."""
+    """Sets the workspace bound, in bytes, of one call (column tiles,
+    per-thread buffers, partial sums; default 256 MiB, or
+    ``MYCONV_WORKSPACE_MB`` from the environment). Work is cut so that it
+    fits, and fewer threads share it when it is small; results stay the same."""
     torch.ops.myconv._set_workspace_limit(int(nbytes))
+
+
+def get_tile_bytes() -> int:
+    """Target size, in bytes, of one CPU column tile (0: half the L2 cache of a core)."""
+    return torch.ops.myconv._get_tile_bytes()
+
+
+def set_tile_bytes(nbytes: int) -> None:
+    """Sets the CPU column-tile size in bytes; 0 (the default) sizes tiles from
+    the L2 cache. Columns are written by im2col and read by the GEMM tile by
+    tile, while they are still in cache. A tuning and testing knob: results do
+    not depend on the thread count, whatever its value."""
+    torch.ops.myconv._set_tile_bytes(int(nbytes))

@@ -1,28 +1,49 @@
-"""Side-by-side speed of myconv against F.conv2d (oneDNN on CPU, cuDNN on GPU)
-and the seed tutorials' unfold + matmul recipe, measured in one run.
+"""Side-by-side speed of myconv against what a PyTorch user would compare it
+with, measured in one process:
 
-    python -m myconv.benchmark                 # CPU, default layers
-    python -m myconv.benchmark --device cuda   # GPU (also reports peak memory)
-    python -m myconv.benchmark --quick         # the seed layer only
+* ``F.conv2d``      oneDNN on the CPU, cuDNN on a GPU;
+* ``aten-im2col``   ATen's own im2col convolution (``F.conv2d`` with oneDNN /
+                    cuDNN disabled: ``slow_conv2d``);
+* ``unfold+mm``     the seed tutorials' recipe (``F.unfold`` + matmul; groups 1);
+* ``gemm``          the bare GEMM(s) of the same M, N, K on ready operands: the
+                    limit of the im2col + GEMM algorithm (forward: one GEMM;
+                    forward+backward: the three GEMMs of forward, grad_input and
+                    grad_weight).
 
-Ratios > 1 mean myconv is slower. Times are medians over blocks of calls
-(each block at least 10 ms); the implementations' blocks are interleaved in
-rounds, in one process, with the same thread count, so that machine noise hits
-them alike.
+    python -m myconv.benchmark                          # CPU, the ResNet-18-style suite
+    python -m myconv.benchmark --layers 3x3-56,1x1      # a subset (see --list)
+    python -m myconv.benchmark --threads 1 --channels-last --out bench/
+    python -m myconv.benchmark --device cuda --dtype float16
+
+Ratios are ``other time / myconv time``: above 1, myconv is faster. Times are
+medians over blocks of calls (each block >= 10 ms); the implementations'
+blocks are interleaved in rounds, so that a noisy neighbour slows every
+implementation alike. ``--out DIR`` writes ``benchmark.md`` (the table),
+``benchmark.json`` (every raw sample and the machine) and ``benchmark.png``
+(the ratios as bars).
 """
 import argparse
+import datetime
+import json
+import math
+import os
+import platform
 import statistics
+import sys
 import time
-from dataclasses import dataclass
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, replace
 from typing import Callable, Dict, List, Optional
 
 import torch
 import torch.nn.functional as F
+
 from .functional import conv2d as myconv_conv2d
 
 
 @dataclass(frozen=True)
 class Layer:
+    key: str
     name: str
     n: int
     c_in: int
@@ -37,24 +58,45 @@ class Layer:
     def args(self):
         return dict(stride=self.stride, padding=self.padding, dilation=self.dilation, groups=self.groups)
 
+    @property
+    def out_size(self) -> int:
+        return (self.size + 2 * self.padding - self.dilation * (self.kernel - 1) - 1) // self.stride + 1
 
-SEED_LAYER = Layer("seed (10x8x32x32 -> 16, 3x3)", 10, 8, 16, 32, 3)
-LAYERS = [
-    SEED_LAYER,
-    Layer("resnet 3x3 (8x64x28x28 -> 64, p1)", 8, 64, 64, 28, 3, padding=1),
-    Layer("strided 3x3 (8x32x56x56 -> 64, s2 p1)", 8, 32, 64, 56, 3, stride=2, padding=1),
-    Layer("pointwise 1x1 (8x128x14x14 -> 256)", 8, 128, 256, 14, 1),
-    Layer("depthwise 3x3 (8x64x28x28, g64, p1)", 8, 64, 64, 28, 3, padding=1, groups=64),
-    Layer("dilated 5x5 (4x16x40x40 -> 32, d2 p4)", 4, 16, 32, 40, 5, padding=4, dilation=2),
+    def gemm_sizes(self):
+        """(groups, M, N, K) of the forward GEMM: M = C_out/groups,
+        N = batch * output positions, K = C_in/groups * kH * kW."""
+        return (self.groups, self.c_out // self.groups, self.n * self.out_size ** 2,
+                self.c_in // self.groups * self.kernel ** 2)
+
+    def flops(self, backward: bool) -> float:
+        g, m, n, k = self.gemm_sizes()
+        return 2.0 * g * m * n * k * (3 if backward else 1)
+
+
+# ResNet-18-style layers at batch 8 (the issue's suite), plus the seed layer.
+SUITE = [
+    Layer("stem", "stem 7x7/2 (3->64, 224)", 8, 3, 64, 224, 7, stride=2, padding=3),
+    Layer("3x3-56", "3x3 (64->64, 56)", 8, 64, 64, 56, 3, padding=1),
+    Layer("3x3-28", "3x3 (128->128, 28)", 8, 128, 128, 28, 3, padding=1),
+    Layer("3x3-14", "3x3 (256->256, 14)", 8, 256, 256, 14, 3, padding=1),
+    Layer("3x3-7", "3x3 (512->512, 7)", 8, 512, 512, 7, 3, padding=1),
+    Layer("3x3s2", "3x3/2 (64->128, 56)", 8, 64, 128, 56, 3, stride=2, padding=1),
+    Layer("1x1s2", "1x1/2 downsample (64->128, 56)", 8, 64, 128, 56, 1, stride=2),
+    Layer("1x1", "1x1 (256->64, 56)", 8, 256, 64, 56, 1),
+    Layer("dw3x3", "depthwise 3x3 (128, 28)", 8, 128, 128, 28, 3, padding=1, groups=128),
+    Layer("dil3x3", "dilated 3x3 d2 (64->64, 28)", 8, 64, 64, 28, 3, padding=2, dilation=2),
+    Layer("seed", "seed 3x3 (8->16, 32, batch 10)", 10, 8, 16, 32, 3),
 ]
+SEED_LAYER = SUITE[-1]
+LAYERS = {layer.key: layer for layer in SUITE}
 
 
 def unfold_matmul(x, w, b, stride=1, padding=0, dilation=1, groups=1):
     """The seed tutorials' recipe: F.unfold + matmul + view (groups == 1 only)."""
-    n, _, h, wd = x.shape
+    n = x.shape[0]
     k = w.shape[-1]
-    oh = (h + 2 * padding - dilation * (k - 1) - 1) // stride + 1
-    ow = (wd + 2 * padding - dilation * (k - 1) - 1) // stride + 1
+    oh = (x.shape[2] + 2 * padding - dilation * (k - 1) - 1) // stride + 1
+    ow = (x.shape[3] + 2 * padding - dilation * (k - 1) - 1) // stride + 1
     cols = F.unfold(x, k, dilation, padding, stride)
     out = w.view(w.shape[0], -1) @ cols
     if b is not None:
@@ -62,18 +104,39 @@ def unfold_matmul(x, w, b, stride=1, padding=0, dilation=1, groups=1):
     return out.view(n, w.shape[0], oh, ow)
 
 
-IMPLEMENTATIONS: Dict[str, Callable] = {
-    "myconv": myconv_conv2d,
-    "F.conv2d": F.conv2d,
-    "unfold+matmul": unfold_matmul,
+def aten_im2col_flags():
+    """ATen's own im2col convolution (slow_conv2d): F.conv2d with oneDNN and
+    cuDNN switched off, for the forward and the backward call alike."""
+    return _Stack(torch.backends.mkldnn.flags(enabled=False), torch.backends.cudnn.flags(enabled=False))
+
+
+class _Stack:
+    def __init__(self, *contexts):
+        self.contexts = contexts
+
+    def __enter__(self):
+        for c in self.contexts:
+            c.__enter__()
+
+    def __exit__(self, *exc):
+        for c in reversed(self.contexts):
+            c.__exit__(*exc)
+
+
+# name: (function with F.conv2d's signature, context the whole call runs in)
+IMPLEMENTATIONS: Dict[str, tuple] = {
+    "myconv": (myconv_conv2d, nullcontext),
+    "F.conv2d": (F.conv2d, nullcontext),
+    "aten-im2col": (F.conv2d, aten_im2col_flags),
+    "unfold+mm": (unfold_matmul, nullcontext),
 }
+COMPARATORS = ["F.conv2d", "aten-im2col", "unfold+mm", "gemm"]
 
 
-def median_seconds(fns: Dict[str, Callable[[], object]], device: str,
-                   min_run_time: float) -> Dict[str, float]:
-    """Median time per call of each fn, measured side by side: rounds of one
-    block of calls (>= 10 ms) per implementation, interleaved, so that a noisy
-    neighbour slows every implementation alike. CUDA synchronised per block."""
+def timed_blocks(fns: Dict[str, Callable[[], object]], device: str, min_run_time: float,
+                 min_rounds: int = 5) -> Dict[str, List[float]]:
+    """Seconds per call of each fn, one sample per block of calls (>= 10 ms),
+    blocks interleaved round by round. CUDA is synchronised per block."""
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
 
     def block(fn, calls: int) -> float:
@@ -86,14 +149,14 @@ def median_seconds(fns: Dict[str, Callable[[], object]], device: str,
 
     calls = {}
     for name, fn in fns.items():
-        block(fn, 1)  # warm up
+        block(fn, 1)  # warm up (allocator, caches, lazy initialisation)
         calls[name] = max(1, int(0.01 / max(block(fn, 1), 1e-7)))
     samples = {name: [] for name in fns}
     deadline = time.perf_counter() + min_run_time * len(fns)
-    while time.perf_counter() < deadline or len(samples[next(iter(fns))]) < 5:
+    while time.perf_counter() < deadline or len(samples[next(iter(fns))]) < min_rounds:
         for name, fn in fns.items():
             samples[name].append(block(fn, calls[name]))
-    return {name: statistics.median(v) for name, v in samples.items()}
+    return samples
 
 
 def peak_cuda_bytes(fn: Callable[[], object]) -> int:
@@ -105,84 +168,258 @@ def peak_cuda_bytes(fn: Callable[[], object]) -> int:
     return torch.cuda.max_memory_allocated() - base
 
 
+def bare_gemm(layer: Layer, device: str, dtype, backward: bool) -> Callable[[], object]:
+    """The GEMMs myconv's algorithm cannot avoid, on operands made beforehand:
+    forward W[g] @ cols[g]; backward adds W[g]^T @ gy[g] and gy[g] @ cols[g]^T."""
+    g, m, n, k = layer.gemm_sizes()
+    gen = torch.Generator().manual_seed(1)
+    make = lambda *s: torch.randn(*s, generator=gen).to(device, dtype)  # noqa: E731
+    w, cols, gy = make(g, m, k), make(g, k, n), make(g, m, n)
+    out, gcols, gw = torch.empty(g, m, n, device=device, dtype=dtype), \
+        torch.empty(g, k, n, device=device, dtype=dtype), torch.empty(g, m, k, device=device, dtype=dtype)
+
+    def run():
+        torch.bmm(w, cols, out=out)
+        if backward:
+            torch.bmm(w.transpose(1, 2), gy, out=gcols)
+            torch.bmm(gy, cols.transpose(1, 2), out=gw)
+        return out
+
+    return run
+
+
 def measure(layer: Layer, device: str = "cpu", dtype=torch.float32, backward: bool = False,
-            min_run_time: float = 0.3) -> Dict[str, dict]:
-    """{implementation: {"seconds": median, "peak_bytes": CUDA peak or None}}."""
+            min_run_time: float = 0.3, channels_last: bool = False) -> Dict[str, dict]:
+    """{implementation: {"samples": [seconds per call, ...], "seconds": median,
+    "peak_bytes": CUDA peak or None}}."""
     g = torch.Generator().manual_seed(0)
     x = torch.randn(layer.n, layer.c_in, layer.size, layer.size, generator=g).to(device, dtype)
     w = torch.randn(layer.c_out, layer.c_in // layer.groups, layer.kernel, layer.kernel,
                     generator=g).to(device, dtype)
     b = torch.randn(layer.c_out, generator=g).to(device, dtype)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    out_shape = (layer.n, layer.c_out, layer.out_size, layer.out_size)
+    gy = torch.randn(out_shape, generator=g).to(device, dtype)
+    if channels_last:
+        gy = gy.contiguous(memory_format=torch.channels_last)
     if backward:
         for t in (x, w, b):
             t.requires_grad_(True)
+
     runs = {}
-    for name, impl in IMPLEMENTATIONS.items():
-        if name == "unfold+matmul" and layer.groups != 1:
+    for name, (impl, context) in IMPLEMENTATIONS.items():
+        if name == "unfold+mm" and layer.groups != 1:
             continue
 
-        def run(impl=impl):
-            y = impl(x, w, b, **layer.args())
-            if backward:
-                y.backward(torch.ones_like(y))
-            return y
+        def run(impl=impl, context=context):
+            with context():
+                y = impl(x, w, b, **layer.args())
+                if backward:
+                    return torch.autograd.grad(y, (x, w, b), gy)
+                return y
 
         runs[name] = run
-    seconds = median_seconds(runs, device, min_run_time)
-    results = {name: {"seconds": seconds[name],
-                      "peak_bytes": peak_cuda_bytes(run) if device == "cuda" else None}
-               for name, run in runs.items()}
-    return results
+    runs["gemm"] = bare_gemm(layer, device, dtype, backward)
+    samples = timed_blocks(runs, device, min_run_time)
+    return {name: {"samples": samples[name], "seconds": statistics.median(samples[name]),
+                   "peak_bytes": peak_cuda_bytes(run) if device == "cuda" else None}
+            for name, run in runs.items()}
 
 
-def format_table(rows: List[tuple], device: str) -> str:
-    lines = []
-    header = (f"{'layer':40s} {'pass':8s} {'myconv ms':>10s} {'F.conv2d':>10s} {'unfold+mm':>10s} "
-              f"{'vs F.conv2d':>12s} {'vs unfold':>10s}")
-    lines.append(header)
-    lines.append("-" * len(header))
-    for layer, pass_name, res in rows:
-        t = {k: v["seconds"] * 1e3 for k, v in res.items()}
-        ours, unf = t["myconv"], t.get("unfold+matmul")
-        lines.append(
-            f"{layer.name:40s} {pass_name:8s} {ours:10.3f} {t['F.conv2d']:10.3f} "
-            f"{(f'{unf:10.3f}' if unf else 'n/a'):>10s} "
-            f"{t['myconv'] / t['F.conv2d']:11.2f}x "
-            f"{(f'{ours / unf:9.2f}x' if unf else '      n/a'):>10s}"
-        )
+def geomean(values: List[float]) -> float:
+    values = [v for v in values if v and v > 0 and math.isfinite(v)]
+    return math.exp(sum(math.log(v) for v in values) / len(values)) if values else float("nan")
+
+
+def ratio(res: dict, other: str) -> Optional[float]:
+    """other time / myconv time (> 1: myconv is faster)."""
+    if other not in res:
+        return None
+    return res[other]["seconds"] / res["myconv"]["seconds"]
+
+
+def format_markdown(rows: List[dict], device: str) -> str:
+    def fmt_ratio(r):
+        return "n/a" if r is None else f"{r:.2f}"
+
+    lines = [
+        "| layer | pass | myconv ms | GFLOP/s | F.conv2d ms | aten-im2col ms | unfold+mm ms | gemm ms "
+        "| vs F.conv2d | vs aten-im2col | vs unfold+mm | vs gemm |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in rows:
+        res = row["results"]
+        ms = {k: v["seconds"] * 1e3 for k, v in res.items()}
+        gflops = row["flops"] / res["myconv"]["seconds"] / 1e9
+        cells = [f"{ms[k]:.3f}" if k in ms else "n/a" for k in ("F.conv2d", "aten-im2col", "unfold+mm", "gemm")]
+        ratios = [fmt_ratio(ratio(res, k)) for k in COMPARATORS]
+        lines.append(f"| {row['layer']['name']} | {row['pass']} | {ms['myconv']:.3f} | {gflops:.1f} | "
+                     + " | ".join(cells) + " | " + " | ".join(ratios) + " |")
         if device == "cuda":
-            peaks = {k: v["peak_bytes"] / 2**20 for k, v in res.items()}
-            lines.append(f"{'':40s} {'peak MiB':8s} " + " ".join(f"{peaks.get(k, float('nan')):10.1f}" for k in IMPLEMENTATIONS))
+            peaks = {k: v["peak_bytes"] / 2**20 for k, v in res.items() if v["peak_bytes"] is not None}
+            lines.append("| | peak MiB | " + f"{peaks.get('myconv', float('nan')):.1f} | | "
+                         + " | ".join(f"{peaks[k]:.1f}" if k in peaks else "n/a"
+                                      for k in ("F.conv2d", "aten-im2col", "unfold+mm", "gemm"))
+                         + " | | | | |")
+    for pass_name in ("forward", "fwd+bwd"):
+        sel = [r for r in rows if r["pass"] == pass_name]
+        if not sel:
+            continue
+        gm = [geomean([ratio(r["results"], k) or float("nan") for r in sel]) for k in COMPARATORS]
+        lines.append(f"| **geometric mean** | {pass_name} | | | | | | | "
+                     + " | ".join(f"**{v:.2f}**" if math.isfinite(v) else "n/a" for v in gm) + " |")
     return "\n".join(lines)
 
 
+def machine_info(device: str) -> dict:
+    info = {
+        "date": datetime.datetime.now().isoformat(timespec="seconds"),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+    }
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    info["cpu"] = line.split(":", 1)[1].strip()
+                    break
+        caches = {}
+        base = "/sys/devices/system/cpu/cpu0/cache"
+        for entry in sorted(os.listdir(base)):
+            if entry.startswith("index"):
+                read = lambda f: open(os.path.join(base, entry, f)).read().strip()  # noqa: E731
+                caches[f"L{read('level')} {read('type')}"] = read("size")
+        info["caches"] = caches
+    except OSError:
+        pass
+    info["blas"] = "MKL" if torch.backends.mkl.is_available() else "other"
+    if device == "cuda":
+        info["gpu"] = torch.cuda.get_device_name()
+        info["cuda"] = torch.version.cuda
+        info["cudnn"] = torch.backends.cudnn.version()
+    return info
+
+
+def plot(rows: List[dict], path: str, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    passes = [p for p in ("forward", "fwd+bwd") if any(r["pass"] == p for r in rows)]
+    fig, axes = plt.subplots(len(passes), 1, figsize=(12, 4.2 * len(passes)), squeeze=False)
+    for ax, pass_name in zip(axes[:, 0], passes):
+        sel = [r for r in rows if r["pass"] == pass_name]
+        labels = [r["layer"]["key"] for r in sel] + ["geomean"]
+        width = 0.8 / len(COMPARATORS)
+        for i, other in enumerate(COMPARATORS):
+            vals = [ratio(r["results"], other) or 0.0 for r in sel]
+            vals.append(geomean([v for v in vals if v > 0]))
+            xs = [j + (i - (len(COMPARATORS) - 1) / 2) * width for j in range(len(labels))]
+            ax.bar(xs, vals, width, label=f"{other} time / myconv time")
+        ax.axhline(1.0, color="black", linewidth=0.8)
+        ax.set_xticks(range(len(labels)))
+        ax.set_xticklabels(labels, rotation=20)
+        ax.set_ylabel("speed ratio (> 1: myconv faster)")
+        ax.set_title(f"{title} — {pass_name}")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def run(layers: Optional[List[Layer]] = None, device: str = "cpu", dtype=torch.float32,
-        min_run_time: float = 0.3, print_fn=print) -> List[tuple]:
-    layers = layers or LAYERS
+        min_run_time: float = 0.3, channels_last: bool = False, passes=("forward", "fwd+bwd"),
+        out_dir: Optional[str] = None, progress: bool = True, print_fn=print) -> List[dict]:
+    """Measures every layer and pass; prints the Markdown table; with out_dir,
+    writes benchmark.md, benchmark.json and benchmark.png there."""
+    layers = layers or SUITE
+    jobs = [(layer, p) for layer in layers for p in passes]
+    bar = None
+    if progress:
+        try:
+            from tqdm import tqdm
+
+            bar = tqdm(total=len(jobs), desc="benchmark", unit="case", file=sys.stderr)
+        except ImportError:
+            bar = None
     rows = []
-    for layer in layers:
-        for backward in (False, True):
-            rows.append((layer, "fwd+bwd" if backward else "forward",
-                         measure(layer, device, dtype, backward, min_run_time)))
-    print_fn(format_table(rows, device))
+    for layer, pass_name in jobs:
+        if bar is not None:
+            bar.set_postfix_str(f"{layer.key} {pass_name}")
+        backward = pass_name == "fwd+bwd"
+        res = measure(layer, device, dtype, backward, min_run_time, channels_last)
+        rows.append({"layer": asdict(layer), "pass": pass_name, "flops": layer.flops(backward), "results": res})
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
+    info = machine_info(device)
+    info.update(device=device, dtype=str(dtype).replace("torch.", ""), channels_last=channels_last,
+                min_run_time=min_run_time)
+    header = (f"torch {info['torch']}, {device}"
+              + (f" ({info.get('gpu')})" if device == "cuda" else f" ({info.get('cpu', '?')}), {info['threads']} threads")
+              + f", {info['dtype']}{', channels_last' if channels_last else ''}; "
+              "median ms; ratios = other time / myconv time (> 1: myconv faster)")
+    table = format_markdown(rows, device)
+    print_fn(header + "\n\n" + table)
+    if out_dir:
+        os.makedirs(out_dir, exist_ok=True)
+        with open(os.path.join(out_dir, "benchmark.md"), "w") as f:
+            f.write(header + "\n\n" + table + "\n")
+        with open(os.path.join(out_dir, "benchmark.json"), "w") as f:
+            json.dump({"machine": info, "rows": rows}, f, indent=1)
+        plot(rows, os.path.join(out_dir, "benchmark.png"),
+             f"myconv vs others, {device}, {info['dtype']}{', channels_last' if channels_last else ''}")
     return rows
+
+
+def parse_layers(spec: Optional[str], batch: Optional[int]) -> List[Layer]:
+    layers = SUITE
+    if spec:
+        unknown = [k for k in spec.split(",") if k not in LAYERS]
+        if unknown:
+            raise SystemExit(f"unknown layer(s) {unknown}; known: {', '.join(LAYERS)}")
+        layers = [LAYERS[k] for k in spec.split(",")]
+    if batch is not None:
+        layers = [replace(layer, n=batch) for layer in layers]
+    return layers
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--dtype", default="float32", choices=["float32", "float64", "bfloat16", "float16"])
+    parser.add_argument("--layers", help="comma-separated layer keys (default: the whole suite)")
+    parser.add_argument("--list", action="store_true", help="list the layers and exit")
     parser.add_argument("--quick", action="store_true", help="only the seed layer")
-    parser.add_argument("--min-run-time", type=float, default=0.3, help="seconds per measurement")
-    parser.add_argument("--tf32", action="store_true", help="allow TF32 on CUDA (for both sides)")
+    parser.add_argument("--batch", type=int, help="batch size of every layer")
+    parser.add_argument("--threads", type=int, help="torch.set_num_threads (CPU)")
+    parser.add_argument("--channels-last", action="store_true", help="channels_last inputs")
+    parser.add_argument("--pass", dest="passes", default="forward,fwd+bwd",
+                        help="forward, fwd+bwd or both (default)")
+    parser.add_argument("--min-run-time", type=float, default=0.3, help="seconds per implementation and case")
+    parser.add_argument("--tf32", action="store_true", help="allow TF32 on CUDA (for every implementation)")
+    parser.add_argument("--out", help="directory for benchmark.md / .json / .png")
+    parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
+    if args.list:
+        for layer in SUITE:
+            print(f"{layer.key:8s} {layer.name}")
+        return
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.device == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = args.tf32
         torch.backends.cudnn.allow_tf32 = args.tf32
-    print(f"torch {torch.__version__}, device {args.device}"
-          + (f" ({torch.cuda.get_device_name()})" if args.device == "cuda" else f", {torch.get_num_threads()} threads")
-          + f", dtype {args.dtype}; times in ms (median), ratio = myconv / other\n")
-    run([SEED_LAYER] if args.quick else LAYERS, args.device, getattr(torch, args.dtype), args.min_run_time)
+    layers = [SEED_LAYER] if args.quick else parse_layers(args.layers, args.batch)
+    run(layers, args.device, getattr(torch, args.dtype), args.min_run_time, args.channels_last,
+        tuple(args.passes.split(",")), args.out, progress=not args.no_progress)
 
 
 if __name__ == "__main__":

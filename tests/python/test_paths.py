@@ -1,0 +1,220 @@
+"""Every path of the CPU composition against F.conv2d, and its determinism.
+
+The CPU backend chooses, per call (csrc/conv2d_impl.cpp):
+  * im2col + GEMM on cache-sized tiles (parts of an image, or runs of small images),
+  * 1x1 / stride 1 / no padding: GEMMs straight on the input (no columns),
+  * channels_last input: NHWC columns and output,
+  * grouped convolutions with a tiny per-group K (depthwise): direct kernels,
+and cuts each pass into work items (tiles, channel blocks, partial-sum chunks)
+that run on the threads. These tests reach each path with odd sizes, several
+tiles per image (set_tile_bytes), tile edges, batch 0, non-contiguous and
+channels_last tensors, 1 / 2 / 3 threads, and check forward and all three
+gradients against F.conv2d in float64, and bitwise equality across thread counts.
+"""
+import contextlib
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import myconv
+from conftest import assert_rel_close
+
+
+@contextlib.contextmanager
+def settings(threads=None, tile_bytes=None, workspace=None):
+    saved = (torch.get_num_threads(), myconv.get_tile_bytes(), myconv.get_workspace_limit())
+    try:
+        if threads is not None:
+            torch.set_num_threads(threads)
+        if tile_bytes is not None:
+            myconv.set_tile_bytes(tile_bytes)
+        if workspace is not None:
+            myconv.set_workspace_limit(workspace)
+        yield
+    finally:
+        torch.set_num_threads(saved[0])
+        myconv.set_tile_bytes(saved[1])
+        myconv.set_workspace_limit(saved[2])
+
+
+# (name, input shape, weight shape, conv arguments): each reaches a path.
+CASES = [
+    # im2col + GEMM, several tiles per image (L = 13*17 = 221 positions), odd everything
+    ("tiles", (3, 5, 13, 17), (7, 5, 3, 3), dict(padding=1)),
+    ("tiles-stride-dilation", (2, 6, 23, 19), (5, 6, 3, 2), dict(stride=(2, 1), padding=(2, 1), dilation=(2, 3))),
+    # small images joined into multi-image tiles (GEMM result / grad_output copied)
+    ("small-images", (9, 4, 5, 6), (6, 4, 3, 3), dict(padding=1)),
+    # grouped, K per group above the direct threshold: per-group GEMMs
+    ("grouped", (2, 12, 11, 9), (8, 6, 3, 3), dict(padding=1, groups=2)),
+    # 1x1 / stride 1 / no padding: GEMMs on the input itself
+    ("pointwise", (3, 24, 10, 11), (16, 24, 1, 1), dict()),
+    ("pointwise-small", (5, 8, 3, 4), (6, 8, 1, 1), dict()),
+    ("pointwise-grouped", (2, 12, 9, 10), (9, 4, 1, 1), dict(groups=3)),
+    # strided 1x1: a strided gather
+    ("pointwise-strided", (3, 16, 15, 13), (8, 16, 1, 1), dict(stride=2)),
+    # direct grouped kernels: depthwise, channel multiplier, small per-group K
+    ("depthwise", (3, 8, 14, 13), (8, 1, 3, 3), dict(padding=1, groups=8)),
+    ("depthwise-strided-dilated", (2, 6, 17, 15), (6, 1, 3, 5), dict(stride=(2, 3), padding=(1, 2), dilation=(2, 1), groups=6)),
+    ("depthwise-multiplier", (2, 4, 9, 10), (12, 1, 3, 3), dict(padding=1, groups=4)),
+    ("grouped-tiny-k", (2, 8, 10, 9), (12, 2, 3, 3), dict(stride=2, padding=1, groups=4)),
+    # many rows: several channel blocks for grad_input / grad_weight
+    ("channel-blocks", (2, 40, 9, 11), (24, 40, 3, 3), dict(padding=1)),
+]
+CASE_IDS = [c[0] for c in CASES]
+
+
+def make(case, dtype=torch.float64, channels_last=False, batch=None, seed=0):
+    _, xs, ws, kw = case
+    g = torch.Generator().manual_seed(seed)
+    if batch is not None:
+        xs = (batch,) + xs[1:]
+    x = torch.randn(xs, generator=g, dtype=torch.float64)
+    w = torch.randn(ws, generator=g, dtype=torch.float64)
+    b = torch.randn(ws[0], generator=g, dtype=torch.float64)
+    x, w, b = (t.to(dtype) for t in (x, w, b))
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x, w, b, kw
+
+
+def forward_backward(fn, x, w, b, kw, gy_seed=1):
+    x, w, b = (t.detach().clone().requires_grad_() for t in (x, w, b))
+    y = fn(x, w, b, **kw)
+    gy = torch.randn(y.shape, generator=torch.Generator().manual_seed(gy_seed), dtype=torch.float64).to(y.dtype)
+    y.backward(gy)
+    return y.detach(), x.grad, w.grad, b.grad
+
+
+def check_against_reference(x, w, b, kw, tol):
+    ours = forward_backward(myconv.conv2d, x, w, b, kw)
+    ref = forward_backward(F.conv2d, x.double(), w.double(), b.double(), kw)
+    for name, a, e in zip(("output", "grad_input", "grad_weight", "grad_bias"), ours, ref):
+        assert_rel_close(a, e, tol, name)
+    return ours
+
+
+@pytest.mark.parametrize("tile_bytes", [0, 1], ids=["cache-tiles", "smallest-tiles"])
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
+@pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
+def test_paths_match_f_conv2d(case, channels_last, tile_bytes):
+    x, w, b, kw = make(case, channels_last=channels_last)
+    with settings(tile_bytes=tile_bytes):
+        y, gx, gw, gb = check_against_reference(x, w, b, kw, 1e-11)
+    ref_format = F.conv2d(x, w, b, **kw)
+    assert y.stride() == ref_format.stride()
+    assert gx.stride() == x.stride()
+
+
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
+@pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
+def test_paths_float32(case, channels_last):
+    x, w, b, kw = make(case, torch.float32, channels_last)
+    with settings(tile_bytes=1):
+        check_against_reference(x, w, b, kw, 2e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
+@pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
+def test_paths_reduced_precision(case, channels_last, dtype):
+    x, w, b, kw = make(case, dtype, channels_last)
+    with settings(tile_bytes=1):
+        ours = forward_backward(myconv.conv2d, x, w, b, kw)
+    ref = forward_backward(F.conv2d, x.double(), w.double(), b.double(), kw)
+    for name, a, e in zip(("output", "grad_input", "grad_weight", "grad_bias"), ours, ref):
+        assert a.dtype == dtype
+        assert_rel_close(a, e, 3e-2, name)
+
+
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
+@pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
+def test_paths_batch_zero(case, channels_last):
+    x, w, b, kw = make(case, channels_last=channels_last, batch=0)
+    ours = forward_backward(myconv.conv2d, x, w, b, kw)
+    ref = forward_backward(F.conv2d, x, w, b, kw)
+    for a, e in zip(ours, ref):
+        assert a.shape == e.shape
+        assert torch.equal(a, e)
+
+
+@pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
+def test_paths_non_contiguous(case):
+    x, w, b, kw = make(case)
+    # every other image, and a weight and bias read through strides
+    x = torch.cat([x, x.flip(0)], 0)[::2]
+    w = w.transpose(2, 3).contiguous().transpose(2, 3)
+    w = torch.stack([w, w], -1)[..., 0]
+    b = torch.stack([b, b], -1)[:, 1]
+    assert not (x.is_contiguous() or w.is_contiguous() or b.is_contiguous())
+    with settings(tile_bytes=1):
+        check_against_reference(x, w, b, kw, 1e-11)
+
+
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
+@pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
+def test_bitwise_identical_for_1_2_3_threads(case, channels_last):
+    x, w, b, kw = make(case, torch.float32, channels_last, seed=5)
+    for tile_bytes in (0, 1):
+        results = []
+        for threads in (1, 2, 3):
+            with settings(threads=threads, tile_bytes=tile_bytes):
+                results.append(forward_backward(myconv.conv2d, x, w, b, kw))
+        for other in results[1:]:
+            for a, e in zip(other, results[0]):
+                assert torch.equal(a, e), f"tile_bytes={tile_bytes}"
+
+
+def test_bitwise_identical_on_a_resnet_layer_for_1_2_3_threads():
+    # Real sizes: several tiles per image, channel blocks and partial-sum chunks.
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 64, 28, 28, generator=g)
+    w = torch.randn(64, 64, 3, 3, generator=g)
+    b = torch.randn(64, generator=g)
+    for channels_last in (False, True):
+        xi = x.contiguous(memory_format=torch.channels_last) if channels_last else x
+        results = []
+        for threads in (1, 2, 3):
+            with settings(threads=threads):
+                results.append(forward_backward(myconv.conv2d, xi, w, b, dict(padding=1)))
+        for other in results[1:]:
+            for a, e in zip(other, results[0]):
+                assert torch.equal(a, e)
+
+
+@pytest.mark.parametrize("workspace", [1, 20_000, 300_000])
+@pytest.mark.parametrize("case", [CASES[0], CASES[2], CASES[4], CASES[12]], ids=lambda c: c[0])
+def test_any_workspace_limit_gives_correct_results(case, workspace):
+    # Tiny limits shrink tiles to a few positions and run a single worker.
+    x, w, b, kw = make(case)
+    with settings(workspace=workspace):
+        check_against_reference(x, w, b, kw, 1e-11)
+
+
+def test_unbatched_input_takes_the_same_paths():
+    x, w, b, kw = make(CASES[0])
+    with settings(tile_bytes=1):
+        y = myconv.conv2d(x[1], w, b, **kw)
+    assert_rel_close(y, F.conv2d(x[1], w, b, **kw), 1e-12)
+
+
+def test_tile_bytes_setting_round_trips_and_rejects_negative():
+    with settings():
+        myconv.set_tile_bytes(12345)
+        assert myconv.get_tile_bytes() == 12345
+        with pytest.raises(RuntimeError, match="non-negative tile size"):
+            myconv.set_tile_bytes(-1)
+        myconv.set_tile_bytes(0)
+        assert myconv.get_tile_bytes() == 0
+
+
+def test_called_from_many_python_threads_inside_autograd():
+    # Work items run on ATen's threads with the caller's thread-local state
+    # (grad mode, dispatch keys): backward through them must not try to record
+    # the inner GEMMs for autograd.
+    x, w, b, kw = make(("big", (4, 32, 30, 30), (32, 32, 3, 3), dict(padding=1)), torch.float32)
+    x.requires_grad_()
+    w.requires_grad_()
+    y = myconv.conv2d(x, w, b, **kw)
+    y.sum().backward()
+    assert x.grad is not None and w.grad is not None
