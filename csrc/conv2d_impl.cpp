@@ -507,11 +507,12 @@ at::Tensor grad_output_matrix(const ConvProblem& p, const at::Tensor& gy, const 
 // ---- the passes ------------------------------------------------------------------
 
 // Forward. With enough tiles, one item per tile: im2col into the worker's
-// buffer, then the GEMM while the columns are in its cache. With fewer tiles
-// than kTargetItems (small batches of small images, deep layers), the output
-// channels are cut into blocks as well: the columns of a wave of tiles are
-// built first (im2col parallel inside), then every (tile, block) GEMM is an
-// item, so that each GEMM still runs on one thread.
+// buffer, then the GEMM while the columns are in its cache. With fewer than
+// kTargetItems / 2 tiles (small batches of small images, deep layers), the
+// output channels are cut into blocks of at least 2 * kMinBlockRows as well:
+// the columns of a wave of tiles are built first (im2col parallel inside),
+// then every (tile, block) GEMM is an item, so that each GEMM still runs on
+// one thread.
 void forward_columns(const Backend& backend, const Tuning& t, const ConvProblem& p, const at::Tensor& x,
                      const at::Tensor& weight, const std::optional<at::Tensor>& bias,
                      const at::Tensor& out) {
@@ -531,8 +532,9 @@ void forward_columns(const Backend& backend, const Tuning& t, const ConvProblem&
   const bool output_in_place = in_place || (plan.single_image_tiles() && plan.tiles_per_image == 1);
 
   int64_t mblocks = 1;
-  if (t.split_work && plan.count < kTargetItems) {
-    mblocks = std::clamp<int64_t>(ceil_div(kTargetItems, plan.count), 1, std::max<int64_t>(1, M / kMinBlockRows));
+  if (t.split_work && 2 * plan.count < kTargetItems) {
+    mblocks = std::clamp<int64_t>(ceil_div(kTargetItems / 2, plan.count), 1,
+                                  std::max<int64_t>(1, M / (2 * kMinBlockRows)));
   }
   const int64_t mb = ceil_div(M, mblocks);
   mblocks = ceil_div(M, mb);

@@ -22,8 +22,9 @@
 
 #include "../conv2d_impl.h"
 
-// Row kernels below are compiled for AVX-512, AVX2+FMA and baseline x86-64,
-// and the loader picks the best the machine has (GCC function multiversioning).
+// Functions marked MYCONV_VECTOR_CLONES are compiled for AVX-512, AVX2+FMA and
+// baseline x86-64, and the loader picks the best the machine has (GCC
+// function multiversioning).
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 #define MYCONV_VECTOR_CLONES \
   __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
@@ -35,68 +36,24 @@ namespace myconv::detail {
 namespace {
 
 // ---- row kernels ------------------------------------------------------------
-// y[i] (+)= ... over n elements; acc_t is the accumulation type. The float and
-// double overloads are multiversioned; other types use the generic template.
+// y[i * sy] += x[i] over n elements, in the accumulation type acc_t. The float
+// and double overloads are multiversioned; other types use the template.
 
-template <typename acc_t, typename src_t>
-inline void axpy(acc_t* __restrict y, const src_t* __restrict x, int64_t sx, acc_t a, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) {
-    y[i] += a * static_cast<acc_t>(x[i * sx]);
-  }
-}
-template <typename acc_t, typename src_t>
-inline void axpy_scatter(acc_t* __restrict y, int64_t sy, const src_t* __restrict x, acc_t a, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) {
-    y[i * sy] += a * static_cast<acc_t>(x[i]);
-  }
-}
 template <typename acc_t, typename src_t>
 inline void add_scatter(acc_t* __restrict y, int64_t sy, const src_t* __restrict x, int64_t n) {
   for (int64_t i = 0; i < n; ++i) {
     y[i * sy] += static_cast<acc_t>(x[i]);
   }
 }
-// y[i] += a[i] * b[i * sb]
-template <typename acc_t, typename a_t, typename b_t>
-inline void fma_row(acc_t* __restrict y, const a_t* __restrict a, const b_t* __restrict b, int64_t sb,
-                    int64_t n) {
-  for (int64_t i = 0; i < n; ++i) {
-    y[i] += static_cast<acc_t>(a[i]) * static_cast<acc_t>(b[i * sb]);
-  }
-}
 
-#define MYCONV_ROW_KERNELS(T)                                                                      \
-  MYCONV_VECTOR_CLONES void axpy(T* __restrict y, const T* __restrict x, int64_t sx, T a,          \
-                                 int64_t n) {                                                      \
-    if (sx == 1) {                                                                                 \
-      for (int64_t i = 0; i < n; ++i) y[i] += a * x[i];                                            \
-    } else {                                                                                       \
-      for (int64_t i = 0; i < n; ++i) y[i] += a * x[i * sx];                                       \
-    }                                                                                              \
-  }                                                                                                \
-  MYCONV_VECTOR_CLONES void axpy_scatter(T* __restrict y, int64_t sy, const T* __restrict x, T a,  \
-                                         int64_t n) {                                              \
-    if (sy == 1) {                                                                                 \
-      for (int64_t i = 0; i < n; ++i) y[i] += a * x[i];                                            \
-    } else {                                                                                       \
-      for (int64_t i = 0; i < n; ++i) y[i * sy] += a * x[i];                                       \
-    }                                                                                              \
-  }                                                                                                \
-  MYCONV_VECTOR_CLONES void add_scatter(T* __restrict y, int64_t sy, const T* __restrict x,        \
-                                        int64_t n) {                                               \
-    if (sy == 1) {                                                                                 \
-      for (int64_t i = 0; i < n; ++i) y[i] += x[i];                                                \
-    } else {                                                                                       \
-      for (int64_t i = 0; i < n; ++i) y[i * sy] += x[i];                                           \
-    }                                                                                              \
-  }                                                                                                \
-  MYCONV_VECTOR_CLONES void fma_row(T* __restrict y, const T* __restrict a, const T* __restrict b, \
-                                    int64_t sb, int64_t n) {                                       \
-    if (sb == 1) {                                                                                 \
-      for (int64_t i = 0; i < n; ++i) y[i] += a[i] * b[i];                                         \
-    } else {                                                                                       \
-      for (int64_t i = 0; i < n; ++i) y[i] += a[i] * b[i * sb];                                    \
-    }                                                                                              \
+#define MYCONV_ROW_KERNELS(T)                                                               \
+  MYCONV_VECTOR_CLONES void add_scatter(T* __restrict y, int64_t sy, const T* __restrict x, \
+                                        int64_t n) {                                        \
+    if (sy == 1) {                                                                          \
+      for (int64_t i = 0; i < n; ++i) y[i] += x[i];                                         \
+    } else {                                                                                \
+      for (int64_t i = 0; i < n; ++i) y[i * sy] += x[i];                                    \
+    }                                                                                       \
   }
 MYCONV_ROW_KERNELS(float)
 MYCONV_ROW_KERNELS(double)
@@ -395,7 +352,10 @@ void check_layout(const at::Tensor& t, bool channels_last) {
 
 // ---- direct grouped convolution (depthwise and other tiny per-group K) -------
 // Every output element is summed by one thread, over taps in a fixed order:
-// deterministic and independent of the thread count.
+// deterministic and independent of the thread count. Each parallel task runs
+// one "body" (an output plane, an input plane, ...); for float and double the
+// bodies are multiversioned whole, so their inner loops are vectorised for
+// the machine's widest vector unit.
 
 struct GroupedShape {
   int64_t batch, channels, out_channels, groups, cg, mg;
@@ -405,122 +365,434 @@ struct GroupedShape {
   bool depthwise() const { return cg == 1 && mg == 1; }
 };
 
-// NCHW: one task per output plane (n, o); each tap adds a shifted input row.
-template <typename scalar_t>
-void grouped_forward_nchw(const scalar_t* x, const scalar_t* w, const scalar_t* bias,
-                          const PlaneGeometry& g, const GroupedShape& s, scalar_t* out) {
-  using acc_t = at::opmath_type<scalar_t>;
-  const int64_t L = g.out_h * g.out_w, kk = g.kernel_h * g.kernel_w;
-  at::parallel_for(0, s.batch * s.out_channels, grain_for(L * s.cg * kk), [&](int64_t begin, int64_t end) {
-    std::vector<acc_t> acc(L);
-    for (int64_t p = begin; p < end; ++p) {
-      const int64_t n = p / s.out_channels, o = p % s.out_channels;
-      std::fill(acc.begin(), acc.end(), bias ? static_cast<acc_t>(bias[o]) : acc_t(0));
-      for (int64_t ci = 0; ci < s.cg; ++ci) {
-        const scalar_t* plane = x + (n * s.channels + (o / s.mg) * s.cg + ci) * g.height * g.width;
-        for (int64_t kh = 0; kh < g.kernel_h; ++kh) {
-          for (int64_t kw = 0; kw < g.kernel_w; ++kw) {
-            const acc_t wv = static_cast<acc_t>(w[(o * s.cg + ci) * kk + kh * g.kernel_w + kw]);
-            const int64_t w_offset = kw * g.dilation_w - g.pad_w;
-            const ValidRange valid = valid_range(w_offset, g.stride_w, g.width, g.out_w);
-            for (int64_t oh = 0; oh < g.out_h; ++oh) {
-              const int64_t ih = oh * g.stride_h - g.pad_h + kh * g.dilation_h;
-              if (ih < 0 || ih >= g.height || valid.begin >= valid.end) {
-                continue;
-              }
-              axpy(acc.data() + oh * g.out_w + valid.begin,
-                   plane + ih * g.width + valid.begin * g.stride_w + w_offset, g.stride_w, wv,
-                   valid.end - valid.begin);
+// Stride 1, NCHW: out (oh x ow) = bias + the sum over `planes` input planes
+// (h x w, plane_stride apart) of weights (planes, kh, kw) times the input
+// zero-padded by (ph, pw). Each plane is copied into a padded plane of width
+// wp, so that a tap is one long shifted multiply-add over rows of width wp
+// (into `wide`); the valid columns are kept at the end.
+struct Stride1Plane {
+  int64_t h, w, kh, kw, dh, dw, ph, pw, oh, ow;
+  int64_t hp() const { return h + 2 * ph; }
+  int64_t wp() const { return w + 2 * pw; }
+  int64_t padded_size() const { return hp() * wp() + (kw - 1) * dw; }
+  int64_t wide_size() const { return oh * wp(); }
+};
+
+template <typename scalar_t, typename acc_t>
+inline void stride1_plane(acc_t* __restrict out, acc_t* __restrict padded, acc_t* __restrict wide,
+                          const scalar_t* __restrict in, int64_t plane_stride, int64_t planes,
+                          const acc_t* __restrict weights, acc_t bias, const Stride1Plane& q) {
+  const int64_t wp = q.wp(), n = q.wide_size();
+  for (int64_t i = 0; i < q.padded_size(); ++i) {
+    padded[i] = 0;
+  }
+  for (int64_t i = 0; i < n; ++i) {
+    wide[i] = bias;
+  }
+  for (int64_t p = 0; p < planes; ++p) {
+    const scalar_t* plane = in + p * plane_stride;
+    for (int64_t r = 0; r < q.h; ++r) {
+      acc_t* dst = padded + (r + q.ph) * wp + q.pw;
+      for (int64_t c = 0; c < q.w; ++c) {
+        dst[c] = static_cast<acc_t>(plane[r * q.w + c]);
+      }
+    }
+    for (int64_t a = 0; a < q.kh; ++a) {
+      for (int64_t b = 0; b < q.kw; ++b) {
+        const acc_t wv = weights[(p * q.kh + a) * q.kw + b];
+        const acc_t* __restrict src = padded + a * q.dh * wp + b * q.dw;
+        for (int64_t i = 0; i < n; ++i) {
+          wide[i] += wv * src[i];
+        }
+      }
+    }
+  }
+  for (int64_t r = 0; r < q.oh; ++r) {
+    for (int64_t c = 0; c < q.ow; ++c) {
+      out[r * q.ow + c] = wide[r * wp + c];
+    }
+  }
+}
+
+// Stride 1, NCHW, one output channel: gw (planes, kh, kw) = for each tap the
+// dot product, over images, of grad_output and the shifted padded input. The
+// grad_output plane is spread to rows of width wp (zeros past ow), so that a
+// tap is one long dot product; each is summed in kLanes partial sums (one
+// vector register), added in a fixed order at the end.
+constexpr int64_t kLanes = 16;
+template <typename scalar_t, typename acc_t>
+inline void stride1_grad_weight(acc_t* __restrict gw, acc_t* __restrict lanes, acc_t* __restrict padded,
+                                acc_t* __restrict wide, const scalar_t* __restrict gy, int64_t gy_image,
+                                const scalar_t* __restrict x, int64_t x_image, int64_t planes, int64_t batch,
+                                const Stride1Plane& q) {
+  const int64_t wp = q.wp(), n = q.wide_size(), taps = q.kh * q.kw;
+  for (int64_t i = 0; i < q.padded_size(); ++i) {
+    padded[i] = 0;
+  }
+  for (int64_t i = 0; i < n; ++i) {
+    wide[i] = 0;
+  }
+  for (int64_t p = 0; p < planes; ++p) {
+    for (int64_t i = 0; i < taps * kLanes; ++i) {
+      lanes[i] = 0;
+    }
+    for (int64_t b = 0; b < batch; ++b) {
+      const scalar_t* plane = x + b * x_image + p * q.h * q.w;
+      for (int64_t r = 0; r < q.h; ++r) {
+        for (int64_t c = 0; c < q.w; ++c) {
+          padded[(r + q.ph) * wp + q.pw + c] = static_cast<acc_t>(plane[r * q.w + c]);
+        }
+      }
+      const scalar_t* g = gy + b * gy_image;
+      for (int64_t r = 0; r < q.oh; ++r) {
+        for (int64_t c = 0; c < q.ow; ++c) {
+          wide[r * wp + c] = static_cast<acc_t>(g[r * q.ow + c]);
+        }
+      }
+      for (int64_t a = 0; a < q.kh; ++a) {
+        for (int64_t c = 0; c < q.kw; ++c) {
+          const acc_t* __restrict src = padded + a * q.dh * wp + c * q.dw;
+          acc_t* __restrict l = lanes + (a * q.kw + c) * kLanes;
+          int64_t i = 0;
+          for (; i + kLanes <= n; i += kLanes) {
+            for (int64_t j = 0; j < kLanes; ++j) {
+              l[j] += wide[i + j] * src[i + j];
+            }
+          }
+          for (int64_t j = 0; i + j < n; ++j) {
+            l[j] += wide[i + j] * src[i + j];
+          }
+        }
+      }
+    }
+    for (int64_t k = 0; k < taps; ++k) {
+      acc_t total = 0;
+      for (int64_t j = 0; j < kLanes; ++j) {
+        total += lanes[k * kLanes + j];
+      }
+      gw[p * taps + k] = total;
+    }
+  }
+}
+
+// NCHW, output plane (n, o): acc (L) = bias + sum over the group's input
+// planes and the taps of the weight times the shifted input rows.
+// x: the group's first input plane of image n; w: o's (cg, kH, kW) weights.
+template <typename scalar_t, typename acc_t>
+inline void forward_plane_nchw(acc_t* __restrict acc, const scalar_t* __restrict x,
+                               const scalar_t* __restrict w, acc_t bias, int64_t cg,
+                               const PlaneGeometry& g) {
+  const int64_t H = g.height, W = g.width, OH = g.out_h, OW = g.out_w, KH = g.kernel_h, KW = g.kernel_w;
+  const int64_t sh = g.stride_h, sw = g.stride_w, ph = g.pad_h, dh = g.dilation_h;
+  for (int64_t l = 0; l < OH * OW; ++l) {
+    acc[l] = bias;
+  }
+  for (int64_t ci = 0; ci < cg; ++ci) {
+    const scalar_t* plane = x + ci * H * W;
+    for (int64_t kh = 0; kh < KH; ++kh) {
+      for (int64_t kw = 0; kw < KW; ++kw) {
+        const acc_t wv = static_cast<acc_t>(w[(ci * KH + kh) * KW + kw]);
+        const int64_t w_offset = kw * g.dilation_w - g.pad_w;
+        const ValidRange v = valid_range(w_offset, sw, W, OW);
+        for (int64_t oh = 0; oh < OH; ++oh) {
+          const int64_t ih = oh * sh - ph + kh * dh;
+          if (ih < 0 || ih >= H) {
+            continue;
+          }
+          const scalar_t* __restrict in = plane + ih * W + w_offset;
+          acc_t* __restrict out = acc + oh * OW;
+          if (sw == 1) {
+            for (int64_t o = v.begin; o < v.end; ++o) {
+              out[o] += wv * static_cast<acc_t>(in[o]);
+            }
+          } else {
+            for (int64_t o = v.begin; o < v.end; ++o) {
+              out[o] += wv * static_cast<acc_t>(in[o * sw]);
             }
           }
         }
       }
-      std::transform(acc.begin(), acc.end(), out + p * L, [](acc_t v) { return static_cast<scalar_t>(v); });
     }
-  });
+  }
 }
 
-// NCHW: one task per input plane (n, c); each tap of each output channel of
-// the group adds its grad_output row, shifted, into it.
-template <typename scalar_t>
-void grouped_grad_input_nchw(const scalar_t* gy, const scalar_t* w, const PlaneGeometry& g,
-                             const GroupedShape& s, scalar_t* gi) {
-  using acc_t = at::opmath_type<scalar_t>;
-  const int64_t L = g.out_h * g.out_w, kk = g.kernel_h * g.kernel_w, plane = g.height * g.width;
-  at::parallel_for(0, s.batch * s.channels, grain_for(L * s.mg * kk), [&](int64_t begin, int64_t end) {
-    std::vector<acc_t> acc(plane);
-    for (int64_t p = begin; p < end; ++p) {
-      const int64_t n = p / s.channels, c = p % s.channels;
-      const int64_t group = c / s.cg, ci = c % s.cg;
-      std::fill(acc.begin(), acc.end(), acc_t(0));
-      for (int64_t j = 0; j < s.mg; ++j) {
-        const int64_t o = group * s.mg + j;
-        const scalar_t* gyp = gy + (n * s.out_channels + o) * L;
-        for (int64_t kh = 0; kh < g.kernel_h; ++kh) {
-          for (int64_t kw = 0; kw < g.kernel_w; ++kw) {
-            const acc_t wv = static_cast<acc_t>(w[(o * s.cg + ci) * kk + kh * g.kernel_w + kw]);
-            const int64_t w_offset = kw * g.dilation_w - g.pad_w;
-            const ValidRange valid = valid_range(w_offset, g.stride_w, g.width, g.out_w);
-            for (int64_t oh = 0; oh < g.out_h; ++oh) {
-              const int64_t ih = oh * g.stride_h - g.pad_h + kh * g.dilation_h;
-              if (ih < 0 || ih >= g.height || valid.begin >= valid.end) {
-                continue;
-              }
-              axpy_scatter(acc.data() + ih * g.width + valid.begin * g.stride_w + w_offset, g.stride_w,
-                           gyp + oh * g.out_w + valid.begin, wv, valid.end - valid.begin);
+// NCHW, input plane (n, c): acc (H*W) = sum over the group's output channels
+// and the taps of the weight times grad_output rows, shifted back.
+// gy: the group's first grad_output plane of image n; w: the first output
+// channel's weights of input channel c (the next output channel's are
+// w_ostride further).
+template <typename scalar_t, typename acc_t>
+inline void grad_input_plane_nchw(acc_t* __restrict acc, const scalar_t* __restrict gy,
+                                  const scalar_t* __restrict w, int64_t w_ostride, int64_t mg,
+                                  const PlaneGeometry& g) {
+  const int64_t H = g.height, W = g.width, OH = g.out_h, OW = g.out_w, KH = g.kernel_h, KW = g.kernel_w;
+  const int64_t sh = g.stride_h, sw = g.stride_w, ph = g.pad_h, dh = g.dilation_h;
+  for (int64_t q = 0; q < H * W; ++q) {
+    acc[q] = 0;
+  }
+  for (int64_t j = 0; j < mg; ++j) {
+    const scalar_t* gp = gy + j * OH * OW;
+    for (int64_t kh = 0; kh < KH; ++kh) {
+      for (int64_t kw = 0; kw < KW; ++kw) {
+        const acc_t wv = static_cast<acc_t>(w[j * w_ostride + kh * KW + kw]);
+        const int64_t w_offset = kw * g.dilation_w - g.pad_w;
+        const ValidRange v = valid_range(w_offset, sw, W, OW);
+        for (int64_t oh = 0; oh < OH; ++oh) {
+          const int64_t ih = oh * sh - ph + kh * dh;
+          if (ih < 0 || ih >= H) {
+            continue;
+          }
+          const scalar_t* __restrict in = gp + oh * OW;
+          acc_t* __restrict out = acc + ih * W + w_offset;
+          if (sw == 1) {
+            for (int64_t o = v.begin; o < v.end; ++o) {
+              out[o] += wv * static_cast<acc_t>(in[o]);
+            }
+          } else {
+            for (int64_t o = v.begin; o < v.end; ++o) {
+              out[o * sw] += wv * static_cast<acc_t>(in[o]);
             }
           }
         }
       }
-      std::transform(acc.begin(), acc.end(), gi + p * plane, [](acc_t v) { return static_cast<scalar_t>(v); });
     }
-  });
+  }
 }
 
-// NCHW: one task per output channel o; for each (ci, tap) the products of
-// grad_output and shifted input rows are added into a row accumulator over
-// (n, oh), then the row is summed left to right.
-template <typename scalar_t>
-void grouped_grad_weight_nchw(const scalar_t* gy, const scalar_t* x, const PlaneGeometry& g,
-                              const GroupedShape& s, scalar_t* gw) {
-  using acc_t = at::opmath_type<scalar_t>;
-  const int64_t L = g.out_h * g.out_w, kk = g.kernel_h * g.kernel_w, plane = g.height * g.width;
-  at::parallel_for(0, s.out_channels, grain_for(s.batch * L * s.cg * kk), [&](int64_t begin, int64_t end) {
-    std::vector<acc_t> row(g.out_w);
-    for (int64_t o = begin; o < end; ++o) {
-      for (int64_t ci = 0; ci < s.cg; ++ci) {
-        const int64_t c = (o / s.mg) * s.cg + ci;
-        for (int64_t kh = 0; kh < g.kernel_h; ++kh) {
-          for (int64_t kw = 0; kw < g.kernel_w; ++kw) {
-            std::fill(row.begin(), row.end(), acc_t(0));
-            const int64_t w_offset = kw * g.dilation_w - g.pad_w;
-            const ValidRange valid = valid_range(w_offset, g.stride_w, g.width, g.out_w);
-            for (int64_t n = 0; n < s.batch && valid.begin < valid.end; ++n) {
-              const scalar_t* gyp = gy + (n * s.out_channels + o) * L;
-              const scalar_t* xp = x + (n * s.channels + c) * plane;
-              for (int64_t oh = 0; oh < g.out_h; ++oh) {
-                const int64_t ih = oh * g.stride_h - g.pad_h + kh * g.dilation_h;
-                if (ih < 0 || ih >= g.height) {
-                  continue;
+// NCHW, output channel o: gw (cg*kH*kW) = for each (ci, tap), the products of
+// grad_output and shifted input rows, added into a row accumulator over
+// (n, oh) in order, then the row summed left to right.
+// gy: o's plane of image 0; x: the group's first input plane of image 0.
+template <typename scalar_t, typename acc_t>
+inline void grad_weight_channel_nchw(acc_t* __restrict gw, acc_t* __restrict row,
+                                     const scalar_t* __restrict gy, int64_t gy_image,
+                                     const scalar_t* __restrict x, int64_t x_image, int64_t cg,
+                                     int64_t batch, const PlaneGeometry& g) {
+  const int64_t H = g.height, W = g.width, OH = g.out_h, OW = g.out_w, KH = g.kernel_h, KW = g.kernel_w;
+  const int64_t sh = g.stride_h, sw = g.stride_w, ph = g.pad_h, dh = g.dilation_h;
+  for (int64_t ci = 0; ci < cg; ++ci) {
+    for (int64_t kh = 0; kh < KH; ++kh) {
+      for (int64_t kw = 0; kw < KW; ++kw) {
+        for (int64_t o = 0; o < OW; ++o) {
+          row[o] = 0;
+        }
+        const int64_t w_offset = kw * g.dilation_w - g.pad_w;
+        const ValidRange v = valid_range(w_offset, sw, W, OW);
+        for (int64_t n = 0; n < batch; ++n) {
+          const scalar_t* gp = gy + n * gy_image;
+          const scalar_t* xp = x + n * x_image + ci * H * W;
+          for (int64_t oh = 0; oh < OH; ++oh) {
+            const int64_t ih = oh * sh - ph + kh * dh;
+            if (ih < 0 || ih >= H) {
+              continue;
+            }
+            const scalar_t* __restrict a = gp + oh * OW;
+            const scalar_t* __restrict b = xp + ih * W + w_offset;
+            if (sw == 1) {
+              for (int64_t o = v.begin; o < v.end; ++o) {
+                row[o] += static_cast<acc_t>(a[o]) * static_cast<acc_t>(b[o]);
+              }
+            } else {
+              for (int64_t o = v.begin; o < v.end; ++o) {
+                row[o] += static_cast<acc_t>(a[o]) * static_cast<acc_t>(b[o * sw]);
+              }
+            }
+          }
+        }
+        acc_t total = 0;
+        for (int64_t o = 0; o < OW; ++o) {
+          total += row[o];
+        }
+        gw[(ci * KH + kh) * KW + kw] = total;
+      }
+    }
+  }
+}
+
+// NHWC, output row (n, oh): acc (OW x C_out) = bias + each tap's input pixels
+// times the tap's weights, vectorised over channels. x: image n; wt: weights
+// as (tap, ci, o).
+template <typename scalar_t, typename acc_t>
+inline void forward_row_nhwc(acc_t* __restrict acc, const scalar_t* __restrict x,
+                             const acc_t* __restrict wt, const scalar_t* __restrict bias, int64_t oh,
+                             const GroupedShape& s, const PlaneGeometry& g) {
+  const int64_t co = s.out_channels, C = s.channels, cg = s.cg, mg = s.mg;
+  const int64_t OW = g.out_w, KW = g.kernel_w;
+  for (int64_t ow = 0; ow < OW; ++ow) {
+    for (int64_t o = 0; o < co; ++o) {
+      acc[ow * co + o] = bias ? static_cast<acc_t>(bias[o]) : acc_t(0);
+    }
+  }
+  for (int64_t kh = 0; kh < g.kernel_h; ++kh) {
+    const int64_t ih = oh * g.stride_h - g.pad_h + kh * g.dilation_h;
+    if (ih < 0 || ih >= g.height) {
+      continue;
+    }
+    for (int64_t kw = 0; kw < KW; ++kw) {
+      const int64_t k = kh * KW + kw;
+      const int64_t w_offset = kw * g.dilation_w - g.pad_w;
+      const ValidRange v = valid_range(w_offset, g.stride_w, g.width, OW);
+      for (int64_t ow = v.begin; ow < v.end; ++ow) {
+        const scalar_t* __restrict px = x + (ih * g.width + ow * g.stride_w + w_offset) * C;
+        acc_t* __restrict pa = acc + ow * co;
+        if (cg == 1 && mg == 1) {
+          const acc_t* __restrict wk = wt + k * co;
+          for (int64_t o = 0; o < co; ++o) {
+            pa[o] += wk[o] * static_cast<acc_t>(px[o]);
+          }
+        } else {
+          for (int64_t ci = 0; ci < cg; ++ci) {
+            const acc_t* __restrict wk = wt + (k * cg + ci) * co;
+            for (int64_t o = 0; o < co; ++o) {
+              pa[o] += wk[o] * static_cast<acc_t>(px[(o / mg) * cg + ci]);
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+// NHWC, input row (n, ih): acc (W x C_in) = for each pixel, tap by tap, the
+// grad_output pixels whose windows read it times the tap's weights.
+// gy: image n; wt: weights as (tap, ci, o).
+template <typename scalar_t, typename acc_t>
+inline void grad_input_row_nhwc(acc_t* __restrict acc, const scalar_t* __restrict gy,
+                                const acc_t* __restrict wt, int64_t ih, const GroupedShape& s,
+                                const PlaneGeometry& g) {
+  const int64_t co = s.out_channels, C = s.channels, cg = s.cg, mg = s.mg;
+  for (int64_t q = 0; q < g.width * C; ++q) {
+    acc[q] = 0;
+  }
+  for (int64_t kh = 0; kh < g.kernel_h; ++kh) {
+    const int64_t h_off = ih + g.pad_h - kh * g.dilation_h;  // = oh * stride_h
+    if (h_off < 0 || h_off % g.stride_h != 0 || h_off / g.stride_h >= g.out_h) {
+      continue;
+    }
+    const int64_t oh = h_off / g.stride_h;
+    for (int64_t kw = 0; kw < g.kernel_w; ++kw) {
+      const int64_t k = kh * g.kernel_w + kw;
+      for (int64_t iw = 0; iw < g.width; ++iw) {
+        const int64_t w_off = iw + g.pad_w - kw * g.dilation_w;  // = ow * stride_w
+        if (w_off < 0 || w_off % g.stride_w != 0 || w_off / g.stride_w >= g.out_w) {
+          continue;
+        }
+        const scalar_t* __restrict pg = gy + (oh * g.out_w + w_off / g.stride_w) * co;
+        acc_t* __restrict pa = acc + iw * C;
+        if (cg == 1 && mg == 1) {
+          const acc_t* __restrict wk = wt + k * co;
+          for (int64_t c = 0; c < C; ++c) {
+            pa[c] += wk[c] * static_cast<acc_t>(pg[c]);
+          }
+        } else {
+          for (int64_t c = 0; c < C; ++c) {
+            const int64_t group = c / cg, ci = c % cg;
+            const acc_t* wk = wt + (k * cg + ci) * co + group * mg;
+            acc_t sum = 0;
+            for (int64_t j = 0; j < mg; ++j) {
+              sum += wk[j] * static_cast<acc_t>(pg[group * mg + j]);
+            }
+            pa[c] += sum;
+          }
+        }
+      }
+    }
+  }
+}
+
+// NHWC, output channels [o0, o0 + ob): acc (tap, ci, kGradWeightBlock), each
+// (tap, ci) row summed over (n, oh, ow) in order in a local accumulator that
+// stays in vector registers.
+constexpr int64_t kGradWeightBlock = 32;
+template <typename scalar_t, typename acc_t>
+inline void grad_weight_block_nhwc(acc_t* __restrict acc, const scalar_t* __restrict gy,
+                                   const scalar_t* __restrict x, int64_t o0, int64_t ob,
+                                   const GroupedShape& s, const PlaneGeometry& g) {
+  const int64_t co = s.out_channels, C = s.channels, cg = s.cg, mg = s.mg, KW = g.kernel_w;
+  for (int64_t kh = 0; kh < g.kernel_h; ++kh) {
+    for (int64_t kw = 0; kw < KW; ++kw) {
+      const int64_t k = kh * KW + kw;
+      const int64_t w_offset = kw * g.dilation_w - g.pad_w;
+      const ValidRange v = valid_range(w_offset, g.stride_w, g.width, g.out_w);
+      for (int64_t ci = 0; ci < cg; ++ci) {
+        acc_t sum[kGradWeightBlock] = {};
+        for (int64_t n = 0; n < s.batch; ++n) {
+          for (int64_t oh = 0; oh < g.out_h; ++oh) {
+            const int64_t ih = oh * g.stride_h - g.pad_h + kh * g.dilation_h;
+            if (ih < 0 || ih >= g.height) {
+              continue;
+            }
+            for (int64_t ow = v.begin; ow < v.end; ++ow) {
+              const scalar_t* __restrict pg = gy + ((n * g.out_h + oh) * g.out_w + ow) * co + o0;
+              const scalar_t* __restrict px =
+                  x + ((n * g.height + ih) * g.width + ow * g.stride_w + w_offset) * C;
+              if (cg == 1 && mg == 1 && ob == kGradWeightBlock) {
+                for (int64_t j = 0; j < kGradWeightBlock; ++j) {
+                  sum[j] += static_cast<acc_t>(pg[j]) * static_cast<acc_t>(px[o0 + j]);
                 }
-                fma_row(row.data() + valid.begin, gyp + oh * g.out_w + valid.begin,
-                        xp + ih * g.width + valid.begin * g.stride_w + w_offset, g.stride_w,
-                        valid.end - valid.begin);
+              } else {
+                for (int64_t j = 0; j < ob; ++j) {
+                  sum[j] += static_cast<acc_t>(pg[j]) * static_cast<acc_t>(px[((o0 + j) / mg) * cg + ci]);
+                }
               }
             }
-            acc_t total = 0;
-            for (const acc_t v : row) {
-              total += v;
-            }
-            gw[(o * s.cg + ci) * kk + kh * g.kernel_w + kw] = static_cast<scalar_t>(total);
           }
+        }
+        for (int64_t j = 0; j < kGradWeightBlock; ++j) {
+          acc[(k * cg + ci) * kGradWeightBlock + j] = sum[j];
         }
       }
     }
-  });
+  }
 }
 
-// The weight as (tap, ci, o) in the accumulation type, for the NHWC kernels
+// The bodies as functions: generic templates, and multiversioned overloads
+// for float and double (the loader picks the clone for the machine).
+#define MYCONV_DIRECT_BODIES(T)                                                                     \
+  MYCONV_VECTOR_CLONES void stride1_grad_weight(T* gw, T* lanes, T* padded, T* wide, const T* gy,   \
+                                                int64_t gy_image, const T* x, int64_t x_image,      \
+                                                int64_t planes, int64_t batch,                      \
+                                                const Stride1Plane& q) {                            \
+    stride1_grad_weight<T, T>(gw, lanes, padded, wide, gy, gy_image, x, x_image, planes, batch, q); \
+  }                                                                                                 \
+  MYCONV_VECTOR_CLONES void stride1_plane(T* out, T* padded, T* wide, const T* in, int64_t plane_stride, \
+                                          int64_t planes, const T* weights, T bias,                 \
+                                          const Stride1Plane& q) {                                  \
+    stride1_plane<T, T>(out, padded, wide, in, plane_stride, planes, weights, bias, q);             \
+  }                                                                                                 \
+  MYCONV_VECTOR_CLONES void forward_plane_nchw(T* acc, const T* x, const T* w, T bias, int64_t cg,  \
+                                               const PlaneGeometry& g) {                            \
+    forward_plane_nchw<T, T>(acc, x, w, bias, cg, g);                                               \
+  }                                                                                                 \
+  MYCONV_VECTOR_CLONES void grad_input_plane_nchw(T* acc, const T* gy, const T* w,                  \
+                                                  int64_t w_ostride, int64_t mg,                    \
+                                                  const PlaneGeometry& g) {                         \
+    grad_input_plane_nchw<T, T>(acc, gy, w, w_ostride, mg, g);                                      \
+  }                                                                                                 \
+  MYCONV_VECTOR_CLONES void grad_weight_channel_nchw(T* gw, T* row, const T* gy, int64_t gy_image,  \
+                                                     const T* x, int64_t x_image, int64_t cg,       \
+                                                     int64_t batch, const PlaneGeometry& g) {       \
+    grad_weight_channel_nchw<T, T>(gw, row, gy, gy_image, x, x_image, cg, batch, g);               \
+  }                                                                                                 \
+  MYCONV_VECTOR_CLONES void forward_row_nhwc(T* acc, const T* x, const T* wt, const T* bias,        \
+                                             int64_t oh, const GroupedShape& s,                     \
+                                             const PlaneGeometry& g) {                              \
+    forward_row_nhwc<T, T>(acc, x, wt, bias, oh, s, g);                                             \
+  }                                                                                                 \
+  MYCONV_VECTOR_CLONES void grad_input_row_nhwc(T* acc, const T* gy, const T* wt, int64_t ih,       \
+                                                const GroupedShape& s, const PlaneGeometry& g) {    \
+    grad_input_row_nhwc<T, T>(acc, gy, wt, ih, s, g);                                               \
+  }                                                                                                 \
+  MYCONV_VECTOR_CLONES void grad_weight_block_nhwc(T* acc, const T* gy, const T* x, int64_t o0,     \
+                                                   int64_t ob, const GroupedShape& s,               \
+                                                   const PlaneGeometry& g) {                        \
+    grad_weight_block_nhwc<T, T>(acc, gy, x, o0, ob, s, g);                                         \
+  }
+MYCONV_DIRECT_BODIES(float)
+MYCONV_DIRECT_BODIES(double)
+#undef MYCONV_DIRECT_BODIES
+
+// The weight as (tap, ci, o) in the accumulation type, for the NHWC bodies
 // (a tap's weights for all output channels are contiguous).
 template <typename scalar_t>
 std::vector<at::opmath_type<scalar_t>> taps_major(const scalar_t* w, const GroupedShape& s, int64_t kk) {
@@ -528,158 +800,164 @@ std::vector<at::opmath_type<scalar_t>> taps_major(const scalar_t* w, const Group
   for (int64_t o = 0; o < s.out_channels; ++o) {
     for (int64_t ci = 0; ci < s.cg; ++ci) {
       for (int64_t k = 0; k < kk; ++k) {
-        out[(k * s.cg + ci) * s.out_channels + o] = static_cast<at::opmath_type<scalar_t>>(w[(o * s.cg + ci) * kk + k]);
+        out[(k * s.cg + ci) * s.out_channels + o] =
+            static_cast<at::opmath_type<scalar_t>>(w[(o * s.cg + ci) * kk + k]);
       }
     }
   }
   return out;
 }
 
-// NHWC: one task per output row (n, oh); each tap adds input pixels times the
-// tap's weights to a row of output pixels, vectorised over channels.
+// Stores n accumulators as scalar_t.
+template <typename acc_t, typename scalar_t>
+void store(const acc_t* acc, int64_t n, scalar_t* dst) {
+  for (int64_t i = 0; i < n; ++i) {
+    dst[i] = static_cast<scalar_t>(acc[i]);
+  }
+}
+
 template <typename scalar_t>
-void grouped_forward_nhwc(const scalar_t* x, const scalar_t* w, const scalar_t* bias,
-                          const PlaneGeometry& g, const GroupedShape& s, scalar_t* out) {
+void grouped_forward_cpu(const scalar_t* x, const scalar_t* w, const scalar_t* bias, const PlaneGeometry& g,
+                         const GroupedShape& s, bool channels_last, scalar_t* out) {
   using acc_t = at::opmath_type<scalar_t>;
-  const int64_t kk = g.kernel_h * g.kernel_w, co = s.out_channels;
+  const int64_t L = g.out_h * g.out_w, kk = g.kernel_h * g.kernel_w;
+  if (!channels_last && g.stride_h == 1 && g.stride_w == 1) {
+    const Stride1Plane q{g.height, g.width, g.kernel_h, g.kernel_w, g.dilation_h, g.dilation_w,
+                         g.pad_h, g.pad_w, g.out_h, g.out_w};
+    std::vector<acc_t> wacc(w, w + s.out_channels * s.cg * kk);  // weights in acc_t
+    at::parallel_for(0, s.batch * s.out_channels, grain_for(L * s.cg * kk), [&](int64_t begin, int64_t end) {
+      std::vector<acc_t> acc(L), padded(q.padded_size()), wide(q.wide_size());
+      for (int64_t p = begin; p < end; ++p) {
+        const int64_t n = p / s.out_channels, o = p % s.out_channels;
+        const scalar_t* xg = x + (n * s.channels + (o / s.mg) * s.cg) * g.height * g.width;
+        stride1_plane(acc.data(), padded.data(), wide.data(), xg, g.height * g.width, s.cg,
+                      wacc.data() + o * s.cg * kk, bias ? static_cast<acc_t>(bias[o]) : acc_t(0), q);
+        store(acc.data(), L, out + p * L);
+      }
+    });
+    return;
+  }
+  if (!channels_last) {
+    at::parallel_for(0, s.batch * s.out_channels, grain_for(L * s.cg * kk), [&](int64_t begin, int64_t end) {
+      std::vector<acc_t> acc(L);
+      for (int64_t p = begin; p < end; ++p) {
+        const int64_t n = p / s.out_channels, o = p % s.out_channels;
+        const scalar_t* xg = x + (n * s.channels + (o / s.mg) * s.cg) * g.height * g.width;
+        forward_plane_nchw(acc.data(), xg, w + o * s.cg * kk, bias ? static_cast<acc_t>(bias[o]) : acc_t(0),
+                           s.cg, g);
+        store(acc.data(), L, out + p * L);
+      }
+    });
+    return;
+  }
   const std::vector<acc_t> wt = taps_major(w, s, kk);
-  at::parallel_for(0, s.batch * g.out_h, grain_for(g.out_w * co * s.cg * kk), [&](int64_t begin, int64_t end) {
-    std::vector<acc_t> acc(g.out_w * co);
+  const int64_t row = g.out_w * s.out_channels;
+  at::parallel_for(0, s.batch * g.out_h, grain_for(row * s.cg * kk), [&](int64_t begin, int64_t end) {
+    std::vector<acc_t> acc(row);
     for (int64_t r = begin; r < end; ++r) {
       const int64_t n = r / g.out_h, oh = r % g.out_h;
-      for (int64_t ow = 0; ow < g.out_w; ++ow) {
-        for (int64_t o = 0; o < co; ++o) {
-          acc[ow * co + o] = bias ? static_cast<acc_t>(bias[o]) : acc_t(0);
-        }
-      }
-      for (int64_t kh = 0; kh < g.kernel_h; ++kh) {
-        const int64_t ih = oh * g.stride_h - g.pad_h + kh * g.dilation_h;
-        if (ih < 0 || ih >= g.height) {
-          continue;
-        }
-        for (int64_t kw = 0; kw < g.kernel_w; ++kw) {
-          const int64_t k = kh * g.kernel_w + kw;
-          const int64_t w_offset = kw * g.dilation_w - g.pad_w;
-          const ValidRange valid = valid_range(w_offset, g.stride_w, g.width, g.out_w);
-          for (int64_t ow = valid.begin; ow < valid.end; ++ow) {
-            const scalar_t* px = x + ((n * g.height + ih) * g.width + ow * g.stride_w + w_offset) * s.channels;
-            acc_t* pa = acc.data() + ow * co;
-            if (s.depthwise()) {
-              fma_row(pa, wt.data() + k * co, px, 1, co);
-            } else {
-              for (int64_t ci = 0; ci < s.cg; ++ci) {
-                const acc_t* wk = wt.data() + (k * s.cg + ci) * co;
-                for (int64_t o = 0; o < co; ++o) {
-                  pa[o] += wk[o] * static_cast<acc_t>(px[(o / s.mg) * s.cg + ci]);
-                }
-              }
-            }
-          }
-        }
-      }
-      std::transform(acc.begin(), acc.end(), out + r * g.out_w * co, [](acc_t v) { return static_cast<scalar_t>(v); });
+      forward_row_nhwc(acc.data(), x + n * g.height * g.width * s.channels, wt.data(), bias, oh, s, g);
+      store(acc.data(), row, out + r * row);
     }
   });
 }
 
-// NHWC: one task per input row (n, ih); each pixel gathers, tap by tap, the
-// grad_output pixels whose windows read it.
 template <typename scalar_t>
-void grouped_grad_input_nhwc(const scalar_t* gy, const scalar_t* w, const PlaneGeometry& g,
-                             const GroupedShape& s, scalar_t* gi) {
+void grouped_grad_input_cpu(const scalar_t* gy, const scalar_t* w, const PlaneGeometry& g,
+                            const GroupedShape& s, bool channels_last, scalar_t* gi) {
   using acc_t = at::opmath_type<scalar_t>;
-  const int64_t kk = g.kernel_h * g.kernel_w, co = s.out_channels, ci_all = s.channels;
+  const int64_t L = g.out_h * g.out_w, kk = g.kernel_h * g.kernel_w, plane = g.height * g.width;
+  // Stride 1: the input gradient is the stride-1 convolution of grad_output
+  // with the flipped kernel and padding (k - 1) * dilation - padding.
+  const int64_t fph = (g.kernel_h - 1) * g.dilation_h - g.pad_h, fpw = (g.kernel_w - 1) * g.dilation_w - g.pad_w;
+  if (!channels_last && g.stride_h == 1 && g.stride_w == 1 && fph >= 0 && fpw >= 0) {
+    const Stride1Plane q{g.out_h, g.out_w, g.kernel_h, g.kernel_w, g.dilation_h, g.dilation_w,
+                         fph, fpw, g.height, g.width};
+    // flipped[c][j][tap] = w[group * mg + j][c % cg][kk - 1 - tap]
+    std::vector<acc_t> flipped(s.channels * s.mg * kk);
+    for (int64_t c = 0; c < s.channels; ++c) {
+      for (int64_t j = 0; j < s.mg; ++j) {
+        for (int64_t k = 0; k < kk; ++k) {
+          flipped[(c * s.mg + j) * kk + k] =
+              static_cast<acc_t>(w[(((c / s.cg) * s.mg + j) * s.cg + c % s.cg) * kk + (kk - 1 - k)]);
+        }
+      }
+    }
+    at::parallel_for(0, s.batch * s.channels, grain_for(L * s.mg * kk), [&](int64_t begin, int64_t end) {
+      std::vector<acc_t> acc(plane), padded(q.padded_size()), wide(q.wide_size());
+      for (int64_t p = begin; p < end; ++p) {
+        const int64_t n = p / s.channels, c = p % s.channels;
+        stride1_plane(acc.data(), padded.data(), wide.data(), gy + (n * s.out_channels + (c / s.cg) * s.mg) * L,
+                      L, s.mg, flipped.data() + c * s.mg * kk, acc_t(0), q);
+        store(acc.data(), plane, gi + p * plane);
+      }
+    });
+    return;
+  }
+  if (!channels_last) {
+    at::parallel_for(0, s.batch * s.channels, grain_for(L * s.mg * kk), [&](int64_t begin, int64_t end) {
+      std::vector<acc_t> acc(plane);
+      for (int64_t p = begin; p < end; ++p) {
+        const int64_t n = p / s.channels, c = p % s.channels;
+        const int64_t group = c / s.cg, ci = c % s.cg;
+        grad_input_plane_nchw(acc.data(), gy + (n * s.out_channels + group * s.mg) * L,
+                              w + (group * s.mg * s.cg + ci) * kk, s.cg * kk, s.mg, g);
+        store(acc.data(), plane, gi + p * plane);
+      }
+    });
+    return;
+  }
   const std::vector<acc_t> wt = taps_major(w, s, kk);
-  at::parallel_for(0, s.batch * g.height, grain_for(g.width * ci_all * s.mg * kk), [&](int64_t begin, int64_t end) {
-    std::vector<acc_t> acc(g.width * ci_all);
+  const int64_t row = g.width * s.channels;
+  at::parallel_for(0, s.batch * g.height, grain_for(row * s.mg * kk), [&](int64_t begin, int64_t end) {
+    std::vector<acc_t> acc(row);
     for (int64_t r = begin; r < end; ++r) {
       const int64_t n = r / g.height, ih = r % g.height;
-      std::fill(acc.begin(), acc.end(), acc_t(0));
-      for (int64_t iw = 0; iw < g.width; ++iw) {
-        acc_t* pa = acc.data() + iw * ci_all;
-        for (int64_t kh = 0; kh < g.kernel_h; ++kh) {
-          const int64_t h_off = ih + g.pad_h - kh * g.dilation_h;  // = oh * stride_h
-          if (h_off < 0 || h_off % g.stride_h != 0 || h_off / g.stride_h >= g.out_h) {
-            continue;
-          }
-          const int64_t oh = h_off / g.stride_h;
-          for (int64_t kw = 0; kw < g.kernel_w; ++kw) {
-            const int64_t w_off = iw + g.pad_w - kw * g.dilation_w;  // = ow * stride_w
-            if (w_off < 0 || w_off % g.stride_w != 0 || w_off / g.stride_w >= g.out_w) {
-              continue;
-            }
-            const int64_t k = kh * g.kernel_w + kw;
-            const scalar_t* pg = gy + ((n * g.out_h + oh) * g.out_w + w_off / g.stride_w) * co;
-            if (s.depthwise()) {
-              fma_row(pa, wt.data() + k * co, pg, 1, ci_all);
-            } else {
-              for (int64_t c = 0; c < ci_all; ++c) {
-                const int64_t group = c / s.cg, ci = c % s.cg;
-                const acc_t* wk = wt.data() + (k * s.cg + ci) * co + group * s.mg;
-                acc_t sum = 0;
-                for (int64_t j = 0; j < s.mg; ++j) {
-                  sum += wk[j] * static_cast<acc_t>(pg[group * s.mg + j]);
-                }
-                pa[c] += sum;
-              }
-            }
-          }
-        }
-      }
-      std::transform(acc.begin(), acc.end(), gi + r * g.width * ci_all, [](acc_t v) { return static_cast<scalar_t>(v); });
+      grad_input_row_nhwc(acc.data(), gy + n * L * s.out_channels, wt.data(), ih, s, g);
+      store(acc.data(), row, gi + r * row);
     }
   });
 }
 
-// NHWC: one task per block of 16 output channels; accumulators (tap, ci, o)
-// summed over (n, oh, ow) in order.
 template <typename scalar_t>
-void grouped_grad_weight_nhwc(const scalar_t* gy, const scalar_t* x, const PlaneGeometry& g,
-                              const GroupedShape& s, scalar_t* gw) {
+void grouped_grad_weight_cpu(const scalar_t* gy, const scalar_t* x, const PlaneGeometry& g,
+                             const GroupedShape& s, bool channels_last, scalar_t* gw) {
   using acc_t = at::opmath_type<scalar_t>;
-  constexpr int64_t kBlock = 16;
-  const int64_t kk = g.kernel_h * g.kernel_w, co = s.out_channels;
-  const int64_t blocks = (co + kBlock - 1) / kBlock;
-  at::parallel_for(0, blocks, 1, [&](int64_t begin, int64_t end) {
-    std::vector<acc_t> acc(kk * s.cg * kBlock);
-    for (int64_t blk = begin; blk < end; ++blk) {
-      const int64_t o0 = blk * kBlock, ob = std::min(kBlock, co - o0);
-      std::fill(acc.begin(), acc.end(), acc_t(0));
-      for (int64_t n = 0; n < s.batch; ++n) {
-        for (int64_t oh = 0; oh < g.out_h; ++oh) {
-          for (int64_t ow = 0; ow < g.out_w; ++ow) {
-            const scalar_t* pg = gy + ((n * g.out_h + oh) * g.out_w + ow) * co + o0;
-            for (int64_t kh = 0; kh < g.kernel_h; ++kh) {
-              const int64_t ih = oh * g.stride_h - g.pad_h + kh * g.dilation_h;
-              if (ih < 0 || ih >= g.height) {
-                continue;
-              }
-              for (int64_t kw = 0; kw < g.kernel_w; ++kw) {
-                const int64_t iw = ow * g.stride_w - g.pad_w + kw * g.dilation_w;
-                if (iw < 0 || iw >= g.width) {
-                  continue;
-                }
-                const int64_t k = kh * g.kernel_w + kw;
-                const scalar_t* px = x + ((n * g.height + ih) * g.width + iw) * s.channels;
-                if (s.depthwise()) {
-                  fma_row(acc.data() + k * kBlock, pg, px + o0, 1, ob);
-                } else {
-                  for (int64_t ci = 0; ci < s.cg; ++ci) {
-                    acc_t* pa = acc.data() + (k * s.cg + ci) * kBlock;
-                    for (int64_t j = 0; j < ob; ++j) {
-                      pa[j] += static_cast<acc_t>(pg[j]) * static_cast<acc_t>(px[((o0 + j) / s.mg) * s.cg + ci]);
-                    }
-                  }
-                }
-              }
-            }
-          }
-        }
+  const int64_t L = g.out_h * g.out_w, kk = g.kernel_h * g.kernel_w, plane = g.height * g.width;
+  if (!channels_last && g.stride_h == 1 && g.stride_w == 1) {
+    const Stride1Plane q{g.height, g.width, g.kernel_h, g.kernel_w, g.dilation_h, g.dilation_w,
+                         g.pad_h, g.pad_w, g.out_h, g.out_w};
+    at::parallel_for(0, s.out_channels, grain_for(s.batch * L * s.cg * kk), [&](int64_t begin, int64_t end) {
+      std::vector<acc_t> acc(s.cg * kk), lanes(kk * kLanes), padded(q.padded_size()), wide(q.wide_size());
+      for (int64_t o = begin; o < end; ++o) {
+        stride1_grad_weight(acc.data(), lanes.data(), padded.data(), wide.data(), gy + o * L, s.out_channels * L,
+                            x + (o / s.mg) * s.cg * plane, s.channels * plane, s.cg, s.batch, q);
+        store(acc.data(), s.cg * kk, gw + o * s.cg * kk);
       }
+    });
+    return;
+  }
+  if (!channels_last) {
+    at::parallel_for(0, s.out_channels, grain_for(s.batch * L * s.cg * kk), [&](int64_t begin, int64_t end) {
+      std::vector<acc_t> row(g.out_w), acc(s.cg * kk);
+      for (int64_t o = begin; o < end; ++o) {
+        grad_weight_channel_nchw(acc.data(), row.data(), gy + o * L, s.out_channels * L,
+                                 x + (o / s.mg) * s.cg * plane, s.channels * plane, s.cg, s.batch, g);
+        store(acc.data(), s.cg * kk, gw + o * s.cg * kk);
+      }
+    });
+    return;
+  }
+  const int64_t blocks = (s.out_channels + kGradWeightBlock - 1) / kGradWeightBlock;
+  at::parallel_for(0, blocks, 1, [&](int64_t begin, int64_t end) {  // blocks of output channels
+    std::vector<acc_t> acc(kk * s.cg * kGradWeightBlock);
+    for (int64_t blk = begin; blk < end; ++blk) {
+      const int64_t o0 = blk * kGradWeightBlock, ob = std::min(kGradWeightBlock, s.out_channels - o0);
+      grad_weight_block_nhwc(acc.data(), gy, x, o0, ob, s, g);
       for (int64_t j = 0; j < ob; ++j) {
         for (int64_t ci = 0; ci < s.cg; ++ci) {
           for (int64_t k = 0; k < kk; ++k) {
-            gw[((o0 + j) * s.cg + ci) * kk + k] = static_cast<scalar_t>(acc[(k * s.cg + ci) * kBlock + j]);
+            gw[((o0 + j) * s.cg + ci) * kk + k] = static_cast<scalar_t>(acc[(k * s.cg + ci) * kGradWeightBlock + j]);
           }
         }
       }
@@ -809,12 +1087,9 @@ class CpuBackend final : public Backend {
     check_layout(x, channels_last);
     check_layout(out, channels_last);
     MYCONV_DISPATCH(x.scalar_type(), "myconv_grouped_forward_cpu", [&] {
-      const scalar_t* b = bias ? bias->const_data_ptr<scalar_t>() : nullptr;
-      channels_last
-          ? grouped_forward_nhwc<scalar_t>(x.const_data_ptr<scalar_t>(), w.const_data_ptr<scalar_t>(), b, g, s,
-                                           out.mutable_data_ptr<scalar_t>())
-          : grouped_forward_nchw<scalar_t>(x.const_data_ptr<scalar_t>(), w.const_data_ptr<scalar_t>(), b, g, s,
-                                           out.mutable_data_ptr<scalar_t>());
+      grouped_forward_cpu<scalar_t>(x.const_data_ptr<scalar_t>(), w.const_data_ptr<scalar_t>(),
+                                    bias ? bias->const_data_ptr<scalar_t>() : nullptr, g, s, channels_last,
+                                    out.mutable_data_ptr<scalar_t>());
     });
   }
 
@@ -824,11 +1099,8 @@ class CpuBackend final : public Backend {
     check_layout(gy, channels_last);
     check_layout(gi, channels_last);
     MYCONV_DISPATCH(gy.scalar_type(), "myconv_grouped_grad_input_cpu", [&] {
-      channels_last
-          ? grouped_grad_input_nhwc<scalar_t>(gy.const_data_ptr<scalar_t>(), w.const_data_ptr<scalar_t>(), g, s,
-                                              gi.mutable_data_ptr<scalar_t>())
-          : grouped_grad_input_nchw<scalar_t>(gy.const_data_ptr<scalar_t>(), w.const_data_ptr<scalar_t>(), g, s,
-                                              gi.mutable_data_ptr<scalar_t>());
+      grouped_grad_input_cpu<scalar_t>(gy.const_data_ptr<scalar_t>(), w.const_data_ptr<scalar_t>(), g, s,
+                                       channels_last, gi.mutable_data_ptr<scalar_t>());
     });
   }
 
@@ -838,11 +1110,8 @@ class CpuBackend final : public Backend {
     check_layout(gy, channels_last);
     check_layout(x, channels_last);
     MYCONV_DISPATCH(gy.scalar_type(), "myconv_grouped_grad_weight_cpu", [&] {
-      channels_last
-          ? grouped_grad_weight_nhwc<scalar_t>(gy.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(), g, s,
-                                               gw.mutable_data_ptr<scalar_t>())
-          : grouped_grad_weight_nchw<scalar_t>(gy.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(), g, s,
-                                               gw.mutable_data_ptr<scalar_t>());
+      grouped_grad_weight_cpu<scalar_t>(gy.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(), g, s,
+                                        channels_last, gw.mutable_data_ptr<scalar_t>());
     });
   }
 };

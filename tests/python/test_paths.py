@@ -57,6 +57,8 @@ CASES = [
     ("depthwise", (3, 8, 14, 13), (8, 1, 3, 3), dict(padding=1, groups=8)),
     ("depthwise-strided-dilated", (2, 6, 17, 15), (6, 1, 3, 5), dict(stride=(2, 3), padding=(1, 2), dilation=(2, 1), groups=6)),
     ("depthwise-multiplier", (2, 4, 9, 10), (12, 1, 3, 3), dict(padding=1, groups=4)),
+    # stride 1 with padding beyond the dilated kernel: no flipped-kernel shortcut for grad_input
+    ("depthwise-wide-padding", (2, 6, 12, 11), (6, 1, 3, 3), dict(padding=(3, 1), dilation=(1, 2), groups=6)),
     ("grouped-tiny-k", (2, 8, 10, 9), (12, 2, 3, 3), dict(stride=2, padding=1, groups=4)),
     # many rows: several channel blocks for grad_input / grad_weight
     ("channel-blocks", (2, 40, 9, 11), (24, 40, 3, 3), dict(padding=1)),
