@@ -88,4 +88,11 @@ setup(
     options={"bdist_wheel": {"py_limited_api": "cp311"}},
     python_requires=">=3.10",
     install_requires=["torch"],
+    extras_require={
+        # python -m myconv.benchmark: progress bar and plot
+        "benchmark": ["tqdm", "matplotlib"],
+        # python -m myconv.train: the digits data set, progress bar and plots
+        "train": ["scikit-learn", "tqdm", "matplotlib"],
+        "all": ["tqdm", "matplotlib", "scikit-learn"],
+    },
 )

@@ -96,6 +96,10 @@ int64_t tile_bytes() {
   return tile_bytes_value().load(std::memory_order_relaxed);
 }
 
+int64_t last_workspace_peak_bytes() {
+  return detail::workspace_stats().peak;
+}
+
 void set_tile_bytes(int64_t bytes) {
   TORCH_CHECK(bytes >= 0, "myconv: expected a non-negative tile size (0: from the cache size), but got ",
               bytes, " bytes");
@@ -103,6 +107,11 @@ void set_tile_bytes(int64_t bytes) {
 }
 
 namespace detail {
+
+WorkspaceStats& workspace_stats() {
+  thread_local WorkspaceStats stats;
+  return stats;
+}
 
 int64_t tile_bytes_setting() {
   return myconv::tile_bytes();
@@ -244,7 +253,7 @@ struct TilePlan {
 // Positions per tile (CPU): as many as the backend's tile_bytes hold of all
 // groups' columns, and at least min_tile_positions and twice a group's output
 // channels (so that packing the weights for each GEMM costs little next to
-// the GEMM), within the workspace limit for one worker. An image with at
+// the GEMM), within half the workspace limit for one worker. An image with at
 // least a quarter of that is a tile of its own (or cut into tiles): joining
 // images costs a copy of the GEMM result (and of grad_output), worth it only
 // for small images. Backends without cache tiling (tile_bytes == 0) get
@@ -261,7 +270,8 @@ TilePlan plan_tiles(const ConvProblem& p, const Tuning& t, int64_t element_size)
   } else {
     const int64_t by_cache = std::max({t.min_tile_positions, 2 * p.group_out_channels(),
                                       t.tile_bytes / std::max<int64_t>(1, p.plane.rows() * element_size)});
-    const int64_t by_limit = std::max<int64_t>(1, workspace_limit_bytes() / bytes_per_position);
+    // Half the limit: the rest is for partial sums, packed weights, other workers.
+    const int64_t by_limit = std::max<int64_t>(1, workspace_limit_bytes() / 2 / bytes_per_position);
     int64_t target = std::max<int64_t>(1, std::min(by_cache, by_limit));
     // 1x1 / stride 1 / no padding, channels-first: the GEMMs read the images
     // in place (no columns to keep in cache), so whole images make the
@@ -320,7 +330,7 @@ struct Blocking {
 // sequences, partial-sum chunks): one block per group, cut further while the
 // pass has fewer than kTargetItems items and blocks keep kMinBlockRows rows
 // (and, channels-last, runs of kMinBlockChannels channels for im2col to copy).
-Blocking plan_blocks(const ConvProblem& p, const Tuning& t, int64_t other_items) {
+Blocking plan_blocks(const ConvProblem& p, const Tuning& t, int64_t other_items, bool split_channels = true) {
   Blocking b;
   b.groups = p.groups;
   b.group_channels = p.group_channels();
@@ -334,7 +344,7 @@ Blocking plan_blocks(const ConvProblem& p, const Tuning& t, int64_t other_items)
   const int64_t by_runs = p.channels_last() ? std::max<int64_t>(1, b.group_channels / kMinBlockChannels)
                                             : b.group_channels;
   const int64_t n = std::clamp<int64_t>(wanted, 1, std::min(by_runs, by_rows));
-  if (n > 1) {
+  if (n > 1 && split_channels) {
     b.all_groups = false;
     b.block_channels = ceil_div(b.group_channels, n);
     b.per_group = ceil_div(b.group_channels, b.block_channels);
@@ -412,12 +422,59 @@ at::Tensor pointwise_view(const ConvProblem& p, const at::Tensor& t, const Tile&
       .narrow(2, tile.l_begin, P);
 }
 
+// A workspace buffer: counted in the calling thread's workspace statistics
+// while it lives (the statistics let tests check the workspace limit).
+class Workspace {
+ public:
+  Workspace() = default;
+  Workspace(int64_t elements, const at::TensorOptions& options)
+      : tensor_(elements > 0 ? at::empty({elements}, options) : at::Tensor()),
+        bytes_(elements > 0 ? elements * tensor_.element_size() : 0) {
+    WorkspaceStats& s = workspace_stats();
+    s.live += bytes_;
+    s.peak = std::max(s.peak, s.live);
+  }
+  ~Workspace() { workspace_stats().live -= bytes_; }
+  Workspace(const Workspace&) = delete;
+  Workspace& operator=(const Workspace&) = delete;
+  Workspace(Workspace&& other) noexcept : tensor_(std::move(other.tensor_)), bytes_(other.bytes_) {
+    other.bytes_ = 0;
+  }
+
+  const at::Tensor& tensor() const { return tensor_; }
+
+ private:
+  at::Tensor tensor_;
+  int64_t bytes_ = 0;
+};
+
+// Bytes of a workspace tensor made elsewhere (packed weight blocks), counted
+// while the charge lives.
+class WorkspaceCharge {
+ public:
+  explicit WorkspaceCharge(int64_t bytes) : bytes_(bytes) {
+    WorkspaceStats& s = workspace_stats();
+    s.live += bytes_;
+    s.peak = std::max(s.peak, s.live);
+  }
+  ~WorkspaceCharge() { workspace_stats().live -= bytes_; }
+  WorkspaceCharge(const WorkspaceCharge&) = delete;
+  WorkspaceCharge& operator=(const WorkspaceCharge&) = delete;
+
+ private:
+  int64_t bytes_;
+};
+
+// Starts a call's workspace statistics (its peak starts at zero).
+struct WorkspaceCall {
+  WorkspaceCall() { workspace_stats().peak = workspace_stats().live; }
+};
+
 // One flat buffer per worker, handed out as views.
 class WorkerBuffers {
  public:
   WorkerBuffers(int64_t workers, int64_t elements, const at::TensorOptions& options)
-      : per_worker_(elements),
-        storage_(elements > 0 ? at::empty({workers * elements}, options) : at::Tensor()) {}
+      : per_worker_(elements), workspace_(workers * elements, options), storage_(workspace_.tensor()) {}
 
   // A (shape)-view at `offset` elements into the worker's buffer.
   at::Tensor get(int64_t worker, int64_t offset, at::IntArrayRef shape) const {
@@ -431,6 +488,7 @@ class WorkerBuffers {
 
  private:
   int64_t per_worker_;
+  Workspace workspace_;
   at::Tensor storage_;
 };
 
@@ -592,7 +650,8 @@ void forward_columns(const Backend& backend, const Tuning& t, const ConvProblem&
   // Waves of tiles whose columns take at most half the workspace.
   const int64_t wave = std::clamp<int64_t>(workspace_limit_bytes() / 2 / std::max<int64_t>(1, column_elems * es),
                                            1, plan.count);
-  const at::Tensor shared = column_elems ? at::empty({wave * column_elems}, x.options()) : at::Tensor();
+  const Workspace shared_columns(wave * column_elems, x.options());
+  const at::Tensor& shared = shared_columns.tensor();
   const int64_t workers = workers_for(t, wave * mblocks, scratch_elems * es, wave * column_elems * es);
   const WorkerBuffers buffers(workers, scratch_elems, x.options());
   std::vector<at::Tensor> cols(wave);
@@ -618,11 +677,18 @@ void grad_input_columns(const Backend& backend, const Tuning& t, const ConvProbl
   const int64_t M = p.group_out_channels();
   const bool cl = p.channels_last();
   const at::Tensor w = weight_matrix(p, weight);
-  const Blocking blocking = plan_blocks(p, t, plan.sequences());
-  std::vector<at::Tensor> wblocks;
+  // Channels-last blocks of part of a group's channels need packed weight
+  // columns: only when those fit a quarter of the workspace.
+  const Blocking blocking =
+      plan_blocks(p, t, plan.sequences(),
+                  /*split_channels=*/!cl || weight.numel() * weight.element_size() <= workspace_limit_bytes() / 4);
+  std::vector<at::Tensor> wblocks;  // views, or packed copies (channels-last blocks of part of a group)
+  int64_t packed = 0;
   for (int64_t i = 0; i < blocking.count(); ++i) {
     wblocks.push_back(block_weight(p, w, blocking.at(i)));
+    packed += wblocks.back().is_alias_of(w) ? 0 : wblocks.back().numel() * wblocks.back().element_size();
   }
+  const WorkspaceCharge packed_charge(packed);
 
   // 1x1 / stride 1 / no padding: the GEMM writes grad_input itself.
   const bool in_place = t.gemm_on_views && (cl || plan.single_image_tiles());
@@ -633,7 +699,7 @@ void grad_input_columns(const Backend& backend, const Tuning& t, const ConvProbl
   const int64_t column_elems = columns_are_grad_input ? 0 : widest.groups() * widest.channels() * p.taps() * P;
   const int64_t elems = column_elems + (gather_gy ? widest.groups() * M * P : 0);
   const int64_t items = plan.sequences() * blocking.count();
-  const int64_t workers = workers_for(t, items, elems * gy.element_size());
+  const int64_t workers = workers_for(t, items, elems * gy.element_size(), packed);
   const WorkerBuffers buffers(workers, elems, gy.options());
 
   backend.run_items(items, workers, [&](int64_t i, int64_t worker) {
@@ -673,17 +739,33 @@ at::Tensor grad_weight_columns(const Backend& backend, const Tuning& t, const Co
   // Chunks of tiles, each summed into its own partial matrix (the partials
   // are added in chunk order), while there are fewer than kTargetItems items
   // and the partials fit a quarter of the workspace; then blocks of columns.
+  // With one chunk, each block's item accumulates straight into grad_weight
+  // (float32 partials for reduced precision; and channels-last blocks of part
+  // of a group's channels, which are no matrix of grad_weight, only when
+  // partials fit).
+  const int64_t gw_bytes = G * M * K * acc_size;
+  const int64_t room = std::min(workspace_limit_bytes() / 4, kMaxPartialBytes);
   int64_t chunks = 1;
   if (t.split_work) {
-    const int64_t room = std::min(workspace_limit_bytes() / 4, kMaxPartialBytes);
-    const int64_t by_memory = std::max<int64_t>(1, room / (G * M * K * acc_size));
-    chunks = std::clamp<int64_t>(kTargetItems, 1, std::min(plan.count, by_memory));
+    chunks = std::clamp<int64_t>(kTargetItems, 1, std::min(plan.count, std::max<int64_t>(1, room / gw_bytes)));
   }
-  const Blocking blocking = plan_blocks(p, t, chunks);
+  const Blocking blocking = plan_blocks(p, t, chunks, /*split_channels=*/!cl || gw_bytes <= room);
+  const bool into_result = !reduced && chunks == 1 && !(cl && blocking.splits_channels());
+  const at::Tensor gw = at::empty(cl ? at::IntArrayRef{G, M, p.taps(), cg} : at::IntArrayRef{G, M, K}, acc_options);
+  // The (G', M, K') matrix of a block in grad_weight (into_result).
+  const auto result_block = [&](const Block& b) {
+    return cl ? gw.view({G, M, K}).narrow(0, b.g0, b.groups())
+              : gw.narrow(0, b.g0, b.groups()).narrow(2, b.c0 * p.taps(), b.channels() * p.taps());
+  };
+  std::vector<Workspace> partial_space;
   std::vector<at::Tensor> partials;  // per block: (chunks, G', M, K')
-  for (int64_t i = 0; i < blocking.count(); ++i) {
+  int64_t partial_bytes = 0;
+  for (int64_t i = 0; i < blocking.count() && !into_result; ++i) {
     const Block b = blocking.at(i);
-    partials.push_back(at::empty({chunks, b.groups(), M, b.channels() * p.taps()}, acc_options));
+    const int64_t kb = b.channels() * p.taps();
+    partial_space.emplace_back(chunks * b.groups() * M * kb, acc_options);
+    partials.push_back(partial_space.back().tensor().view({chunks, b.groups(), M, kb}));
+    partial_bytes += chunks * b.groups() * M * kb * acc_size;
   }
 
   const bool in_place = t.gemm_on_views && (cl || plan.single_image_tiles());
@@ -696,14 +778,13 @@ at::Tensor grad_weight_columns(const Backend& backend, const Tuning& t, const Co
   const int64_t gy_elems = gather_gy ? widest.groups() * M * P : 0;
   const int64_t elems = column_elems + gy_elems + (reduced ? widest.groups() * M * kb_max : 0);
   const int64_t items = chunks * blocking.count();
-  const int64_t workers =
-      workers_for(t, items, elems * x.element_size(), chunks * G * M * K * acc_size);
+  const int64_t workers = workers_for(t, items, elems * x.element_size(), partial_bytes);
   const WorkerBuffers buffers(workers, elems, x.options());
 
   backend.run_items(items, workers, [&](int64_t i, int64_t worker) {
     const int64_t chunk = i / blocking.count();
     const Block b = blocking.at(i % blocking.count());
-    const at::Tensor acc = partials[i % blocking.count()].select(0, chunk);  // (G', M, K')
+    const at::Tensor acc = into_result ? result_block(b) : partials[i % blocking.count()].select(0, chunk);  // (G', M, K')
     const int64_t ng = b.groups(), kb = b.channels() * p.taps();
     const int64_t first = chunk * plan.count / chunks, last = (chunk + 1) * plan.count / chunks;
     for (int64_t k = first; k < last; ++k) {
@@ -732,22 +813,19 @@ at::Tensor grad_weight_columns(const Backend& backend, const Tuning& t, const Co
     }
   });
 
-  // Sum the partials in chunk order; place each block's columns.
-  const at::Tensor gw = at::empty(cl ? at::IntArrayRef{G, M, p.taps(), cg} : at::IntArrayRef{G, M, K}, acc_options);
-  for (int64_t i = 0; i < blocking.count(); ++i) {
+  // Sum the partials in chunk order into each block's columns.
+  for (int64_t i = 0; i < blocking.count() && !into_result; ++i) {
     const Block b = blocking.at(i);
-    at::Tensor sum = partials[i].select(0, 0);
-    if (chunks > 1) {
-      sum = sum.clone();
-      for (int64_t c = 1; c < chunks; ++c) {
-        sum.add_(partials[i].select(0, c));
-      }
-    }
-    if (cl) {
-      gw.narrow(0, b.g0, b.groups()).narrow(3, b.c0, b.channels())
-          .copy_(sum.view({b.groups(), M, p.taps(), b.channels()}));
-    } else {
-      gw.narrow(0, b.g0, b.groups()).narrow(2, b.c0 * p.taps(), b.channels() * p.taps()).copy_(sum);
+    const at::Tensor dst =
+        cl ? gw.narrow(0, b.g0, b.groups()).narrow(3, b.c0, b.channels())
+           : gw.narrow(0, b.g0, b.groups()).narrow(2, b.c0 * p.taps(), b.channels() * p.taps());
+    const auto part = [&](int64_t c) {
+      const at::Tensor t = partials[i].select(0, c);
+      return cl ? t.view({b.groups(), M, p.taps(), b.channels()}) : t;
+    };
+    dst.copy_(part(0));
+    for (int64_t c = 1; c < chunks; ++c) {
+      dst.add_(part(c));
     }
   }
   const int64_t kh = p.plane.kernel_h, kw = p.plane.kernel_w;
@@ -763,6 +841,7 @@ at::Tensor conv2d(const Backend& backend, const at::Tensor& input, const at::Ten
                   at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups) {
   check_conv2d("myconv::conv2d", input, weight, bias, stride, padding, dilation, groups);
   const c10::OptionalDeviceGuard device_guard(input.device());
+  const WorkspaceCall workspace_call;
   const bool batched = input.dim() == 4;
   const at::Tensor x4 = batched ? input : input.unsqueeze(0);
   const Tuning t = tuning_for(backend, input);
@@ -791,6 +870,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_backward(
     at::IntArrayRef dilation, int64_t groups, std::array<bool, 3> output_mask) {
   check_conv2d_backward(grad_output, input, weight, stride, padding, dilation, groups);
   const c10::OptionalDeviceGuard device_guard(input.device());
+  const WorkspaceCall workspace_call;
   const bool batched = input.dim() == 4;
   const at::Tensor x4 = batched ? input : input.unsqueeze(0);
   const at::Tensor gy4 = batched ? grad_output : grad_output.unsqueeze(0);

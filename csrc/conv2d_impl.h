@@ -129,6 +129,14 @@ int64_t batch_chunk(int64_t batch, int64_t bytes_per_image, int64_t cols_per_ima
 // The CPU tile size setting: 0 (default) sizes tiles from the L2 cache.
 int64_t tile_bytes_setting();
 
+// Workspace bytes the compositions hold in this thread: now, and at most
+// since the start of the latest conv2d / conv2d_backward call.
+struct WorkspaceStats {
+  int64_t live = 0;
+  int64_t peak = 0;
+};
+WorkspaceStats& workspace_stats();
+
 // Registers the four compositions, bound to the backend B, in a
 // TORCH_LIBRARY_IMPL block: `register_backend_kernels<CpuBackend>(m);`.
 template <class B>

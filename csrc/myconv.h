@@ -99,4 +99,9 @@ void set_workspace_limit_bytes(int64_t bytes);
 int64_t tile_bytes();
 void set_tile_bytes(int64_t bytes);
 
+// For tests: the most workspace, in bytes, that the latest conv2d /
+// conv2d_backward call made by this thread held at once (column tiles,
+// per-thread buffers, partial sums, packed weight blocks).
+int64_t last_workspace_peak_bytes();
+
 } // namespace myconv

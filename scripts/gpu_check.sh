@@ -2,6 +2,8 @@
 # GPU checks, for a machine with an NVIDIA GPU and torch already installed (such
 # as the lent device machine: no network, `python3` holds torch). Builds myconv
 # against that torch, then runs
+#   0. the exception probe (scripts/exception_probe.py): does a bad input raise
+#      a RuntimeError there, or kill the process? Its verdict is reported first;
 #   1. the CUDA tests (pytest: test_cuda, CUDA fuzz, CUDA autocast),
 #   2. compute-sanitizer memcheck / racecheck / initcheck / synccheck over a
 #      small CUDA test run (the CUDA fuzz cases and the determinism tests),
@@ -35,6 +37,20 @@ else
   note "build: FAILED (see build.log)"; tail -40 "$out/build.log"; exit 1
 fi
 
+# First: does a bad input raise a RuntimeError, or kill the process (as on the
+# image of 2026-11-26, see docs/gpu.md)? In subprocesses; the verdict is the
+# first summary line. The load_inline probe tells our library from the image.
+"$PY" scripts/exception_probe.py --inline >"$out/exception_probe.txt" 2>&1
+probe_rc=$?
+summary=("$(head -1 "$out/exception_probe.txt")" "${summary[@]}")
+cat "$out/exception_probe.txt"
+# Where exceptions kill the process, leave out the tests that expect one.
+error_tests=""
+if [ $probe_rc -ne 0 ]; then
+  error_tests=" and not raise and not error and not reject and not bad and not second_device"
+  note "exceptions crash here: error-path tests left out of the pytest runs"
+fi
+
 run_pytest() {  # name, pytest args...
   local name=$1; shift
   "$PY" -m pytest -q -p no:cacheprovider "$@" >"$out/$name.log" 2>&1
@@ -43,7 +59,7 @@ run_pytest() {  # name, pytest args...
 }
 
 export PYTHONUNBUFFERED=1
-run_pytest pytest_cuda tests/python/test_cuda.py tests/python/test_fuzz.py tests/python/test_integration.py -k "cuda or Cuda"
+run_pytest pytest_cuda tests/python/test_cuda.py tests/python/test_fuzz.py tests/python/test_integration.py -k "(cuda or Cuda)$error_tests"
 
 # compute-sanitizer over a small CUDA run: a few fuzz cases + determinism + stream + chunking.
 sanitized="tests/python/test_fuzz.py::test_conv2d_forward_and_gradients_cuda tests/python/test_cuda.py::test_bitwise_deterministic tests/python/test_cuda.py::test_runs_on_the_current_stream tests/python/test_cuda.py::test_small_workspace_chunks_on_cuda tests/python/test_cuda.py::test_col2im_matches_cpu_bitwise_in_float64"

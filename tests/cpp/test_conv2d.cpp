@@ -3,6 +3,7 @@
 #include "helpers.h"
 
 #include <ATen/CPUGeneratorImpl.h>
+#include <ATen/Parallel.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 
 #include <thread>
@@ -306,6 +307,93 @@ TEST(Memory, RepeatedCallsReleaseTheirWorkspace) {
     ASSERT_EQ(out[0].size(0), 5);
   }
   myconv::set_workspace_limit_bytes(saved);
+}
+
+} // namespace
+
+namespace {
+
+// The CPU paths (csrc/conv2d_impl.cpp): tiles within images (a small tile
+// size), NHWC columns (channels_last input), 1x1 GEMMs on the input, direct
+// depthwise kernels; each against at::conv2d, in both layouts, and bitwise
+// equal for 1, 2 and 3 threads.
+struct ScopedSettings {
+  int threads = at::get_num_threads();
+  int64_t tile = myconv::tile_bytes(), limit = myconv::workspace_limit_bytes();
+  ~ScopedSettings() {
+    at::set_num_threads(threads);
+    myconv::set_tile_bytes(tile);
+    myconv::set_workspace_limit_bytes(limit);
+  }
+};
+
+const std::vector<Case> kPathCases = {
+    {{2, 5, 13, 17}, {7, 5, 3, 3}, {1, 1}, {1, 1}, {1, 1}, 1, true},   // several tiles per image
+    {{6, 4, 5, 6}, {6, 4, 3, 3}, {1, 1}, {1, 1}, {1, 1}, 1, true},     // small images, joined
+    {{3, 24, 10, 11}, {16, 24, 1, 1}, {1, 1}, {0, 0}, {1, 1}, 1, true}, // 1x1 on the input
+    {{2, 8, 14, 13}, {8, 1, 3, 3}, {1, 1}, {1, 1}, {1, 1}, 8, true},   // depthwise, stride 1
+    {{2, 6, 15, 14}, {12, 1, 3, 3}, {2, 2}, {1, 1}, {1, 1}, 6, false}, // depthwise x2, stride 2
+    {{2, 40, 9, 11}, {24, 40, 3, 3}, {1, 1}, {1, 1}, {1, 1}, 1, true}, // channel blocks
+};
+
+std::vector<at::Tensor> forward_backward(const Case& c, const at::Tensor& x0, const at::Tensor& w0,
+                                         const at::Tensor& b0, const at::Tensor& gy, bool reference) {
+  const at::Tensor x = x0.clone().set_requires_grad(true);
+  const at::Tensor w = w0.clone().set_requires_grad(true);
+  const at::Tensor b = c.bias ? b0.clone().set_requires_grad(true) : at::Tensor();
+  const at::Tensor y = reference ? at::conv2d(x, w, b, c.stride, c.padding, c.dilation, c.groups)
+                                 : myconv::conv2d(x, w, b, c.stride, c.padding, c.dilation, c.groups);
+  y.backward(gy);
+  return {y.detach(), x.grad(), w.grad(), c.bias ? b.grad() : at::zeros({1}, x0.options())};
+}
+
+TEST(Paths, TilesLayoutsAndThreadCountsMatchATen) {
+  const ScopedSettings restore;
+  for (const auto& c : kPathCases) {
+    for (const bool channels_last : {false, true}) {
+      at::Tensor x = at::randn(c.input, f64());
+      if (channels_last) {
+        x = x.contiguous(at::MemoryFormat::ChannelsLast);
+      }
+      const at::Tensor w = at::randn(c.weight, f64()), b = maybe_bias(c, f64());
+      const at::Tensor gy = at::randn_like(at::conv2d(x, w, b, c.stride, c.padding, c.dilation, c.groups));
+      const auto ref = forward_backward(c, x, w, b, gy, true);
+      for (const int64_t tile : {0, 1}) {
+        myconv::set_tile_bytes(tile);
+        std::vector<at::Tensor> first;
+        for (const int threads : {1, 2, 3}) {
+          at::set_num_threads(threads);
+          const auto got = forward_backward(c, x.to(at::kFloat), w.to(at::kFloat),
+                                            c.bias ? b.to(at::kFloat) : b, gy.to(at::kFloat), false);
+          for (size_t i = 0; i < got.size(); ++i) {
+            EXPECT_CLOSE(got[i], ref[i], 2e-5) << "output " << i << ", tile " << tile;
+            if (!first.empty()) {
+              EXPECT_TRUE(at::equal(got[i], first[i])) << "output " << i << ", " << threads << " threads";
+            }
+          }
+          EXPECT_EQ(got[0].is_contiguous(at::MemoryFormat::ChannelsLast), channels_last);
+          if (first.empty()) {
+            first = got;
+          }
+        }
+      }
+    }
+  }
+}
+
+TEST(Paths, WorkspaceStaysWithinTheLimit) {
+  const ScopedSettings restore;
+  for (const auto& c : kPathCases) {
+    const at::Tensor x = at::randn(c.input), w = at::randn(c.weight);
+    for (const int64_t limit : {int64_t{24000}, int64_t{1} << 20}) {
+      myconv::set_workspace_limit_bytes(limit);
+      const at::Tensor y = myconv::conv2d(x, w, std::nullopt, c.stride, c.padding, c.dilation, c.groups);
+      EXPECT_LE(myconv::last_workspace_peak_bytes(), limit);
+      myconv::conv2d_backward(at::ones_like(y), x, w, c.stride, c.padding, c.dilation, c.groups,
+                              {true, true, true});
+      EXPECT_LE(myconv::last_workspace_peak_bytes(), limit);
+    }
+  }
 }
 
 } // namespace

@@ -98,11 +98,25 @@ def test_bitwise_deterministic():
         assert torch.equal(a, b)
 
 
+# col2im to a 9x7 image with kernel 3x2, dilation (1, 2), padding 1, stride 1:
+# 3 channels * 6 taps rows, and 9 * 7 = 63 blocks (columns).
+COL2IM_ARGS = ((9, 7), (3, 2), (1, 2), (1, 1), (1, 1))
+COL2IM_COLUMNS = (2, 3 * 6, 9 * 7)
+
+
+def test_col2im_geometry_of_the_bitwise_test_is_valid():
+    # Runs everywhere, so that the CUDA test below cannot hold an input that
+    # both devices reject (it once passed 35 columns for 63 blocks).
+    cols = torch.randn(COL2IM_COLUMNS, dtype=torch.float64)
+    out = myconv.col2im(cols, *COL2IM_ARGS)
+    assert out.shape == (2, 3, 9, 7)
+    assert_rel_close(out, F.fold(cols, *COL2IM_ARGS), 1e-12)
+
+
 @requires_cuda
 def test_col2im_matches_cpu_bitwise_in_float64():
-    cols = torch.randn(2, 3 * 6, 7 * 5, dtype=torch.float64)
-    args = ((9, 7), (3, 2), (1, 2), (1, 1), (1, 1))
-    assert torch.equal(myconv.col2im(cols.cuda(), *args).cpu(), myconv.col2im(cols, *args))
+    cols = torch.randn(COL2IM_COLUMNS, dtype=torch.float64)
+    assert torch.equal(myconv.col2im(cols.cuda(), *COL2IM_ARGS).cpu(), myconv.col2im(cols, *COL2IM_ARGS))
     x = torch.randn(2, 3, 9, 7, dtype=torch.float64)
     assert torch.equal(myconv.im2col(x.cuda(), (3, 2), (1, 2), (1, 1), (1, 1)).cpu(),
                        F.unfold(x, (3, 2), (1, 2), (1, 1), (1, 1)))

@@ -220,3 +220,37 @@ def test_called_from_many_python_threads_inside_autograd():
     y = myconv.conv2d(x, w, b, **kw)
     y.sum().backward()
     assert x.grad is not None and w.grad is not None
+
+
+def last_workspace_peak():
+    return torch.ops.myconv._last_workspace_peak()
+
+
+@pytest.mark.parametrize("workspace", [24_000, 100_000, 1 << 20])
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
+@pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
+def test_workspace_stays_within_the_limit(case, channels_last, workspace):
+    # The limit bounds everything the composition allocates besides its
+    # inputs and outputs: column tiles, per-worker buffers, partial sums.
+    x, w, b, kw = make(case, torch.float32, channels_last)
+    args = ([kw.get("stride", 1)] * 2 if isinstance(kw.get("stride", 1), int) else list(kw["stride"]),
+            [kw.get("padding", 0)] * 2 if isinstance(kw.get("padding", 0), int) else list(kw["padding"]),
+            [kw.get("dilation", 1)] * 2 if isinstance(kw.get("dilation", 1), int) else list(kw["dilation"]),
+            kw.get("groups", 1))
+    with settings(workspace=workspace, threads=3):
+        y = torch.ops.myconv.conv2d(x, w, b, *args)
+        assert 0 <= last_workspace_peak() <= workspace
+        torch.ops.myconv.conv2d_backward(torch.ones_like(y), x, w, *args, [True, True, True])
+        assert 0 <= last_workspace_peak() <= workspace
+
+
+def test_workspace_is_used_and_reported_for_a_real_layer():
+    x = torch.randn(4, 64, 28, 28)
+    w = torch.randn(64, 64, 3, 3)
+    torch.ops.myconv.conv2d(x, w, None, [1, 1], [1, 1], [1, 1], 1)
+    peak = last_workspace_peak()
+    assert 0 < peak <= myconv.get_workspace_limit()
+    with settings(workspace=peak // 3):
+        y = torch.ops.myconv.conv2d(x, w, None, [1, 1], [1, 1], [1, 1], 1)
+        assert 0 < last_workspace_peak() <= peak // 3
+    assert_rel_close(y, F.conv2d(x, w, None, 1, 1), 1e-5)

@@ -31,6 +31,7 @@ import platform
 import statistics
 import sys
 import time
+import warnings
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, replace
 from typing import Callable, Dict, List, Optional
@@ -115,12 +116,16 @@ class _Stack:
         self.contexts = contexts
 
     def __enter__(self):
-        for c in self.contexts:
-            c.__enter__()
+        with warnings.catch_warnings():  # mkldnn.flags warns about TF32 on Intel GPUs
+            warnings.simplefilter("ignore")
+            for c in self.contexts:
+                c.__enter__()
 
     def __exit__(self, *exc):
-        for c in reversed(self.contexts):
-            c.__exit__(*exc)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            for c in reversed(self.contexts):
+                c.__exit__(*exc)
 
 
 # name: (function with F.conv2d's signature, context the whole call runs in)
