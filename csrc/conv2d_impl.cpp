@@ -81,6 +81,11 @@ std::atomic<int64_t>& tile_bytes_value() {
   return bytes;
 }
 
+std::atomic<bool>& whole_image_plan_value() {
+  static std::atomic<bool> on{false};
+  return on;
+}
+
 } // namespace
 
 int64_t workspace_limit_bytes() {
@@ -94,6 +99,14 @@ void set_workspace_limit_bytes(int64_t bytes) {
 
 int64_t tile_bytes() {
   return tile_bytes_value().load(std::memory_order_relaxed);
+}
+
+bool cpu_whole_image_plan() {
+  return whole_image_plan_value().load(std::memory_order_relaxed);
+}
+
+void set_cpu_whole_image_plan(bool on) {
+  whole_image_plan_value().store(on, std::memory_order_relaxed);
 }
 
 int64_t last_workspace_peak_bytes() {

@@ -99,6 +99,13 @@ void set_workspace_limit_bytes(int64_t bytes);
 int64_t tile_bytes();
 void set_tile_bytes(int64_t bytes);
 
+// For tests: run the CPU backend with the CUDA backend's work plan (chunks
+// of whole images, one item per pass, all groups in one batched GEMM, NCHW
+// columns only, no direct kernels), so that the composition the CUDA backend
+// runs is exercised without a GPU. Off by default.
+bool cpu_whole_image_plan();
+void set_cpu_whole_image_plan(bool on);
+
 // For tests: the most workspace, in bytes, that the latest conv2d /
 // conv2d_backward call made by this thread held at once (column tiles,
 // per-thread buffers, partial sums, packed weight blocks).

@@ -40,6 +40,8 @@ TORCH_LIBRARY(myconv, m) {
   // Process-wide setting: the CPU column-tile size (0: from the L2 cache).
   m.def("_get_tile_bytes() -> int", &myconv::tile_bytes);
   m.def("_set_tile_bytes(int bytes) -> ()", &myconv::set_tile_bytes);
+  // For tests: the CPU backend with the CUDA backend's work plan.
+  m.def("_set_cpu_whole_image_plan(bool on) -> ()", &myconv::set_cpu_whole_image_plan);
   // For tests: the peak workspace of this thread's latest conv2d / conv2d_backward.
   m.def("_last_workspace_peak() -> int", &myconv::last_workspace_peak_bytes);
 }

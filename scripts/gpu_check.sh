@@ -2,8 +2,9 @@
 # GPU checks, for a machine with an NVIDIA GPU and torch already installed (such
 # as the lent device machine: no network, `python3` holds torch). Builds myconv
 # against that torch, then runs
-#   0. the exception probe (scripts/exception_probe.py): does a bad input raise
-#      a RuntimeError there, or kill the process? Its verdict is reported first;
+#   0. the exception probe (scripts/exception_probe.py), right after the build:
+#      does a bad input raise a RuntimeError there, or kill the process? Its
+#      verdict heads the summary;
 #   1. the CUDA tests (pytest: test_cuda, CUDA fuzz, CUDA autocast),
 #   2. compute-sanitizer memcheck / racecheck / initcheck / synccheck over a
 #      small CUDA test run (the CUDA fuzz cases and the determinism tests),

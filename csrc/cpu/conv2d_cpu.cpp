@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "../conv2d_impl.h"
+#include "../myconv.h"
 
 // Functions marked MYCONV_VECTOR_CLONES are compiled for AVX-512, AVX2+FMA and
 // baseline x86-64, and the loader picks the best the machine has (GCC
@@ -995,6 +996,9 @@ int64_t l2_cache_bytes() {
 class CpuBackend final : public Backend {
  public:
   Tuning tuning(const at::Tensor&) const override {
+    if (cpu_whole_image_plan()) {
+      return Tuning{};  // the CUDA backend's plan (tests of that composition)
+    }
     Tuning t;
     t.workers = at::get_num_threads();
     t.tile_bytes = tile_bytes_setting() > 0 ? tile_bytes_setting() : l2_cache_bytes() / 2;

@@ -254,3 +254,34 @@ def test_workspace_is_used_and_reported_for_a_real_layer():
         y = torch.ops.myconv.conv2d(x, w, None, [1, 1], [1, 1], [1, 1], 1)
         assert 0 < last_workspace_peak() <= peak // 3
     assert_rel_close(y, F.conv2d(x, w, None, 1, 1), 1e-5)
+
+
+@contextlib.contextmanager
+def cuda_plan_on_cpu():
+    torch.ops.myconv._set_cpu_whole_image_plan(True)
+    try:
+        yield
+    finally:
+        torch.ops.myconv._set_cpu_whole_image_plan(False)
+
+
+@pytest.mark.parametrize("workspace", [None, 1, 5000], ids=["one-chunk", "image-chunks", "small-chunks"])
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
+@pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
+def test_the_cuda_backends_plan_runs_right_on_the_cpu(case, channels_last, workspace):
+    # The CUDA backend's work plan (chunks of whole images, one item per pass,
+    # all groups in one batched GEMM, NCHW only) through the same composition,
+    # on the CPU kernels: the composition the GPU runs, tested without a GPU.
+    x, w, b, kw = make(case, channels_last=channels_last)
+    with settings(workspace=workspace), cuda_plan_on_cpu():
+        check_against_reference(x, w, b, kw, 1e-11)
+
+
+@pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
+def test_the_cuda_backends_plan_in_bfloat16(case):
+    x, w, b, kw = make(case, torch.bfloat16)
+    with settings(workspace=5000), cuda_plan_on_cpu():
+        ours = forward_backward(myconv.conv2d, x, w, b, kw)
+    ref = forward_backward(F.conv2d, x.double(), w.double(), b.double(), kw)
+    for name, a, e in zip(("output", "grad_input", "grad_weight", "grad_bias"), ours, ref):
+        assert_rel_close(a, e, 3e-2, name)
