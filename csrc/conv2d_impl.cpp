@@ -208,6 +208,27 @@ struct ConvProblem {
               {weight.size(2), weight.size(3)}, stride, padding, dilation),
         batch(input4d.size(0)), out_channels(weight.size(0)), groups(groups), layout(layout) {}
 
+  // The convolution whose input gradient is conv_transpose2d(input4d, weight):
+  // its input is the transposed convolution's output (out_size, channels
+  // weight.size(1) * groups), its output positions are input4d's pixels
+  // (with output_padding the sliding window would fit one more row or column;
+  // the extra positions do not exist).
+  static ConvProblem transposed(const at::Tensor& input4d, const at::Tensor& weight,
+                                at::IntArrayRef out_size, at::IntArrayRef stride, at::IntArrayRef padding,
+                                at::IntArrayRef dilation, int64_t groups, Layout layout) {
+    ConvProblem p(input4d.size(0), weight.size(1) * groups, out_size[2], out_size[3], weight, stride,
+                  padding, dilation, groups, layout);
+    p.plane.out_h = input4d.size(2);
+    p.plane.out_w = input4d.size(3);
+    return p;
+  }
+
+  ConvProblem(int64_t batch, int64_t channels, int64_t height, int64_t width, const at::Tensor& weight,
+              at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
+              Layout layout)
+      : plane(channels, height, width, {weight.size(2), weight.size(3)}, stride, padding, dilation),
+        batch(batch), out_channels(weight.size(0)), groups(groups), layout(layout) {}
+
   int64_t L() const { return plane.cols(); }
   int64_t taps() const { return plane.kernel_h * plane.kernel_w; }
   int64_t group_channels() const { return plane.channels / groups; }        // C_in/G
@@ -217,10 +238,12 @@ struct ConvProblem {
   at::MemoryFormat memory_format() const {
     return channels_last() ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
   }
-  // 1x1, stride 1, no padding: the input already is the column matrix.
+  // 1x1, stride 1, no padding (one output position per pixel): the input
+  // already is the column matrix.
   bool pointwise() const {
     return plane.kernel_h == 1 && plane.kernel_w == 1 && plane.stride_h == 1 &&
-           plane.stride_w == 1 && plane.pad_h == 0 && plane.pad_w == 0;
+           plane.stride_w == 1 && plane.pad_h == 0 && plane.pad_w == 0 &&
+           plane.out_h == plane.height && plane.out_w == plane.width;
   }
 };
 
@@ -937,6 +960,45 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_backward(
     grad_weight = grad_weight.contiguous(weight.suggest_memory_format());
   }
   return {grad_input, grad_weight, grad_bias};
+}
+
+// conv_transpose2d is the input gradient of the convolution of its output
+// with the same weight: the grad_input pass (GEMM, then col2im) with the
+// transposed convolution's input as grad_output, then the bias.
+at::Tensor conv_transpose2d(const Backend& backend, const at::Tensor& input, const at::Tensor& weight,
+                            const std::optional<at::Tensor>& bias, at::IntArrayRef stride,
+                            at::IntArrayRef padding, at::IntArrayRef output_padding, int64_t groups,
+                            at::IntArrayRef dilation) {
+  const auto size = check_conv_transpose2d("myconv::conv_transpose2d", input, weight, bias, stride, padding,
+                                           output_padding, dilation, groups);
+  const c10::OptionalDeviceGuard device_guard(input.device());
+  const WorkspaceCall workspace_call;
+  const bool batched = input.dim() == 4;
+  const at::Tensor x4 = batched ? input : input.unsqueeze(0);
+  const Tuning t = tuning_for(backend, input);
+  std::vector<int64_t> out_size;
+  for (const c10::SymInt& s : size) {
+    out_size.push_back(s.expect_int());
+  }
+  if (!batched) {
+    out_size.insert(out_size.begin(), 1);
+  }
+  const ConvProblem p =
+      ConvProblem::transposed(x4, weight, out_size, stride, padding, dilation, groups, choose_layout(t, x4));
+  at::Tensor out = at::empty(out_size, x4.options().memory_format(p.memory_format()));
+  if (p.batch > 0) {
+    const at::Tensor gy = x4.contiguous(p.memory_format());
+    if (use_direct_grouped(t, p)) {
+      backend.grouped_grad_input(gy, weight.contiguous(), p.plane, groups, p.channels_last(), out);
+    } else {
+      grad_input_columns(backend, t, p, gy, weight, out);
+    }
+    if (bias.has_value() && bias->defined()) {
+      out.add_(bias->view({1, -1, 1, 1}));
+    }
+  }
+  out = out.contiguous(conv2d_memory_format(input, weight));
+  return batched ? out : out.squeeze(0);
 }
 
 at::Tensor im2col(const Backend& backend, const at::Tensor& input, at::IntArrayRef kernel_size,

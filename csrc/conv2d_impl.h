@@ -114,6 +114,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_backward(
     const at::Tensor& weight, at::IntArrayRef stride, at::IntArrayRef padding,
     at::IntArrayRef dilation, int64_t groups, std::array<bool, 3> output_mask);
 
+// The transposed convolution: conv2d's input-gradient pass (GEMM, col2im).
+at::Tensor conv_transpose2d(const Backend& backend, const at::Tensor& input, const at::Tensor& weight,
+                            const std::optional<at::Tensor>& bias, at::IntArrayRef stride,
+                            at::IntArrayRef padding, at::IntArrayRef output_padding, int64_t groups,
+                            at::IntArrayRef dilation);
+
 at::Tensor im2col(const Backend& backend, const at::Tensor& input, at::IntArrayRef kernel_size,
                   at::IntArrayRef dilation, at::IntArrayRef padding, at::IntArrayRef stride);
 
@@ -137,7 +143,7 @@ struct WorkspaceStats {
 };
 WorkspaceStats& workspace_stats();
 
-// Registers the four compositions, bound to the backend B, in a
+// Registers the compositions, bound to the backend B, in a
 // TORCH_LIBRARY_IMPL block: `register_backend_kernels<CpuBackend>(m);`.
 template <class B>
 struct BackendKernels {
@@ -157,6 +163,13 @@ struct BackendKernels {
     return detail::conv2d_backward(backend(), grad_output, input, weight, stride, padding,
                                    dilation, groups, output_mask);
   }
+  static at::Tensor conv_transpose2d(const at::Tensor& input, const at::Tensor& weight,
+                                     const std::optional<at::Tensor>& bias, at::IntArrayRef stride,
+                                     at::IntArrayRef padding, at::IntArrayRef output_padding,
+                                     int64_t groups, at::IntArrayRef dilation) {
+    return detail::conv_transpose2d(backend(), input, weight, bias, stride, padding, output_padding,
+                                    groups, dilation);
+  }
   static at::Tensor im2col(const at::Tensor& input, at::IntArrayRef kernel_size,
                            at::IntArrayRef dilation, at::IntArrayRef padding,
                            at::IntArrayRef stride) {
@@ -174,6 +187,7 @@ void register_backend_kernels(torch::Library& m) {
   using K = BackendKernels<B>;
   m.impl("conv2d", TORCH_FN(K::conv2d));
   m.impl("conv2d_backward", TORCH_FN(K::conv2d_backward));
+  m.impl("conv_transpose2d", TORCH_FN(K::conv_transpose2d));
   m.impl("im2col", TORCH_FN(K::im2col));
   m.impl("col2im", TORCH_FN(K::col2im));
 }

@@ -202,6 +202,89 @@ void check_conv2d_backward(
               grad_output.sym_sizes());
 }
 
+std::vector<c10::SymInt> check_conv_transpose2d(
+    const char* op,
+    const at::Tensor& input,
+    const at::Tensor& weight,
+    const std::optional<at::Tensor>& bias,
+    at::IntArrayRef stride,
+    at::IntArrayRef padding,
+    at::IntArrayRef output_padding,
+    at::IntArrayRef dilation,
+    int64_t groups) {
+  check_tensor(op, "input", input);
+  check_tensor(op, "weight", weight);
+  check_same(op, "input", input, "weight", weight);
+  const bool has_bias = bias.has_value() && bias->defined();
+  if (has_bias) {
+    check_tensor(op, "bias", *bias);
+    check_same(op, "input", input, "bias", *bias);
+  }
+
+  check_pair(op, "stride", stride, Bound::Positive);
+  check_pair(op, "padding", padding, Bound::NonNegative);
+  check_pair(op, "output_padding", output_padding, Bound::NonNegative);
+  check_pair(op, "dilation", dilation, Bound::Positive);
+  TORCH_CHECK(groups > 0, op, ": expected groups to be positive, but got groups=", groups);
+  TORCH_CHECK((output_padding[0] < stride[0] || output_padding[0] < dilation[0]) &&
+                  (output_padding[1] < stride[1] || output_padding[1] < dilation[1]),
+              op, ": output padding must be smaller than either stride or dilation, but got "
+              "output_padding_height: ", output_padding[0], " output_padding_width: ", output_padding[1],
+              " stride_height: ", stride[0], " stride_width: ", stride[1], " dilation_height: ",
+              dilation[0], " dilation_width: ", dilation[1]);
+
+  const auto in = input.sym_sizes();
+  const auto w = weight.sym_sizes();
+  TORCH_CHECK(input.dim() == 3 || input.dim() == 4, op,
+              ": expected 3-D (unbatched) or 4-D (batched) input, but got input of size ", in);
+  TORCH_CHECK(weight.dim() == 4, op,
+              ": expected 4-D weight of shape (in_channels, out_channels/groups, kH, kW), "
+              "but got weight of size ", w);
+  const bool batched = input.dim() == 4;
+  const int64_t c = batched ? 1 : 0;  // index of the channel dimension
+  TORCH_CHECK(in[c] > 0 && in[c + 1] > 0 && in[c + 2] > 0, op,
+              ": expected input's non-batch dimensions (channels, height, width) to be non-zero, "
+              "but got input of size ", in);
+  TORCH_CHECK(w[0] > 0 && w[1] > 0 && w[2] > 0 && w[3] > 0, op,
+              ": expected weight's dimensions (in_channels, out_channels/groups, kH, kW) to be "
+              "non-zero, but got weight of size ", w);
+  TORCH_CHECK(w[0] % groups == 0, op, ": given groups=", groups, ", expected weight.size(0)=",
+              w[0], " (in_channels) to be divisible by groups");
+  TORCH_CHECK(in[c] == w[0], op, ": given transposed=1, weight of size ", w, ", expected input", in,
+              " to have ", w[0], " channels, but got ", in[c], " channels instead");
+  const c10::SymInt out_channels = w[1] * groups;
+  if (has_bias) {
+    TORCH_CHECK(bias->dim() == 1 && bias->sym_size(0) == out_channels, op, ": given transposed=1, weight of size ",
+                w, ", expected bias to be 1-D with ", out_channels,
+                " elements (out_channels), but got bias of size ", bias->sym_sizes());
+  }
+
+  std::array<c10::SymInt, 2> size;
+  for (size_t i = 0; i < 2; ++i) {
+    const c10::SymInt& n = in[c + 1 + i];
+    const c10::SymInt& k = w[2 + i];
+    if (const auto ni = n.maybe_as_int(), ki = k.maybe_as_int(); ni && ki) {
+      const __int128 s = (static_cast<__int128>(*ni) - 1) * stride[i] + static_cast<__int128>(dilation[i]) * (*ki - 1) +
+                         output_padding[i] + 1;
+      TORCH_CHECK(s <= kInt64Max, op, ": the output size along dimension ", i + 2, " overflows int64");
+    }
+    size[i] = (n - 1) * stride[i] - 2 * padding[i] + (k - 1) * dilation[i] + output_padding[i] + 1;
+  }
+  TORCH_CHECK(size[0] > 0 && size[1] > 0, op, ": Given input size per channel: (", in[c + 1], " x ",
+              in[c + 2], "). Calculated output size per channel: (", size[0], " x ", size[1],
+              "). Output size is too small");
+  std::vector<c10::SymInt> out;
+  if (batched) {
+    out.push_back(in[0]);
+  }
+  out.push_back(out_channels);
+  out.push_back(size[0]);
+  out.push_back(size[1]);
+  check_numel_fits_int64(op, "output", out);
+  check_numel_fits_int64(op, "column matrix of one image", {out_channels, w[2], w[3], in[c + 1], in[c + 2]});
+  return out;
+}
+
 StringPadding string_padding(const char* op, c10::string_view padding, at::IntArrayRef kernel,
                              at::IntArrayRef stride, at::IntArrayRef dilation) {
   TORCH_CHECK(padding == "same" || padding == "valid", op, ": Invalid padding string: '",

@@ -103,6 +103,21 @@ void check_conv2d_backward(
     at::IntArrayRef dilation,
     int64_t groups);
 
+// conv_transpose2d argument check (F.conv_transpose2d semantics; weight
+// (in_channels, out_channels/groups, kH, kW)); returns the output size (4-D,
+// or 3-D for an unbatched input): per axis
+//   (in - 1) * stride - 2 * padding + dilation * (kernel - 1) + output_padding + 1.
+std::vector<c10::SymInt> check_conv_transpose2d(
+    const char* op,
+    const at::Tensor& input,
+    const at::Tensor& weight,
+    const std::optional<at::Tensor>& bias,
+    at::IntArrayRef stride,
+    at::IntArrayRef padding,
+    at::IntArrayRef output_padding,
+    at::IntArrayRef dilation,
+    int64_t groups);
+
 // padding='same' / 'valid' (the conv2d.padding overload). 'same' keeps the
 // spatial size: per axis dilation*(kernel-1) zeros in all, half before, half
 // after, the odd one after (bottom / right), as PyTorch does.

@@ -55,6 +55,19 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_backward(
     int64_t groups,
     std::array<bool, 3> output_mask);
 
+// Same semantics as torch.nn.functional.conv_transpose2d: input (N, C_in, H, W)
+// or unbatched, weight (C_in, C_out/groups, kH, kW). Computed as conv2d's
+// input gradient (GEMM, then col2im); differentiable (double backward too).
+at::Tensor conv_transpose2d(
+    const at::Tensor& input,
+    const at::Tensor& weight,
+    const std::optional<at::Tensor>& bias = std::nullopt,
+    at::IntArrayRef stride = {1, 1},
+    at::IntArrayRef padding = {0, 0},
+    at::IntArrayRef output_padding = {0, 0},
+    int64_t groups = 1,
+    at::IntArrayRef dilation = {1, 1});
+
 // Same semantics as torch.nn.functional.unfold: (N, C, H, W) -> (N, C*kH*kW, L),
 // unbatched (C, H, W) -> (C*kH*kW, L).
 at::Tensor im2col(

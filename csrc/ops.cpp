@@ -29,6 +29,9 @@ TORCH_LIBRARY(myconv, m) {
       "int[2] padding, int[2] dilation, int groups, bool[3] output_mask) "
       "-> (Tensor, Tensor, Tensor)");
   m.def(
+      "conv_transpose2d(Tensor input, Tensor weight, Tensor? bias=None, int[2] stride=1, "
+      "int[2] padding=0, int[2] output_padding=0, int groups=1, int[2] dilation=1) -> Tensor");
+  m.def(
       "im2col(Tensor input, int[2] kernel_size, int[2] dilation, int[2] padding, "
       "int[2] stride) -> Tensor");
   m.def(
@@ -77,6 +80,16 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_backward_meta(
           output_mask[2] ? at::empty_symint({weight.sym_size(0)}, weight.options()) : at::Tensor()};
 }
 
+at::Tensor conv_transpose2d_meta(const at::Tensor& input, const at::Tensor& weight,
+                                 const std::optional<at::Tensor>& bias, at::IntArrayRef stride,
+                                 at::IntArrayRef padding, at::IntArrayRef output_padding, int64_t groups,
+                                 at::IntArrayRef dilation) {
+  const auto size = detail::check_conv_transpose2d("myconv::conv_transpose2d", input, weight, bias, stride,
+                                                   padding, output_padding, dilation, groups);
+  return at::empty_symint(
+      size, input.options().memory_format(detail::conv2d_memory_format(input, weight)));
+}
+
 at::Tensor im2col_meta(const at::Tensor& input, at::IntArrayRef kernel_size,
                        at::IntArrayRef dilation, at::IntArrayRef padding,
                        at::IntArrayRef stride) {
@@ -89,6 +102,20 @@ at::Tensor col2im_meta(const at::Tensor& input, c10::SymIntArrayRef output_size,
                        at::IntArrayRef padding, at::IntArrayRef stride) {
   return at::empty_symint(
       check_col2im(input, output_size, kernel_size, dilation, padding, stride), input.options());
+}
+
+// Autocast: conv_transpose2d runs in the autocast dtype, as F.conv_transpose2d does.
+template <c10::DeviceType device, c10::DispatchKey key>
+at::Tensor conv_transpose2d_autocast(const at::Tensor& input, const at::Tensor& weight,
+                                     const std::optional<at::Tensor>& bias, at::IntArrayRef stride,
+                                     at::IntArrayRef padding, at::IntArrayRef output_padding, int64_t groups,
+                                     at::IntArrayRef dilation) {
+  c10::impl::ExcludeDispatchKeyGuard no_autocast(key);
+  const at::ScalarType dtype = at::autocast::get_autocast_dtype(device);
+  return myconv::conv_transpose2d(at::autocast::cached_cast(dtype, input, device),
+                                  at::autocast::cached_cast(dtype, weight, device),
+                                  at::autocast::cached_cast(dtype, bias, device), stride, padding,
+                                  output_padding, groups, dilation);
 }
 
 // padding='same' / 'valid': conv2d with the padding PyTorch would use; an odd
@@ -131,15 +158,20 @@ TORCH_LIBRARY_IMPL(myconv, CompositeImplicitAutograd, m) {
 
 TORCH_LIBRARY_IMPL(myconv, AutocastCPU, m) {
   m.impl("conv2d", TORCH_FN((conv2d_autocast<c10::DeviceType::CPU, c10::DispatchKey::AutocastCPU>)));
+  m.impl("conv_transpose2d",
+         TORCH_FN((conv_transpose2d_autocast<c10::DeviceType::CPU, c10::DispatchKey::AutocastCPU>)));
 }
 
 TORCH_LIBRARY_IMPL(myconv, AutocastCUDA, m) {
   m.impl("conv2d", TORCH_FN((conv2d_autocast<c10::DeviceType::CUDA, c10::DispatchKey::AutocastCUDA>)));
+  m.impl("conv_transpose2d",
+         TORCH_FN((conv_transpose2d_autocast<c10::DeviceType::CUDA, c10::DispatchKey::AutocastCUDA>)));
 }
 
 TORCH_LIBRARY_IMPL(myconv, Meta, m) {
   m.impl("conv2d", TORCH_FN(conv2d_meta));
   m.impl("conv2d_backward", TORCH_FN(conv2d_backward_meta));
+  m.impl("conv_transpose2d", TORCH_FN(conv_transpose2d_meta));
   m.impl("im2col", TORCH_FN(im2col_meta));
   m.impl("col2im", TORCH_FN(col2im_meta));
 }
@@ -182,6 +214,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_backward(
     std::array<bool, 3> output_mask) {
   static const auto op = find_op<decltype(conv2d_backward)>("myconv::conv2d_backward");
   return op.call(grad_output, input, weight, stride, padding, dilation, groups, output_mask);
+}
+
+at::Tensor conv_transpose2d(const at::Tensor& input, const at::Tensor& weight,
+                            const std::optional<at::Tensor>& bias, at::IntArrayRef stride,
+                            at::IntArrayRef padding, at::IntArrayRef output_padding, int64_t groups,
+                            at::IntArrayRef dilation) {
+  static const auto op = find_op<decltype(conv_transpose2d)>("myconv::conv_transpose2d");
+  return op.call(input, weight, bias, stride, padding, output_padding, groups, dilation);
 }
 
 at::Tensor im2col(const at::Tensor& input, at::IntArrayRef kernel_size, at::IntArrayRef dilation,

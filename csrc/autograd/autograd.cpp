@@ -5,6 +5,7 @@
 // is written with myconv ops called through the dispatcher (never with opaque
 // buffers), so it runs on any device and its own operations are recorded when
 // a graph of the backward is requested.
+#include <ATen/ops/constant_pad_nd.h>
 #include <torch/csrc/autograd/custom_function.h>
 #include <torch/library.h>
 
@@ -131,6 +132,60 @@ class Conv2dBackwardFunction : public torch::autograd::Function<Conv2dBackwardFu
   }
 };
 
+// conv_transpose2d(x, w) is the input gradient of conv2d(·, w), so
+//   d/dx = conv2d(g, w)                  (the convolution forward)
+//   d/dw = conv2d's weight gradient with input g and grad_output x
+//   d/db = g summed over N, H, W
+// all through the dispatcher (differentiable again: double backward). Where
+// output_padding >= stride, conv2d(g, w) has output_padding / stride more
+// rows (columns) than x: they are cut off, and x gets as many zero rows for
+// the weight gradient.
+class ConvTranspose2dFunction : public torch::autograd::Function<ConvTranspose2dFunction> {
+ public:
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& input, const at::Tensor& weight,
+                            const std::optional<at::Tensor>& bias, at::IntArrayRef stride,
+                            at::IntArrayRef padding, at::IntArrayRef output_padding, int64_t groups,
+                            at::IntArrayRef dilation) {
+    ctx->save_for_backward({input, weight});
+    ctx->saved_data["stride"] = stride.vec();
+    ctx->saved_data["padding"] = padding.vec();
+    ctx->saved_data["output_padding"] = output_padding.vec();
+    ctx->saved_data["dilation"] = dilation.vec();
+    ctx->saved_data["groups"] = groups;
+    ctx->saved_data["has_bias"] = bias.has_value() && bias->defined();
+    at::AutoDispatchBelowADInplaceOrView below_autograd;
+    return myconv::conv_transpose2d(input, weight, bias, stride, padding, output_padding, groups, dilation);
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
+    const auto saved = ctx->get_saved_variables();
+    const at::Tensor &x = saved[0], &w = saved[1];
+    const at::Tensor& g = grad_outputs[0];
+    const auto stride = ints(ctx, "stride"), padding = ints(ctx, "padding"),
+               output_padding = ints(ctx, "output_padding"), dilation = ints(ctx, "dilation");
+    const int64_t groups = ctx->saved_data.at("groups").toInt();
+    const int64_t h = x.dim() - 2;  // the height dimension
+    const int64_t extra_h = output_padding[0] / stride[0], extra_w = output_padding[1] / stride[1];
+
+    at::Tensor gx, gw, gb;
+    if (ctx->needs_input_grad(0)) {
+      gx = myconv::conv2d(g, w, std::nullopt, stride, padding, dilation, groups);
+      if (extra_h || extra_w) {
+        gx = gx.narrow(h, 0, x.size(h)).narrow(h + 1, 0, x.size(h + 1));
+      }
+    }
+    if (ctx->needs_input_grad(1)) {
+      const at::Tensor xg = extra_h || extra_w ? at::constant_pad_nd(x, {0, extra_w, 0, extra_h}, 0) : x;
+      gw = std::get<1>(myconv::conv2d_backward(xg, g, w, stride, padding, dilation, groups,
+                                               {false, true, false}));
+    }
+    if (ctx->saved_data.at("has_bias").toBool() && ctx->needs_input_grad(2)) {
+      gb = x.dim() == 4 ? g.sum(at::IntArrayRef{0, 2, 3}) : g.sum(at::IntArrayRef{1, 2});
+    }
+    return {gx, gw, gb, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+  }
+};
+
 // im2col and col2im are linear and adjoint to each other: each one's backward
 // is the other with the same window.
 class Im2colFunction : public torch::autograd::Function<Im2colFunction> {
@@ -202,6 +257,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_backward_autograd(
   return {out[0], out[1], out[2]};
 }
 
+at::Tensor conv_transpose2d_autograd(const at::Tensor& input, const at::Tensor& weight,
+                                     const std::optional<at::Tensor>& bias, at::IntArrayRef stride,
+                                     at::IntArrayRef padding, at::IntArrayRef output_padding, int64_t groups,
+                                     at::IntArrayRef dilation) {
+  return ConvTranspose2dFunction::apply(input, weight, bias, stride, padding, output_padding, groups,
+                                        dilation);
+}
+
 at::Tensor im2col_autograd(const at::Tensor& input, at::IntArrayRef kernel_size,
                            at::IntArrayRef dilation, at::IntArrayRef padding,
                            at::IntArrayRef stride) {
@@ -219,6 +282,7 @@ at::Tensor col2im_autograd(const at::Tensor& input, c10::SymIntArrayRef output_s
 TORCH_LIBRARY_IMPL(myconv, Autograd, m) {
   m.impl("conv2d", TORCH_FN(conv2d_autograd));
   m.impl("conv2d_backward", TORCH_FN(conv2d_backward_autograd));
+  m.impl("conv_transpose2d", TORCH_FN(conv_transpose2d_autograd));
   m.impl("im2col", TORCH_FN(im2col_autograd));
   m.impl("col2im", TORCH_FN(col2im_autograd));
 }

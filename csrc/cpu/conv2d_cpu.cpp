@@ -871,7 +871,11 @@ void grouped_grad_input_cpu(const scalar_t* gy, const scalar_t* w, const PlaneGe
   // Stride 1: the input gradient is the stride-1 convolution of grad_output
   // with the flipped kernel and padding (k - 1) * dilation - padding.
   const int64_t fph = (g.kernel_h - 1) * g.dilation_h - g.pad_h, fpw = (g.kernel_w - 1) * g.dilation_w - g.pad_w;
-  if (!channels_last && g.stride_h == 1 && g.stride_w == 1 && fph >= 0 && fpw >= 0) {
+  // (With a transposed convolution's output_padding the image has rows and
+  // columns past the last window: not this shortcut.)
+  if (!channels_last && g.stride_h == 1 && g.stride_w == 1 && fph >= 0 && fpw >= 0 &&
+      g.height == g.out_h + 2 * fph - (g.kernel_h - 1) * g.dilation_h &&
+      g.width == g.out_w + 2 * fpw - (g.kernel_w - 1) * g.dilation_w) {
     const Stride1Plane q{g.out_h, g.out_w, g.kernel_h, g.kernel_w, g.dilation_h, g.dilation_w,
                          fph, fpw, g.height, g.width};
     // flipped[c][j][tap] = w[group * mg + j][c % cg][kk - 1 - tap]

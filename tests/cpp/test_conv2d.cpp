@@ -397,3 +397,65 @@ TEST(Paths, WorkspaceStaysWithinTheLimit) {
 }
 
 } // namespace
+
+namespace {
+
+// conv_transpose2d from C++: forward and gradients (through autograd) against
+// at::conv_transpose2d, the seed example, and PyTorch's output-padding rule.
+struct TransposeCase {
+  std::vector<int64_t> input, weight, stride, padding, output_padding, dilation;
+  int64_t groups;
+};
+
+TEST(ConvTranspose2d, ForwardAndBackwardMatchATen) {
+  const std::vector<TransposeCase> cases = {
+      {{2, 4, 5, 6}, {4, 3, 3, 3}, {1, 1}, {0, 0}, {0, 0}, {1, 1}, 1},
+      {{2, 4, 5, 6}, {4, 3, 3, 2}, {2, 1}, {1, 0}, {1, 0}, {1, 2}, 2},
+      {{1, 3, 4, 4}, {3, 2, 2, 2}, {1, 1}, {0, 1}, {1, 1}, {2, 3}, 1},  // output_padding >= stride
+      {{3, 6, 7, 5}, {6, 1, 3, 3}, {2, 2}, {1, 1}, {1, 0}, {1, 1}, 6},  // depthwise-like
+      {{0, 4, 5, 5}, {4, 2, 3, 3}, {1, 1}, {1, 1}, {0, 0}, {1, 1}, 1},  // empty batch
+  };
+  for (const auto& c : cases) {
+    const at::Tensor x0 = at::randn(c.input, f64()), w0 = at::randn(c.weight, f64());
+    const at::Tensor b0 = at::randn({c.weight[1] * c.groups}, f64());
+    std::vector<at::Tensor> got[2];
+    at::Tensor gy;
+    for (int impl = 0; impl < 2; ++impl) {
+      const at::Tensor x = x0.clone().set_requires_grad(true), w = w0.clone().set_requires_grad(true);
+      const at::Tensor b = b0.clone().set_requires_grad(true);
+      const at::Tensor y =
+          impl == 0 ? myconv::conv_transpose2d(x, w, b, c.stride, c.padding, c.output_padding, c.groups, c.dilation)
+                    : at::conv_transpose2d(x, w, b, c.stride, c.padding, c.output_padding, c.groups, c.dilation);
+      if (!gy.defined()) {
+        gy = at::randn_like(y);
+      }
+      y.backward(gy);
+      got[impl] = {y.detach(), x.grad(), w.grad(), b.grad()};
+    }
+    for (size_t i = 0; i < 4; ++i) {
+      EXPECT_CLOSE(got[0][i], got[1][i], 1e-12) << "output " << i;
+    }
+  }
+}
+
+TEST(ConvTranspose2d, SeedExample) {
+  const at::Tensor x = at::arange(35.0).view({1, 1, 5, 7});
+  const at::Tensor k = at::arange(1.0, 10.0).view({1, 1, 3, 3});
+  const at::Tensor conv = myconv::conv2d(x, k, std::nullopt, {1, 1}, {1, 1});
+  const at::Tensor out = myconv::conv_transpose2d(conv, k, std::nullopt, {1, 1}, {1, 1});
+  EXPECT_EQ(out[0][0][0][0].item<float>(), 2672.0f);
+  EXPECT_EQ(out[0][0][2][3].item<float>(), 34425.0f);
+  EXPECT_EQ(out[0][0][4][6].item<float>(), 23966.0f);
+}
+
+TEST(ConvTranspose2d, BadInputsThrow) {
+  const at::Tensor x = at::randn({1, 4, 5, 5}), w = at::randn({4, 2, 3, 3});
+  expect_error([&] { myconv::conv_transpose2d(x, w, std::nullopt, {2, 2}, {0, 0}, {2, 2}); },
+               "output padding must be smaller than either stride or dilation");
+  expect_error([&] { myconv::conv_transpose2d(at::randn({1, 3, 5, 5}), w); },
+               "expected input[1, 3, 5, 5] to have 4 channels, but got 3 channels instead");
+  expect_error([&] { myconv::conv_transpose2d(at::randn({1, 4, 1, 1}), w, std::nullopt, {1, 1}, {3, 3}); },
+               "Output size is too small");
+}
+
+} // namespace

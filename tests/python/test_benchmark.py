@@ -12,6 +12,8 @@ from myconv import benchmark
 TINY = [
     benchmark.Layer("tiny3x3", "tiny 3x3 (4->6, 9)", 2, 4, 6, 9, 3, padding=1),
     benchmark.Layer("tinydw", "tiny depthwise (4, 8)", 2, 4, 4, 8, 3, padding=1, groups=4),
+    benchmark.Layer("tinyT", "tiny transposed 3x3/2 (4->6, 5)", 2, 4, 6, 5, 3, stride=2, padding=1,
+                    transposed=True, output_padding=1),
 ]
 
 
@@ -20,7 +22,7 @@ def test_benchmark_writes_table_samples_and_plot(tmp_path, channels_last):
     printed = []
     rows = benchmark.run(TINY, min_run_time=0.001, channels_last=channels_last, out_dir=str(tmp_path),
                          progress=False, print_fn=printed.append)
-    assert len(rows) == 4  # two layers, forward and forward+backward
+    assert len(rows) == 6  # three layers, forward and forward+backward
     table = (tmp_path / "benchmark.md").read_text()
     assert "geometric mean" in table and "tiny 3x3" in table and table.strip() in printed[0]
     data = json.loads((tmp_path / "benchmark.json").read_text())
@@ -37,9 +39,17 @@ def test_benchmark_writes_table_samples_and_plot(tmp_path, channels_last):
 def test_cli_lists_the_suite_and_rejects_unknown_layers(capsys):
     benchmark.main(["--list"])
     out = capsys.readouterr().out
-    assert all(layer.key in out for layer in benchmark.SUITE)
+    assert all(layer.key in out for layer in benchmark.SUITE + benchmark.DECODER)
     with pytest.raises(SystemExit, match="unknown layer"):
         benchmark.main(["--layers", "nope", "--no-progress"])
+
+
+def test_transposed_layer_sizes_match_f_conv_transpose2d():
+    for layer in benchmark.DECODER:
+        x = torch.zeros(1, layer.c_in, layer.size, layer.size)
+        w = torch.zeros(layer.weight_shape())
+        y = torch.nn.functional.conv_transpose2d(x, w, **layer.args())
+        assert y.shape[-1] == layer.out_size and y.shape[1] == layer.c_out
 
 
 def test_cli_runs_a_layer_with_options(tmp_path, capsys):

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 import myconv
 from conftest import BACKWARD_GRID, FORWARD_GRID, REL_TOL, assert_rel_close, requires_cuda
 
-OPS = ["conv2d", "conv2d_backward", "im2col", "col2im"]
+OPS = ["conv2d", "conv2d_backward", "conv_transpose2d", "im2col", "col2im"]
 
 
 def cuda_build_expected() -> bool:

@@ -29,6 +29,15 @@ def backward(gy, mask=(True, True, True)):
     return lambda: torch.ops.myconv.conv2d_backward(gy, X, W, [1, 1], [0, 0], [1, 1], 1, list(mask))
 
 
+TW = torch.randn(3, 2, 3, 3)
+
+
+def tconv(x=X, w=TW, b=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
+    pair = lambda v: [v, v] if isinstance(v, int) else list(v)  # noqa: E731
+    return lambda: torch.ops.myconv.conv_transpose2d(x, w, b, pair(stride), pair(padding), pair(output_padding),
+                                                     groups, pair(dilation))
+
+
 def im2col(x=X, k=(3, 3), d=(1, 1), p=(0, 0), s=(1, 1)):
     return lambda: torch.ops.myconv.im2col(x, list(k), list(d), list(p), list(s))
 
@@ -121,10 +130,25 @@ BAD_CALLS = {
                            "myconv::col2im: expected stride to be positive, but got stride=[0, 1]"),
     "workspace_limit_zero": ("set_workspace_limit(0)", lambda: myconv.set_workspace_limit(0),
                              "myconv: expected a positive workspace limit, but got 0 bytes"),
+    # conv_transpose2d: TW is (3, 2, 3, 3) (in_channels 3, out_channels/groups 2)
+    "transpose_output_padding": ("conv_transpose2d with output_padding=2, stride 2, dilation 1",
+                                 tconv(output_padding=2, stride=2),
+                                 "myconv::conv_transpose2d: output padding must be smaller than either stride or dilation, but got output_padding_height: 2 output_padding_width: 2 stride_height: 2 stride_width: 2 dilation_height: 1 dilation_width: 1"),
+    "transpose_channel_mismatch": ("conv_transpose2d, input with 4 channels, weight for 3", tconv(x=torch.randn(2, 4, 8, 8)),
+                                   "myconv::conv_transpose2d: given transposed=1, weight of size [3, 2, 3, 3], expected input[2, 4, 8, 8] to have 3 channels, but got 4 channels instead"),
+    "transpose_groups_not_dividing": ("conv_transpose2d, groups=2 with 3 input channels", tconv(groups=2),
+                                      "myconv::conv_transpose2d: given groups=2, expected weight.size(0)=3 (in_channels) to be divisible by groups"),
+    "transpose_output_too_small": ("conv_transpose2d of a 1x1 input with padding 3", tconv(x=torch.randn(1, 3, 1, 1), padding=3),
+                                   "myconv::conv_transpose2d: Given input size per channel: (1 x 1). Calculated output size per channel: (-3 x -3). Output size is too small"),
+    "transpose_bias_wrong_length": ("conv_transpose2d, bias of 5 for 2 output channels", tconv(b=torch.randn(5)),
+                                    "myconv::conv_transpose2d: given transposed=1, weight of size [3, 2, 3, 3], expected bias to be 1-D with 2 elements (out_channels), but got bias of size [5]"),
+    "transpose_output_padding_negative": ("conv_transpose2d with output_padding=-1", tconv(output_padding=-1),
+                                          "myconv::conv_transpose2d: expected output_padding to be non-negative, but got output_padding=[-1, -1]"),
 }
 
 # Without their check these would divide by zero or touch memory out of bounds.
 CRASH_PRONE = [
+    "transpose_channel_mismatch", "transpose_output_padding", "transpose_output_too_small",
     "channel_mismatch", "groups_zero", "groups_not_dividing_out_channels", "stride_zero",
     "dilation_zero", "padding_negative", "kernel_larger_than_padded_input", "bias_wrong_length",
     "padding_overflows_int64", "dilation_overflows_int64", "backward_grad_output_shape",

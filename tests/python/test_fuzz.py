@@ -1,5 +1,6 @@
 """Property-based tests (hypothesis): random valid configurations, forward and
-all three gradients against F.conv2d; im2col / col2im against F.unfold / fold.
+all three gradients against F.conv2d (and, read as transposed convolutions,
+against F.conv_transpose2d); im2col / col2im against F.unfold / fold.
 
 CI runs a bounded, derandomized set (MYCONV_FUZZ_EXAMPLES, default 500 per
 test, so 1000 examples in all, in seconds). The long run (its last result is in
@@ -103,6 +104,43 @@ def test_conv2d_forward_and_gradients(cfg, seed):
 @given(cfg=conv_configs(), seed=st.integers(0, 2**31 - 1))
 def test_conv2d_forward_and_gradients_cuda(cfg, seed):
     check_conv2d(cfg, seed, "cuda")
+
+
+def check_conv_transpose2d(cfg, op_fraction, seed, device):
+    """The configuration read as a transposed convolution: c_in input channels,
+    weight (c_in, c_out/groups, kH, kW), and an output padding smaller than the
+    stride or the dilation (op_fraction of the largest allowed)."""
+    from hypothesis import assume
+
+    output_padding = tuple(int(op_fraction * (max(s, d) - 1) + 0.5) for s, d in zip(cfg["stride"], cfg["dilation"]))
+    sizes = [(n - 1) * s - 2 * p + d * (k - 1) + op + 1 for n, s, p, d, k, op in
+             zip((cfg["h"], cfg["w"]), cfg["stride"], cfg["padding"], cfg["dilation"], cfg["kernel"], output_padding)]
+    assume(min(sizes) > 0)
+    gen = torch.Generator().manual_seed(seed)
+    dtype = cfg["dtype"]
+    x = make_input(cfg, gen).to(device).requires_grad_()
+    w = torch.randn(cfg["c_in"], cfg["c_out"] // cfg["groups"], *cfg["kernel"], generator=gen,
+                    dtype=torch.float64).to(device, dtype).requires_grad_()
+    b = (torch.randn(cfg["c_out"], generator=gen, dtype=torch.float64).to(device, dtype).requires_grad_()
+         if cfg["bias"] else None)
+    args = dict(stride=cfg["stride"], padding=cfg["padding"], output_padding=output_padding,
+                groups=cfg["groups"], dilation=cfg["dilation"])
+    y = myconv.conv_transpose2d(x, w, b, **args)
+    ref_in = [t.detach().double().requires_grad_() if t is not None else None for t in (x, w, b)]
+    y_ref = F.conv_transpose2d(*ref_in, **args)
+    assert_rel_close(y, y_ref, TOL[dtype], f"forward {cfg} {output_padding}")
+    gy = torch.randn(y_ref.shape, generator=gen, dtype=torch.float64).to(device)
+    y.backward(gy.to(dtype))
+    y_ref.backward(gy)
+    for name, t, r in zip(("input", "weight", "bias"), (x, w, b), ref_in):
+        if t is not None:
+            assert_rel_close(t.grad, r.grad, TOL[dtype], f"grad_{name} {cfg} {output_padding}")
+
+
+@settings(FUZZ, max_examples=max(1, EXAMPLES // 2))
+@given(cfg=conv_configs(), op_fraction=st.floats(0, 1), seed=st.integers(0, 2**31 - 1))
+def test_conv_transpose2d_forward_and_gradients(cfg, op_fraction, seed):
+    check_conv_transpose2d(cfg, op_fraction, seed, "cpu")
 
 
 @st.composite

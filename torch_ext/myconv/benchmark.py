@@ -1,10 +1,12 @@
 """Side-by-side speed of myconv against what a PyTorch user would compare it
 with, measured in one process:
 
-* ``F.conv2d``      oneDNN on the CPU, cuDNN on a GPU;
+* ``F.conv2d``      oneDNN on the CPU, cuDNN on a GPU (``F.conv_transpose2d``
+                    for transposed layers);
 * ``aten-im2col``   ATen's own im2col convolution (``F.conv2d`` with oneDNN /
-                    cuDNN disabled: ``slow_conv2d``);
-* ``unfold+mm``     the seed tutorials' recipe (``F.unfold`` + matmul; groups 1);
+                    cuDNN disabled: ``slow_conv2d``, ``slow_conv_transpose2d``);
+* ``unfold+mm``     the seed tutorials' recipe (``F.unfold`` + matmul; for
+                    transposed layers matmul + ``F.fold``; groups 1);
 * ``gemm``          the bare GEMM(s) of the same M, N, K on ready operands: the
                     limit of the im2col + GEMM algorithm (forward: one GEMM;
                     forward+backward: the three GEMMs of forward, grad_input and
@@ -14,6 +16,7 @@ with, measured in one process:
     python -m myconv.benchmark --layers 3x3-56,1x1      # a subset (see --list)
     python -m myconv.benchmark --threads 1 --channels-last --out bench/
     python -m myconv.benchmark --device cuda --dtype float16
+    python -m myconv.benchmark --suite decoder          # transposed convolutions
 
 Ratios are ``other time / myconv time``: above 1, myconv is faster. Times are
 medians over blocks of calls (each block >= 10 ms); the implementations'
@@ -40,6 +43,7 @@ import torch
 import torch.nn.functional as F
 
 from .functional import conv2d as myconv_conv2d
+from .functional import conv_transpose2d as myconv_conv_transpose2d
 
 
 @dataclass(frozen=True)
@@ -55,17 +59,36 @@ class Layer:
     padding: int = 0
     dilation: int = 1
     groups: int = 1
+    transposed: bool = False  # a transposed convolution (conv_transpose2d)
+    output_padding: int = 0
 
     def args(self):
-        return dict(stride=self.stride, padding=self.padding, dilation=self.dilation, groups=self.groups)
+        a = dict(stride=self.stride, padding=self.padding, dilation=self.dilation, groups=self.groups)
+        if self.transposed:
+            a["output_padding"] = self.output_padding
+        return a
 
     @property
     def out_size(self) -> int:
+        if self.transposed:
+            return ((self.size - 1) * self.stride - 2 * self.padding + self.dilation * (self.kernel - 1)
+                    + self.output_padding + 1)
         return (self.size + 2 * self.padding - self.dilation * (self.kernel - 1) - 1) // self.stride + 1
 
+    def weight_shape(self):
+        if self.transposed:
+            return (self.c_in, self.c_out // self.groups, self.kernel, self.kernel)
+        return (self.c_out, self.c_in // self.groups, self.kernel, self.kernel)
+
     def gemm_sizes(self):
-        """(groups, M, N, K) of the forward GEMM: M = C_out/groups,
-        N = batch * output positions, K = C_in/groups * kH * kW."""
+        """(groups, M, N, K) of the convolution's forward GEMM W[g] @ cols[g]:
+        M = output channels per group, N = batch * output positions, K = input
+        channels per group * kH * kW. A transposed convolution is that
+        convolution's input gradient: the same three GEMMs, the convolution
+        running from its output (the transposed one's input) back."""
+        if self.transposed:
+            return (self.groups, self.c_in // self.groups, self.n * self.size ** 2,
+                    self.c_out // self.groups * self.kernel ** 2)
         return (self.groups, self.c_out // self.groups, self.n * self.out_size ** 2,
                 self.c_in // self.groups * self.kernel ** 2)
 
@@ -89,7 +112,18 @@ SUITE = [
     Layer("seed", "seed 3x3 (8->16, 32, batch 10)", 10, 8, 16, 32, 3),
 ]
 SEED_LAYER = SUITE[-1]
-LAYERS = {layer.key: layer for layer in SUITE}
+
+# The transposed convolutions of a small decoder (DCGAN / U-Net style), batch 8.
+DECODER = [
+    Layer("t4x4-8", "transposed 4x4/2 (256->128, 8->16)", 8, 256, 128, 8, 4, stride=2, padding=1, transposed=True),
+    Layer("t4x4-16", "transposed 4x4/2 (128->64, 16->32)", 8, 128, 64, 16, 4, stride=2, padding=1, transposed=True),
+    Layer("t3x3-32", "transposed 3x3/2 op1 (64->32, 32->64)", 8, 64, 32, 32, 3, stride=2, padding=1,
+          transposed=True, output_padding=1),
+    Layer("t2x2-28", "transposed 2x2/2 (128->64, 28->56)", 8, 128, 64, 28, 2, stride=2, transposed=True),
+    Layer("t3x3-64", "transposed 3x3 head (32->3, 64)", 8, 32, 3, 64, 3, padding=1, transposed=True),
+]
+SUITES = {"resnet": SUITE, "decoder": DECODER, "all": SUITE + DECODER}
+LAYERS = {layer.key: layer for layer in SUITE + DECODER}
 
 
 def unfold_matmul(x, w, b, stride=1, padding=0, dilation=1, groups=1):
@@ -129,11 +163,23 @@ class _Stack:
 
 
 # name: (function with F.conv2d's signature, context the whole call runs in)
+def matmul_fold(x, w, b, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
+    """The seed's transposed convolution: matmul + F.fold (col2im) (groups == 1 only)."""
+    n, c_in, h, wd = x.shape
+    k = w.shape[-1]
+    size = [(s - 1) * stride - 2 * padding + dilation * (k - 1) + output_padding + 1 for s in (h, wd)]
+    cols = w.view(c_in, -1).t() @ x.view(n, c_in, h * wd)
+    out = F.fold(cols, size, k, dilation, padding, stride)
+    return out if b is None else out + b.view(1, -1, 1, 1)
+
+
+# name: (function with F.conv2d's signature, the same for conv_transpose2d,
+#        context the whole call runs in)
 IMPLEMENTATIONS: Dict[str, tuple] = {
-    "myconv": (myconv_conv2d, nullcontext),
-    "F.conv2d": (F.conv2d, nullcontext),
-    "aten-im2col": (F.conv2d, aten_im2col_flags),
-    "unfold+mm": (unfold_matmul, nullcontext),
+    "myconv": (myconv_conv2d, myconv_conv_transpose2d, nullcontext),
+    "F.conv2d": (F.conv2d, F.conv_transpose2d, nullcontext),
+    "aten-im2col": (F.conv2d, F.conv_transpose2d, aten_im2col_flags),
+    "unfold+mm": (unfold_matmul, matmul_fold, nullcontext),
 }
 COMPARATORS = ["F.conv2d", "aten-im2col", "unfold+mm", "gemm"]
 
@@ -174,21 +220,29 @@ def peak_cuda_bytes(fn: Callable[[], object]) -> int:
 
 
 def bare_gemm(layer: Layer, device: str, dtype, backward: bool) -> Callable[[], object]:
-    """The GEMMs myconv's algorithm cannot avoid, on operands made beforehand:
-    forward W[g] @ cols[g]; backward adds W[g]^T @ gy[g] and gy[g] @ cols[g]^T."""
+    """The GEMMs myconv's algorithm cannot avoid, on operands made beforehand.
+    Convolution: forward W[g] @ cols[g]; backward adds W[g]^T @ gy[g] and
+    gy[g] @ cols[g]^T. Transposed convolution (the convolution's input
+    gradient): forward W[g]^T @ x[g]; backward adds W[g] @ cols[g] and
+    x[g] @ cols[g]^T."""
     g, m, n, k = layer.gemm_sizes()
     gen = torch.Generator().manual_seed(1)
     make = lambda *s: torch.randn(*s, generator=gen).to(device, dtype)  # noqa: E731
-    w, cols, gy = make(g, m, k), make(g, k, n), make(g, m, n)
-    out, gcols, gw = torch.empty(g, m, n, device=device, dtype=dtype), \
-        torch.empty(g, k, n, device=device, dtype=dtype), torch.empty(g, m, k, device=device, dtype=dtype)
+    w, cols, y = make(g, m, k), make(g, k, n), make(g, m, n)
+    out_mn, out_kn, out_mk = (torch.empty(g, a, b, device=device, dtype=dtype) for a, b in ((m, n), (k, n), (m, k)))
 
     def run():
-        torch.bmm(w, cols, out=out)
+        if layer.transposed:
+            torch.bmm(w.transpose(1, 2), y, out=out_kn)
+            if backward:
+                torch.bmm(w, cols, out=out_mn)
+                torch.bmm(y, cols.transpose(1, 2), out=out_mk)
+            return out_kn
+        torch.bmm(w, cols, out=out_mn)
         if backward:
-            torch.bmm(w.transpose(1, 2), gy, out=gcols)
-            torch.bmm(gy, cols.transpose(1, 2), out=gw)
-        return out
+            torch.bmm(w.transpose(1, 2), y, out=out_kn)
+            torch.bmm(y, cols.transpose(1, 2), out=out_mk)
+        return out_mn
 
     return run
 
@@ -199,8 +253,7 @@ def measure(layer: Layer, device: str = "cpu", dtype=torch.float32, backward: bo
     "peak_bytes": CUDA peak or None}}."""
     g = torch.Generator().manual_seed(0)
     x = torch.randn(layer.n, layer.c_in, layer.size, layer.size, generator=g).to(device, dtype)
-    w = torch.randn(layer.c_out, layer.c_in // layer.groups, layer.kernel, layer.kernel,
-                    generator=g).to(device, dtype)
+    w = torch.randn(layer.weight_shape(), generator=g).to(device, dtype)
     b = torch.randn(layer.c_out, generator=g).to(device, dtype)
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
@@ -213,9 +266,10 @@ def measure(layer: Layer, device: str = "cpu", dtype=torch.float32, backward: bo
             t.requires_grad_(True)
 
     runs = {}
-    for name, (impl, context) in IMPLEMENTATIONS.items():
+    for name, (conv, transposed, context) in IMPLEMENTATIONS.items():
         if name == "unfold+mm" and layer.groups != 1:
             continue
+        impl = transposed if layer.transposed else conv
 
         def run(impl=impl, context=context):
             with context():
@@ -384,8 +438,8 @@ def run(layers: Optional[List[Layer]] = None, device: str = "cpu", dtype=torch.f
     return rows
 
 
-def parse_layers(spec: Optional[str], batch: Optional[int]) -> List[Layer]:
-    layers = SUITE
+def parse_layers(spec: Optional[str], batch: Optional[int], suite: str = "resnet") -> List[Layer]:
+    layers = SUITES[suite]
     if spec:
         unknown = [k for k in spec.split(",") if k not in LAYERS]
         if unknown:
@@ -400,6 +454,9 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--dtype", default="float32", choices=["float32", "float64", "bfloat16", "float16"])
+    parser.add_argument("--suite", default="resnet", choices=sorted(SUITES),
+                        help="resnet: ResNet-18-style layers and the seed layer (default); decoder: the "
+                             "transposed convolutions of a small decoder; all: both")
     parser.add_argument("--layers", help="comma-separated layer keys (default: the whole suite)")
     parser.add_argument("--list", action="store_true", help="list the layers and exit")
     parser.add_argument("--quick", action="store_true", help="only the seed layer")
@@ -414,15 +471,17 @@ def main(argv=None):
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     if args.list:
-        for layer in SUITE:
-            print(f"{layer.key:8s} {layer.name}")
+        for suite in ("resnet", "decoder"):
+            print(f"{suite}:")
+            for layer in SUITES[suite]:
+                print(f"  {layer.key:8s} {layer.name}")
         return
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.device == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = args.tf32
         torch.backends.cudnn.allow_tf32 = args.tf32
-    layers = [SEED_LAYER] if args.quick else parse_layers(args.layers, args.batch)
+    layers = [SEED_LAYER] if args.quick else parse_layers(args.layers, args.batch, args.suite)
     run(layers, args.device, getattr(torch, args.dtype), args.min_run_time, args.channels_last,
         tuple(args.passes.split(",")), args.out, progress=not args.no_progress)
 

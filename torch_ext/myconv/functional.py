@@ -6,6 +6,7 @@ from torch import Tensor
 from torch.nn.modules.utils import _pair
 
 from . import _library  # noqa: F401  (loads the ops)
+from . import onnx_export
 
 _size_2_t = Union[int, Tuple[int, int], Sequence[int]]
 
@@ -35,6 +36,11 @@ def conv2d(
         ``(N, C_out, H_out, W_out)`` (or ``(C_out, H_out, W_out)`` when unbatched),
         computed as im2col + GEMM by ``torch.ops.myconv.conv2d``.
     """
+    if not torch.jit.is_scripting():  # (TorchScript skips this block)
+        if onnx_export.exporting():  # an ONNX Conv node
+            return onnx_export.conv2d_node(input, weight, bias, _pair(stride),
+                                           padding if isinstance(padding, str) else _pair(padding),
+                                           _pair(dilation), groups)
     if isinstance(padding, str):
         return torch.ops.myconv.conv2d.padding(
             input, weight, bias, _pair(stride), padding, _pair(dilation), groups
@@ -42,6 +48,39 @@ def conv2d(
     return torch.ops.myconv.conv2d(
         input, weight, bias, _pair(stride), _pair(padding), _pair(dilation), groups
     )
+
+
+def conv_transpose2d(
+    input: Tensor,
+    weight: Tensor,
+    bias: Optional[Tensor] = None,
+    stride: _size_2_t = 1,
+    padding: _size_2_t = 0,
+    output_padding: _size_2_t = 0,
+    groups: int = 1,
+    dilation: _size_2_t = 1,
+) -> Tensor:
+    """2-D transposed convolution, drop-in for :func:`torch.nn.functional.conv_transpose2d`.
+
+    Args:
+        input: ``(N, C_in, H, W)`` or unbatched ``(C_in, H, W)``.
+        weight: ``(C_in, C_out / groups, kH, kW)``.
+        bias: ``(C_out,)`` or None.
+        stride, padding, output_padding, dilation: an int or a pair; each
+            ``output_padding`` entry must be smaller than the stride or the
+            dilation of its axis.
+        groups: number of blocked connections from input to output channels.
+
+    Returns:
+        ``(N, C_out, H_out, W_out)`` with ``H_out = (H - 1) * stride - 2 * padding
+        + dilation * (kH - 1) + output_padding + 1``, computed as conv2d's input
+        gradient (GEMM, then col2im) by ``torch.ops.myconv.conv_transpose2d``.
+    """
+    args = (_pair(stride), _pair(padding), _pair(output_padding), groups, _pair(dilation))
+    if not torch.jit.is_scripting():  # (TorchScript skips this block)
+        if onnx_export.exporting():  # an ONNX ConvTranspose node
+            return onnx_export.conv_transpose2d_node(input, weight, bias, *args)
+    return torch.ops.myconv.conv_transpose2d(input, weight, bias, *args)
 
 
 def im2col(
