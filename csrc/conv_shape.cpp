@@ -115,24 +115,22 @@ PlaneGeometry::PlaneGeometry(int64_t channels, int64_t height, int64_t width,
       out_h(sliding_output_size(height, kernel_h, stride_h, pad_h, dilation_h)),
       out_w(sliding_output_size(width, kernel_w, stride_w, pad_w, dilation_w)) {}
 
-std::vector<c10::SymInt> check_conv2d(
-    const char* op,
-    const at::Tensor& input,
-    const at::Tensor& weight,
-    const std::optional<at::Tensor>& bias,
-    at::IntArrayRef stride,
-    at::IntArrayRef padding,
-    at::IntArrayRef dilation,
-    int64_t groups) {
+namespace {
+
+// The checks conv2d and conv_transpose2d share: the tensors, the int pairs,
+// groups, the number of dimensions and non-empty sizes. weight_dims names the
+// weight's dimensions in messages.
+void check_conv_common(const char* op, const at::Tensor& input, const at::Tensor& weight,
+                       const std::optional<at::Tensor>& bias, at::IntArrayRef stride,
+                       at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
+                       const char* weight_dims) {
   check_tensor(op, "input", input);
   check_tensor(op, "weight", weight);
   check_same(op, "input", input, "weight", weight);
-  const bool has_bias = bias.has_value() && bias->defined();
-  if (has_bias) {
+  if (bias.has_value() && bias->defined()) {
     check_tensor(op, "bias", *bias);
     check_same(op, "input", input, "bias", *bias);
   }
-
   check_pair(op, "stride", stride, Bound::Positive);
   check_pair(op, "padding", padding, Bound::NonNegative);
   check_pair(op, "dilation", dilation, Bound::Positive);
@@ -142,17 +140,34 @@ std::vector<c10::SymInt> check_conv2d(
   const auto w = weight.sym_sizes();
   TORCH_CHECK(input.dim() == 3 || input.dim() == 4, op,
               ": expected 3-D (unbatched) or 4-D (batched) input, but got input of size ", in);
-  TORCH_CHECK(weight.dim() == 4, op,
-              ": expected 4-D weight of shape (out_channels, in_channels/groups, kH, kW), "
-              "but got weight of size ", w);
-  const bool batched = input.dim() == 4;
-  const int64_t c = batched ? 1 : 0;  // index of the channel dimension
+  TORCH_CHECK(weight.dim() == 4, op, ": expected 4-D weight of shape ", weight_dims,
+              ", but got weight of size ", w);
+  const int64_t c = input.dim() == 4 ? 1 : 0;  // index of the channel dimension
   TORCH_CHECK(in[c] > 0 && in[c + 1] > 0 && in[c + 2] > 0, op,
               ": expected input's non-batch dimensions (channels, height, width) to be non-zero, "
               "but got input of size ", in);
-  TORCH_CHECK(w[0] > 0 && w[1] > 0 && w[2] > 0 && w[3] > 0, op,
-              ": expected weight's dimensions (out_channels, in_channels/groups, kH, kW) to be "
-              "non-zero, but got weight of size ", w);
+  TORCH_CHECK(w[0] > 0 && w[1] > 0 && w[2] > 0 && w[3] > 0, op, ": expected weight's dimensions ",
+              weight_dims, " to be non-zero, but got weight of size ", w);
+}
+
+} // namespace
+
+std::vector<c10::SymInt> check_conv2d(
+    const char* op,
+    const at::Tensor& input,
+    const at::Tensor& weight,
+    const std::optional<at::Tensor>& bias,
+    at::IntArrayRef stride,
+    at::IntArrayRef padding,
+    at::IntArrayRef dilation,
+    int64_t groups) {
+  const bool has_bias = bias.has_value() && bias->defined();
+  check_conv_common(op, input, weight, bias, stride, padding, dilation, groups,
+                    "(out_channels, in_channels/groups, kH, kW)");
+  const auto in = input.sym_sizes();
+  const auto w = weight.sym_sizes();
+  const bool batched = input.dim() == 4;
+  const int64_t c = batched ? 1 : 0;  // index of the channel dimension
   TORCH_CHECK(w[0] % groups == 0, op, ": given groups=", groups, ", expected weight.size(0)=",
               w[0], " (out_channels) to be divisible by groups");
   TORCH_CHECK(in[c] == w[1] * groups, op, ": given groups=", groups, ", weight of size ", w,
@@ -212,42 +227,20 @@ std::vector<c10::SymInt> check_conv_transpose2d(
     at::IntArrayRef output_padding,
     at::IntArrayRef dilation,
     int64_t groups) {
-  check_tensor(op, "input", input);
-  check_tensor(op, "weight", weight);
-  check_same(op, "input", input, "weight", weight);
   const bool has_bias = bias.has_value() && bias->defined();
-  if (has_bias) {
-    check_tensor(op, "bias", *bias);
-    check_same(op, "input", input, "bias", *bias);
-  }
-
-  check_pair(op, "stride", stride, Bound::Positive);
-  check_pair(op, "padding", padding, Bound::NonNegative);
   check_pair(op, "output_padding", output_padding, Bound::NonNegative);
-  check_pair(op, "dilation", dilation, Bound::Positive);
-  TORCH_CHECK(groups > 0, op, ": expected groups to be positive, but got groups=", groups);
+  check_conv_common(op, input, weight, bias, stride, padding, dilation, groups,
+                    "(in_channels, out_channels/groups, kH, kW)");
   TORCH_CHECK((output_padding[0] < stride[0] || output_padding[0] < dilation[0]) &&
                   (output_padding[1] < stride[1] || output_padding[1] < dilation[1]),
               op, ": output padding must be smaller than either stride or dilation, but got "
               "output_padding_height: ", output_padding[0], " output_padding_width: ", output_padding[1],
               " stride_height: ", stride[0], " stride_width: ", stride[1], " dilation_height: ",
               dilation[0], " dilation_width: ", dilation[1]);
-
   const auto in = input.sym_sizes();
   const auto w = weight.sym_sizes();
-  TORCH_CHECK(input.dim() == 3 || input.dim() == 4, op,
-              ": expected 3-D (unbatched) or 4-D (batched) input, but got input of size ", in);
-  TORCH_CHECK(weight.dim() == 4, op,
-              ": expected 4-D weight of shape (in_channels, out_channels/groups, kH, kW), "
-              "but got weight of size ", w);
   const bool batched = input.dim() == 4;
   const int64_t c = batched ? 1 : 0;  // index of the channel dimension
-  TORCH_CHECK(in[c] > 0 && in[c + 1] > 0 && in[c + 2] > 0, op,
-              ": expected input's non-batch dimensions (channels, height, width) to be non-zero, "
-              "but got input of size ", in);
-  TORCH_CHECK(w[0] > 0 && w[1] > 0 && w[2] > 0 && w[3] > 0, op,
-              ": expected weight's dimensions (in_channels, out_channels/groups, kH, kW) to be "
-              "non-zero, but got weight of size ", w);
   TORCH_CHECK(w[0] % groups == 0, op, ": given groups=", groups, ", expected weight.size(0)=",
               w[0], " (in_channels) to be divisible by groups");
   TORCH_CHECK(in[c] == w[0], op, ": given transposed=1, weight of size ", w, ", expected input", in,

@@ -817,49 +817,55 @@ void store(const acc_t* acc, int64_t n, scalar_t* dst) {
   }
 }
 
+// Runs body(task, acc, scratch) for the tasks [0, count) over ATen's
+// threads; each thread has an accumulator of `size` and scratch of
+// `scratch_size` elements; after its body, a task's accumulator is stored, as
+// scalar_t, at out + task * size.
+template <typename acc_t, typename scalar_t, typename Body>
+void accumulate_tasks(int64_t count, int64_t work_per_task, int64_t size, int64_t scratch_size, scalar_t* out,
+                      const Body& body) {
+  at::parallel_for(0, count, grain_for(work_per_task), [&](int64_t begin, int64_t end) {
+    std::vector<acc_t> acc(size), scratch(scratch_size);
+    for (int64_t task = begin; task < end; ++task) {
+      body(task, acc.data(), scratch.data());
+      store(acc.data(), size, out + task * size);
+    }
+  });
+}
+
 template <typename scalar_t>
 void grouped_forward_cpu(const scalar_t* x, const scalar_t* w, const scalar_t* bias, const PlaneGeometry& g,
                          const GroupedShape& s, bool channels_last, scalar_t* out) {
   using acc_t = at::opmath_type<scalar_t>;
-  const int64_t L = g.out_h * g.out_w, kk = g.kernel_h * g.kernel_w;
-  if (!channels_last && g.stride_h == 1 && g.stride_w == 1) {
+  const int64_t L = g.out_h * g.out_w, kk = g.kernel_h * g.kernel_w, plane = g.height * g.width;
+  const auto bias_of = [&](int64_t o) { return bias ? static_cast<acc_t>(bias[o]) : acc_t(0); };
+  if (channels_last) {  // one task per output row (n, oh)
+    const std::vector<acc_t> wt = taps_major(w, s, kk);
+    const int64_t row = g.out_w * s.out_channels;
+    accumulate_tasks<acc_t>(s.batch * g.out_h, row * s.cg * kk, row, 0, out, [&](int64_t r, acc_t* acc, acc_t*) {
+      forward_row_nhwc(acc, x + (r / g.out_h) * plane * s.channels, wt.data(), bias, r % g.out_h, s, g);
+    });
+    return;
+  }
+  // NCHW: one task per output plane (n, o)
+  const auto group_planes = [&](int64_t p) {  // the input planes of p's group
+    return x + ((p / s.out_channels) * s.channels + (p % s.out_channels / s.mg) * s.cg) * plane;
+  };
+  if (g.stride_h == 1 && g.stride_w == 1) {
     const Stride1Plane q{g.height, g.width, g.kernel_h, g.kernel_w, g.dilation_h, g.dilation_w,
                          g.pad_h, g.pad_w, g.out_h, g.out_w};
-    std::vector<acc_t> wacc(w, w + s.out_channels * s.cg * kk);  // weights in acc_t
-    at::parallel_for(0, s.batch * s.out_channels, grain_for(L * s.cg * kk), [&](int64_t begin, int64_t end) {
-      std::vector<acc_t> acc(L), padded(q.padded_size()), wide(q.wide_size());
-      for (int64_t p = begin; p < end; ++p) {
-        const int64_t n = p / s.out_channels, o = p % s.out_channels;
-        const scalar_t* xg = x + (n * s.channels + (o / s.mg) * s.cg) * g.height * g.width;
-        stride1_plane(acc.data(), padded.data(), wide.data(), xg, g.height * g.width, s.cg,
-                      wacc.data() + o * s.cg * kk, bias ? static_cast<acc_t>(bias[o]) : acc_t(0), q);
-        store(acc.data(), L, out + p * L);
-      }
+    const std::vector<acc_t> wacc(w, w + s.out_channels * s.cg * kk);  // weights in acc_t
+    accumulate_tasks<acc_t>(s.batch * s.out_channels, L * s.cg * kk, L, q.padded_size() + q.wide_size(), out,
+                            [&](int64_t p, acc_t* acc, acc_t* scratch) {
+      const int64_t o = p % s.out_channels;
+      stride1_plane(acc, scratch, scratch + q.padded_size(), group_planes(p), plane, s.cg,
+                    wacc.data() + o * s.cg * kk, bias_of(o), q);
     });
     return;
   }
-  if (!channels_last) {
-    at::parallel_for(0, s.batch * s.out_channels, grain_for(L * s.cg * kk), [&](int64_t begin, int64_t end) {
-      std::vector<acc_t> acc(L);
-      for (int64_t p = begin; p < end; ++p) {
-        const int64_t n = p / s.out_channels, o = p % s.out_channels;
-        const scalar_t* xg = x + (n * s.channels + (o / s.mg) * s.cg) * g.height * g.width;
-        forward_plane_nchw(acc.data(), xg, w + o * s.cg * kk, bias ? static_cast<acc_t>(bias[o]) : acc_t(0),
-                           s.cg, g);
-        store(acc.data(), L, out + p * L);
-      }
-    });
-    return;
-  }
-  const std::vector<acc_t> wt = taps_major(w, s, kk);
-  const int64_t row = g.out_w * s.out_channels;
-  at::parallel_for(0, s.batch * g.out_h, grain_for(row * s.cg * kk), [&](int64_t begin, int64_t end) {
-    std::vector<acc_t> acc(row);
-    for (int64_t r = begin; r < end; ++r) {
-      const int64_t n = r / g.out_h, oh = r % g.out_h;
-      forward_row_nhwc(acc.data(), x + n * g.height * g.width * s.channels, wt.data(), bias, oh, s, g);
-      store(acc.data(), row, out + r * row);
-    }
+  accumulate_tasks<acc_t>(s.batch * s.out_channels, L * s.cg * kk, L, 0, out, [&](int64_t p, acc_t* acc, acc_t*) {
+    const int64_t o = p % s.out_channels;
+    forward_plane_nchw(acc, group_planes(p), w + o * s.cg * kk, bias_of(o), s.cg, g);
   });
 }
 
@@ -868,12 +874,24 @@ void grouped_grad_input_cpu(const scalar_t* gy, const scalar_t* w, const PlaneGe
                             const GroupedShape& s, bool channels_last, scalar_t* gi) {
   using acc_t = at::opmath_type<scalar_t>;
   const int64_t L = g.out_h * g.out_w, kk = g.kernel_h * g.kernel_w, plane = g.height * g.width;
+  if (channels_last) {  // one task per input row (n, ih)
+    const std::vector<acc_t> wt = taps_major(w, s, kk);
+    const int64_t row = g.width * s.channels;
+    accumulate_tasks<acc_t>(s.batch * g.height, row * s.mg * kk, row, 0, gi, [&](int64_t r, acc_t* acc, acc_t*) {
+      grad_input_row_nhwc(acc, gy + (r / g.height) * L * s.out_channels, wt.data(), r % g.height, s, g);
+    });
+    return;
+  }
+  // NCHW: one task per input plane (n, c)
+  const auto group_grads = [&](int64_t p) {  // the grad_output planes of p's group
+    return gy + ((p / s.channels) * s.out_channels + (p % s.channels / s.cg) * s.mg) * L;
+  };
   // Stride 1: the input gradient is the stride-1 convolution of grad_output
-  // with the flipped kernel and padding (k - 1) * dilation - padding.
+  // with the flipped kernel and padding (k - 1) * dilation - padding. (With a
+  // transposed convolution's output_padding the image has rows and columns
+  // past the last window: not this shortcut.)
   const int64_t fph = (g.kernel_h - 1) * g.dilation_h - g.pad_h, fpw = (g.kernel_w - 1) * g.dilation_w - g.pad_w;
-  // (With a transposed convolution's output_padding the image has rows and
-  // columns past the last window: not this shortcut.)
-  if (!channels_last && g.stride_h == 1 && g.stride_w == 1 && fph >= 0 && fpw >= 0 &&
+  if (g.stride_h == 1 && g.stride_w == 1 && fph >= 0 && fpw >= 0 &&
       g.height == g.out_h + 2 * fph - (g.kernel_h - 1) * g.dilation_h &&
       g.width == g.out_w + 2 * fpw - (g.kernel_w - 1) * g.dilation_w) {
     const Stride1Plane q{g.out_h, g.out_w, g.kernel_h, g.kernel_w, g.dilation_h, g.dilation_w,
@@ -888,39 +906,16 @@ void grouped_grad_input_cpu(const scalar_t* gy, const scalar_t* w, const PlaneGe
         }
       }
     }
-    at::parallel_for(0, s.batch * s.channels, grain_for(L * s.mg * kk), [&](int64_t begin, int64_t end) {
-      std::vector<acc_t> acc(plane), padded(q.padded_size()), wide(q.wide_size());
-      for (int64_t p = begin; p < end; ++p) {
-        const int64_t n = p / s.channels, c = p % s.channels;
-        stride1_plane(acc.data(), padded.data(), wide.data(), gy + (n * s.out_channels + (c / s.cg) * s.mg) * L,
-                      L, s.mg, flipped.data() + c * s.mg * kk, acc_t(0), q);
-        store(acc.data(), plane, gi + p * plane);
-      }
+    accumulate_tasks<acc_t>(s.batch * s.channels, L * s.mg * kk, plane, q.padded_size() + q.wide_size(), gi,
+                            [&](int64_t p, acc_t* acc, acc_t* scratch) {
+      stride1_plane(acc, scratch, scratch + q.padded_size(), group_grads(p), L, s.mg,
+                    flipped.data() + (p % s.channels) * s.mg * kk, acc_t(0), q);
     });
     return;
   }
-  if (!channels_last) {
-    at::parallel_for(0, s.batch * s.channels, grain_for(L * s.mg * kk), [&](int64_t begin, int64_t end) {
-      std::vector<acc_t> acc(plane);
-      for (int64_t p = begin; p < end; ++p) {
-        const int64_t n = p / s.channels, c = p % s.channels;
-        const int64_t group = c / s.cg, ci = c % s.cg;
-        grad_input_plane_nchw(acc.data(), gy + (n * s.out_channels + group * s.mg) * L,
-                              w + (group * s.mg * s.cg + ci) * kk, s.cg * kk, s.mg, g);
-        store(acc.data(), plane, gi + p * plane);
-      }
-    });
-    return;
-  }
-  const std::vector<acc_t> wt = taps_major(w, s, kk);
-  const int64_t row = g.width * s.channels;
-  at::parallel_for(0, s.batch * g.height, grain_for(row * s.mg * kk), [&](int64_t begin, int64_t end) {
-    std::vector<acc_t> acc(row);
-    for (int64_t r = begin; r < end; ++r) {
-      const int64_t n = r / g.height, ih = r % g.height;
-      grad_input_row_nhwc(acc.data(), gy + n * L * s.out_channels, wt.data(), ih, s, g);
-      store(acc.data(), row, gi + r * row);
-    }
+  accumulate_tasks<acc_t>(s.batch * s.channels, L * s.mg * kk, plane, 0, gi, [&](int64_t p, acc_t* acc, acc_t*) {
+    const int64_t c = p % s.channels;
+    grad_input_plane_nchw(acc, group_grads(p), w + ((c / s.cg) * s.mg * s.cg + c % s.cg) * kk, s.cg * kk, s.mg, g);
   });
 }
 
@@ -929,44 +924,42 @@ void grouped_grad_weight_cpu(const scalar_t* gy, const scalar_t* x, const PlaneG
                              const GroupedShape& s, bool channels_last, scalar_t* gw) {
   using acc_t = at::opmath_type<scalar_t>;
   const int64_t L = g.out_h * g.out_w, kk = g.kernel_h * g.kernel_w, plane = g.height * g.width;
-  if (!channels_last && g.stride_h == 1 && g.stride_w == 1) {
-    const Stride1Plane q{g.height, g.width, g.kernel_h, g.kernel_w, g.dilation_h, g.dilation_w,
-                         g.pad_h, g.pad_w, g.out_h, g.out_w};
-    at::parallel_for(0, s.out_channels, grain_for(s.batch * L * s.cg * kk), [&](int64_t begin, int64_t end) {
-      std::vector<acc_t> acc(s.cg * kk), lanes(kk * kLanes), padded(q.padded_size()), wide(q.wide_size());
-      for (int64_t o = begin; o < end; ++o) {
-        stride1_grad_weight(acc.data(), lanes.data(), padded.data(), wide.data(), gy + o * L, s.out_channels * L,
-                            x + (o / s.mg) * s.cg * plane, s.channels * plane, s.cg, s.batch, q);
-        store(acc.data(), s.cg * kk, gw + o * s.cg * kk);
-      }
-    });
-    return;
-  }
-  if (!channels_last) {
-    at::parallel_for(0, s.out_channels, grain_for(s.batch * L * s.cg * kk), [&](int64_t begin, int64_t end) {
-      std::vector<acc_t> row(g.out_w), acc(s.cg * kk);
-      for (int64_t o = begin; o < end; ++o) {
-        grad_weight_channel_nchw(acc.data(), row.data(), gy + o * L, s.out_channels * L,
-                                 x + (o / s.mg) * s.cg * plane, s.channels * plane, s.cg, s.batch, g);
-        store(acc.data(), s.cg * kk, gw + o * s.cg * kk);
-      }
-    });
-    return;
-  }
-  const int64_t blocks = (s.out_channels + kGradWeightBlock - 1) / kGradWeightBlock;
-  at::parallel_for(0, blocks, 1, [&](int64_t begin, int64_t end) {  // blocks of output channels
-    std::vector<acc_t> acc(kk * s.cg * kGradWeightBlock);
-    for (int64_t blk = begin; blk < end; ++blk) {
-      const int64_t o0 = blk * kGradWeightBlock, ob = std::min(kGradWeightBlock, s.out_channels - o0);
-      grad_weight_block_nhwc(acc.data(), gy, x, o0, ob, s, g);
-      for (int64_t j = 0; j < ob; ++j) {
-        for (int64_t ci = 0; ci < s.cg; ++ci) {
-          for (int64_t k = 0; k < kk; ++k) {
-            gw[((o0 + j) * s.cg + ci) * kk + k] = static_cast<scalar_t>(acc[(k * s.cg + ci) * kGradWeightBlock + j]);
+  if (channels_last) {  // one task per block of output channels
+    const int64_t blocks = (s.out_channels + kGradWeightBlock - 1) / kGradWeightBlock;
+    at::parallel_for(0, blocks, 1, [&](int64_t begin, int64_t end) {
+      std::vector<acc_t> acc(kk * s.cg * kGradWeightBlock);
+      for (int64_t blk = begin; blk < end; ++blk) {
+        const int64_t o0 = blk * kGradWeightBlock, ob = std::min(kGradWeightBlock, s.out_channels - o0);
+        grad_weight_block_nhwc(acc.data(), gy, x, o0, ob, s, g);
+        for (int64_t j = 0; j < ob; ++j) {
+          for (int64_t ci = 0; ci < s.cg; ++ci) {
+            for (int64_t k = 0; k < kk; ++k) {
+              gw[((o0 + j) * s.cg + ci) * kk + k] =
+                  static_cast<scalar_t>(acc[(k * s.cg + ci) * kGradWeightBlock + j]);
+            }
           }
         }
       }
-    }
+    });
+    return;
+  }
+  // NCHW: one task per output channel o
+  const int64_t work = s.batch * L * s.cg * kk;
+  const auto group_inputs = [&](int64_t o) { return x + (o / s.mg) * s.cg * plane; };
+  if (g.stride_h == 1 && g.stride_w == 1) {
+    const Stride1Plane q{g.height, g.width, g.kernel_h, g.kernel_w, g.dilation_h, g.dilation_w,
+                         g.pad_h, g.pad_w, g.out_h, g.out_w};
+    const int64_t lanes = kk * kLanes;
+    accumulate_tasks<acc_t>(s.out_channels, work, s.cg * kk, lanes + q.padded_size() + q.wide_size(), gw,
+                            [&](int64_t o, acc_t* acc, acc_t* scratch) {
+      stride1_grad_weight(acc, scratch, scratch + lanes, scratch + lanes + q.padded_size(), gy + o * L,
+                          s.out_channels * L, group_inputs(o), s.channels * plane, s.cg, s.batch, q);
+    });
+    return;
+  }
+  accumulate_tasks<acc_t>(s.out_channels, work, s.cg * kk, g.out_w, gw, [&](int64_t o, acc_t* acc, acc_t* row) {
+    grad_weight_channel_nchw(acc, row, gy + o * L, s.out_channels * L, group_inputs(o), s.channels * plane, s.cg,
+                             s.batch, g);
   });
 }
 

@@ -67,27 +67,35 @@ def make_input(cfg, gen):
     return x.to(memory_format=torch.channels_last) if cfg["layout"] == "channels_last" else x
 
 
-def check_conv2d(cfg, seed, device):
-    gen = torch.Generator().manual_seed(seed)
-    dtype = cfg["dtype"]
-    x = make_input(cfg, gen).to(device).requires_grad_()
-    w = torch.randn(cfg["c_out"], cfg["c_in"] // cfg["groups"], *cfg["kernel"], generator=gen,
-                    dtype=torch.float64).to(device, dtype).requires_grad_()
-    b = (torch.randn(cfg["c_out"], generator=gen, dtype=torch.float64).to(device, dtype).requires_grad_()
-         if cfg["bias"] else None)
-    args = dict(stride=cfg["stride"], padding=cfg["padding"], dilation=cfg["dilation"], groups=cfg["groups"])
-
-    y = myconv.conv2d(x, w, b, **args)
+def compare(ours, ref, x, w, b, args, gen, what):
+    """Forward and the three gradients of ours(x, w, b, **args) against ref in float64."""
+    dtype = x.dtype
+    y = ours(x, w, b, **args)
     ref_in = [t.detach().double().requires_grad_() if t is not None else None for t in (x, w, b)]
-    y_ref = F.conv2d(*ref_in, **args)
-    assert_rel_close(y, y_ref, TOL[dtype], f"forward {cfg}")
-
-    gy = torch.randn(y_ref.shape, generator=gen, dtype=torch.float64).to(device)
+    y_ref = ref(*ref_in, **args)
+    assert_rel_close(y, y_ref, TOL[dtype], f"forward {what}")
+    gy = torch.randn(y_ref.shape, generator=gen, dtype=torch.float64).to(y.device)
     y.backward(gy.to(dtype))
     y_ref.backward(gy)
     for name, t, r in zip(("input", "weight", "bias"), (x, w, b), ref_in):
         if t is not None:
-            assert_rel_close(t.grad, r.grad, TOL[dtype], f"grad_{name} {cfg}")
+            assert_rel_close(t.grad, r.grad, TOL[dtype], f"grad_{name} {what}")
+
+
+def make_tensors(cfg, weight_shape, gen, device):
+    dtype = cfg["dtype"]
+    x = make_input(cfg, gen).to(device).requires_grad_()
+    w = torch.randn(weight_shape, generator=gen, dtype=torch.float64).to(device, dtype).requires_grad_()
+    b = (torch.randn(cfg["c_out"], generator=gen, dtype=torch.float64).to(device, dtype).requires_grad_()
+         if cfg["bias"] else None)
+    return x, w, b
+
+
+def check_conv2d(cfg, seed, device):
+    gen = torch.Generator().manual_seed(seed)
+    x, w, b = make_tensors(cfg, (cfg["c_out"], cfg["c_in"] // cfg["groups"], *cfg["kernel"]), gen, device)
+    args = dict(stride=cfg["stride"], padding=cfg["padding"], dilation=cfg["dilation"], groups=cfg["groups"])
+    compare(myconv.conv2d, F.conv2d, x, w, b, args, gen, cfg)
 
 
 @FUZZ
@@ -117,24 +125,10 @@ def check_conv_transpose2d(cfg, op_fraction, seed, device):
              zip((cfg["h"], cfg["w"]), cfg["stride"], cfg["padding"], cfg["dilation"], cfg["kernel"], output_padding)]
     assume(min(sizes) > 0)
     gen = torch.Generator().manual_seed(seed)
-    dtype = cfg["dtype"]
-    x = make_input(cfg, gen).to(device).requires_grad_()
-    w = torch.randn(cfg["c_in"], cfg["c_out"] // cfg["groups"], *cfg["kernel"], generator=gen,
-                    dtype=torch.float64).to(device, dtype).requires_grad_()
-    b = (torch.randn(cfg["c_out"], generator=gen, dtype=torch.float64).to(device, dtype).requires_grad_()
-         if cfg["bias"] else None)
+    x, w, b = make_tensors(cfg, (cfg["c_in"], cfg["c_out"] // cfg["groups"], *cfg["kernel"]), gen, device)
     args = dict(stride=cfg["stride"], padding=cfg["padding"], output_padding=output_padding,
                 groups=cfg["groups"], dilation=cfg["dilation"])
-    y = myconv.conv_transpose2d(x, w, b, **args)
-    ref_in = [t.detach().double().requires_grad_() if t is not None else None for t in (x, w, b)]
-    y_ref = F.conv_transpose2d(*ref_in, **args)
-    assert_rel_close(y, y_ref, TOL[dtype], f"forward {cfg} {output_padding}")
-    gy = torch.randn(y_ref.shape, generator=gen, dtype=torch.float64).to(device)
-    y.backward(gy.to(dtype))
-    y_ref.backward(gy)
-    for name, t, r in zip(("input", "weight", "bias"), (x, w, b), ref_in):
-        if t is not None:
-            assert_rel_close(t.grad, r.grad, TOL[dtype], f"grad_{name} {cfg} {output_padding}")
+    compare(myconv.conv_transpose2d, F.conv_transpose2d, x, w, b, args, gen, (cfg, output_padding))
 
 
 @settings(FUZZ, max_examples=max(1, EXAMPLES // 2))
