@@ -62,6 +62,8 @@ CASES = [
     ("grouped-tiny-k", (2, 8, 10, 9), (12, 2, 3, 3), dict(stride=2, padding=1, groups=4)),
     # many rows: several channel blocks for grad_input / grad_weight
     ("channel-blocks", (2, 40, 9, 11), (24, 40, 3, 3), dict(padding=1)),
+    # few tiles, many output channels: the forward's output-channel blocks (shared columns)
+    ("output-channel-blocks", (2, 16, 5, 5), (300, 16, 3, 3), dict(padding=1)),
 ]
 CASE_IDS = [c[0] for c in CASES]
 
