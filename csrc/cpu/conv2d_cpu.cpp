@@ -68,7 +68,7 @@ struct ValidRange {
   int64_t begin, end;
 };
 
-ValidRange valid_range(int64_t offset, int64_t stride, int64_t size, int64_t count) {
+inline ValidRange valid_range(int64_t offset, int64_t stride, int64_t size, int64_t count) {
   // o*stride + offset >= 0    <=>  o >= ceil(-offset / stride)
   // o*stride + offset < size  <=>  o <  ceil((size - offset) / stride)
   const int64_t begin = offset >= 0 ? 0 : (-offset + stride - 1) / stride;
@@ -83,6 +83,10 @@ int64_t grain_for(int64_t work_per_item) {
   constexpr int64_t kGrainElements = 32768;
   return std::max<int64_t>(1, kGrainElements / std::max<int64_t>(1, work_per_item));
 }
+
+// Rows shorter than this are copied / added element by element: a library
+// or multiversioned call per row would cost more than the row (small images).
+constexpr int64_t kShortRow = 16;
 
 // Calls fn(oh, o_begin, o_end) for the output rows a position range
 // [l_begin, l_end) covers, with the columns [o_begin, o_end) of each row.
@@ -101,48 +105,73 @@ void for_each_row(int64_t l_begin, int64_t l_end, int64_t out_w, const F& fn) {
 
 // ---- im2col / col2im --------------------------------------------------------
 
-// NCHW images, rows (c, kh, kw). One task per (image, row); the common
-// col_stride 1 copies runs of input rows.
+// What every row of an NCHW column tile needs, computed once per call: the
+// output rows the tile's positions cover, as (oh, o_begin, o_end) segments,
+// and per kernel column kw its offset in an input row and the output columns
+// whose tap lands inside the image.
+struct TileRows {
+  struct Segment {
+    int64_t oh, o0, o1;
+  };
+  std::vector<Segment> segments;
+  std::vector<int64_t> w_offset;
+  std::vector<ValidRange> valid;
+
+  TileRows(const PlaneGeometry& g, const ColumnTile& t) {
+    for_each_row(t.l_begin, t.l_end, g.out_w,
+                 [&](int64_t oh, int64_t o0, int64_t o1) { segments.push_back({oh, o0, o1}); });
+    for (int64_t kw = 0; kw < g.kernel_w; ++kw) {
+      w_offset.push_back(kw * g.dilation_w - g.pad_w);
+      valid.push_back(valid_range(w_offset.back(), g.stride_w, g.width, g.out_w));
+    }
+  }
+};
+
+// NCHW images, rows (c, kh, kw). One task per (image, channel); the common
+// col_stride 1 copies runs of input rows (element by element when short).
 template <typename scalar_t>
 void im2col_nchw(const scalar_t* images, int64_t nb, const PlaneGeometry& g, const ColumnTile& t,
                  scalar_t* columns, ColumnLayout layout) {
   const int64_t kernel_area = g.kernel_h * g.kernel_w;
-  const int64_t rows = t.channels() * kernel_area;
-  const int64_t cs = layout.col_stride;
-  at::parallel_for(0, nb * rows, grain_for(t.positions()), [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) {
-      const int64_t b = i / rows, r = i % rows;
-      const int64_t c = t.c_begin + r / kernel_area;
-      const int64_t kh = (r % kernel_area) / g.kernel_w, kw = r % g.kernel_w;
-      const scalar_t* plane = images + (b * g.channels + c) * g.height * g.width;
-      // Column of position l: dst[l * cs] (dst is offset so that l indexes it).
-      scalar_t* dst = columns + b * layout.batch_stride + r * layout.row_stride - t.l_begin * cs;
-      const int64_t w_offset = kw * g.dilation_w - g.pad_w;
-      const ValidRange valid = valid_range(w_offset, g.stride_w, g.width, g.out_w);
-      for_each_row(t.l_begin, t.l_end, g.out_w, [&](int64_t oh, int64_t o0, int64_t o1) {
-        scalar_t* out_row = dst + oh * g.out_w * cs;
-        const int64_t ih = oh * g.stride_h - g.pad_h + kh * g.dilation_h;
-        const bool row_inside = ih >= 0 && ih < g.height;
-        // Input element of output column o: in_row[o * stride_w + w_offset].
-        const scalar_t* in_row = plane + ih * g.width;
-        const int64_t lo = row_inside ? std::clamp(valid.begin, o0, o1) : o1;
-        const int64_t hi = row_inside ? std::clamp(valid.end, lo, o1) : o1;
-        if (cs == 1) {
-          std::fill(out_row + o0, out_row + lo, scalar_t(0));
-          if (g.stride_w == 1) {
-            std::copy(in_row + lo + w_offset, in_row + hi + w_offset, out_row + lo);
-          } else {
-            for (int64_t o = lo; o < hi; ++o) {
-              out_row[o] = in_row[o * g.stride_w + w_offset];
+  const int64_t cs = layout.col_stride, sw = g.stride_w;
+  const TileRows rows(g, t);
+  at::parallel_for(0, nb * t.channels(), grain_for(t.positions() * kernel_area), [&](int64_t begin, int64_t end) {
+    for (int64_t p = begin; p < end; ++p) {
+      const int64_t b = p / t.channels(), cc = p % t.channels();
+      const scalar_t* plane = images + (b * g.channels + t.c_begin + cc) * g.height * g.width;
+      for (int64_t kh = 0; kh < g.kernel_h; ++kh) {
+        for (int64_t kw = 0; kw < g.kernel_w; ++kw) {
+          const int64_t r = cc * kernel_area + kh * g.kernel_w + kw;
+          // Column of position l: dst[l * cs] (dst is offset so that l indexes it).
+          scalar_t* dst = columns + b * layout.batch_stride + r * layout.row_stride - t.l_begin * cs;
+          const int64_t w_offset = rows.w_offset[kw];
+          const ValidRange valid = rows.valid[kw];
+          for (const auto& [oh, o0, o1] : rows.segments) {
+            scalar_t* out_row = dst + oh * g.out_w * cs;
+            const int64_t ih = oh * g.stride_h - g.pad_h + kh * g.dilation_h;
+            const bool row_inside = ih >= 0 && ih < g.height;
+            // Input element of output column o: in_row[o * stride_w + w_offset].
+            const scalar_t* in_row = plane + ih * g.width + w_offset;
+            const int64_t lo = row_inside ? std::clamp(valid.begin, o0, o1) : o1;
+            const int64_t hi = row_inside ? std::clamp(valid.end, lo, o1) : o1;
+            if (cs == 1 && o1 - o0 >= kShortRow) {
+              std::fill(out_row + o0, out_row + lo, scalar_t(0));
+              if (sw == 1) {
+                std::copy(in_row + lo, in_row + hi, out_row + lo);
+              } else {
+                for (int64_t o = lo; o < hi; ++o) {
+                  out_row[o] = in_row[o * sw];
+                }
+              }
+              std::fill(out_row + hi, out_row + o1, scalar_t(0));
+            } else {  // strided columns, or a short row: no library calls
+              for (int64_t o = o0; o < o1; ++o) {
+                out_row[o * cs] = o >= lo && o < hi ? in_row[o * sw] : scalar_t(0);
+              }
             }
           }
-          std::fill(out_row + hi, out_row + o1, scalar_t(0));
-        } else {
-          for (int64_t o = o0; o < o1; ++o) {
-            out_row[o * cs] = o >= lo && o < hi ? in_row[o * g.stride_w + w_offset] : scalar_t(0);
-          }
         }
-      });
+      }
     }
   });
 }
@@ -218,6 +247,7 @@ void col2im_nchw(const scalar_t* columns, ColumnLayout layout, const ColumnTile&
   constexpr bool kWide = !std::is_same_v<acc_t, scalar_t>;
   const int64_t plane_size = g.height * g.width;
   const int64_t kernel_area = g.kernel_h * g.kernel_w;
+  const TileRows rows(g, t);
   at::parallel_for(0, nb * t.channels(), grain_for(t.positions() * kernel_area), [&](int64_t begin, int64_t end) {
     std::vector<acc_t> wide(kWide ? plane_size : 0);
     for (int64_t p = begin; p < end; ++p) {
@@ -240,24 +270,24 @@ void col2im_nchw(const scalar_t* columns, ColumnLayout layout, const ColumnTile&
           const int64_t r = cc * kernel_area + kh * g.kernel_w + kw;
           const int64_t cs = layout.col_stride;
           const scalar_t* src = columns + b * layout.batch_stride + r * layout.row_stride - t.l_begin * cs;
-          const int64_t w_offset = kw * g.dilation_w - g.pad_w;
-          const ValidRange valid = valid_range(w_offset, g.stride_w, g.width, g.out_w);
-          for_each_row(t.l_begin, t.l_end, g.out_w, [&](int64_t oh, int64_t o0, int64_t o1) {
+          const int64_t w_offset = rows.w_offset[kw];
+          const ValidRange valid = rows.valid[kw];
+          for (const auto& [oh, o0, o1] : rows.segments) {
             const int64_t ih = oh * g.stride_h - g.pad_h + kh * g.dilation_h;
             if (ih < 0 || ih >= g.height) {
-              return;
+              continue;
             }
             const int64_t lo = std::clamp(valid.begin, o0, o1), hi = std::clamp(valid.end, lo, o1);
             acc_t* acc_row = acc + ih * g.width + w_offset;
             const scalar_t* src_row = src + oh * g.out_w * cs;
-            if (cs == 1) {
+            if (cs == 1 && hi - lo >= kShortRow) {
               add_scatter(acc_row + lo * g.stride_w, g.stride_w, src_row + lo, hi - lo);
             } else {
               for (int64_t o = lo; o < hi; ++o) {
                 acc_row[o * g.stride_w] += static_cast<acc_t>(src_row[o * cs]);
               }
             }
-          });
+          }
         }
       }
       if constexpr (kWide) {
