@@ -163,6 +163,9 @@ constexpr int64_t kMinBlockRows = 64;
 // Fewest channels of a channels-last block: each tap's run of channels is one
 // copy in im2col / col2im.
 constexpr int64_t kMinBlockChannels = 16;
+// Fewest output positions a grad_weight chunk sums (its partial matrix must be
+// worth writing and adding).
+constexpr int64_t kMinChunkPositions = 512;
 // Most memory the partial sums of grad_weight may take.
 constexpr int64_t kMaxPartialBytes = int64_t{64} << 20;
 // Largest per-group K that goes to the direct grouped kernels.
@@ -793,8 +796,9 @@ at::Tensor grad_weight_columns(const Backend& backend, const Tuning& t, const Co
   const int64_t acc_size = reduced ? 4 : x.element_size();
 
   // Chunks of tiles, each summed into its own partial matrix (the partials
-  // are added in chunk order), while there are fewer than kTargetItems items
-  // and the partials fit a quarter of the workspace; then blocks of columns.
+  // are added in chunk order), while there are fewer than kTargetItems items,
+  // the partials fit a quarter of the workspace and each chunk sums
+  // kMinChunkPositions positions; then blocks of columns.
   // With one chunk, each block's item accumulates straight into grad_weight
   // (float32 partials for reduced precision; and channels-last blocks of part
   // of a group's channels, which are no matrix of grad_weight, only when
@@ -803,7 +807,11 @@ at::Tensor grad_weight_columns(const Backend& backend, const Tuning& t, const Co
   const int64_t room = std::min(workspace_limit_bytes() / 4, kMaxPartialBytes);
   int64_t chunks = 1;
   if (t.split_work) {
-    chunks = std::clamp<int64_t>(kTargetItems, 1, std::min(plan.count, std::max<int64_t>(1, room / gw_bytes)));
+    // each chunk sums at least kMinChunkPositions positions: fewer, larger
+    // partials where the weight is large next to the work (deep layers)
+    const int64_t by_work = std::max<int64_t>(1, p.batch * p.L() / kMinChunkPositions);
+    chunks = std::clamp<int64_t>(kTargetItems, 1,
+                                 std::min({plan.count, std::max<int64_t>(1, room / gw_bytes), by_work}));
   }
   const Blocking blocking = plan_blocks(p, t, chunks, /*split_channels=*/!cl || gw_bytes <= room);
   const bool into_result = !reduced && chunks == 1 && !(cl && blocking.splits_channels());
