@@ -165,7 +165,7 @@ constexpr int64_t kMinBlockRows = 64;
 constexpr int64_t kMinBlockChannels = 16;
 // Fewest output positions a grad_weight chunk sums (its partial matrix must be
 // worth writing and adding).
-constexpr int64_t kMinChunkPositions = 512;
+constexpr int64_t kMinChunkPositions = 256;
 // Most memory the partial sums of grad_weight may take.
 constexpr int64_t kMaxPartialBytes = int64_t{64} << 20;
 // Largest per-group K that goes to the direct grouped kernels.
