@@ -295,8 +295,7 @@ struct TilePlan {
 // the GEMM), within half the workspace limit for one worker. An image with at
 // least a quarter of that is a tile of its own (or cut into tiles): joining
 // images costs a copy of the GEMM result (and of grad_output), worth it only
-// for small images; joined tiles are of equal size, and at least
-// kTargetItems / 2 of them while they keep min_tile_positions. Backends without cache tiling (tile_bytes == 0) get
+// for small images; joined tiles are of equal size. Backends without cache tiling (tile_bytes == 0) get
 // chunks of whole images, as many as the workspace limit allows.
 TilePlan plan_tiles(const ConvProblem& p, const Tuning& t, int64_t element_size) {
   TilePlan plan;
@@ -325,13 +324,10 @@ TilePlan plan_tiles(const ConvProblem& p, const Tuning& t, int64_t element_size)
       plan.tile_positions = tile;
       plan.tiles_per_image = ceil_div(plan.L, tile);
     } else if (4 * plan.L < target) {
-      // Joined images: at most target positions, but no fewer than
-      // kTargetItems / 2 tiles while tiles keep min_tile_positions; tiles of
-      // equal size.
+      // Joined images: at most target positions, tiles of equal size.
       const int64_t L = std::max<int64_t>(plan.L, 1);
       const int64_t by_blas = std::numeric_limits<int32_t>::max() / L;
-      const int64_t by_items = std::max(ceil_div(p.batch, kTargetItems / 2), ceil_div(t.min_tile_positions, L));
-      int64_t images = std::clamp<int64_t>(std::min({target / L, by_blas, by_items}), 1, std::max<int64_t>(p.batch, 1));
+      int64_t images = std::clamp<int64_t>(std::min(target / L, by_blas), 1, std::max<int64_t>(p.batch, 1));
       images = ceil_div(p.batch, ceil_div(p.batch, images));
       plan.images_per_tile = std::max<int64_t>(images, 1);
     }
