@@ -47,6 +47,7 @@
 #include <cstdlib>
 #include <limits>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "myconv.h"
@@ -207,9 +208,8 @@ struct ConvProblem {
 
   ConvProblem(const at::Tensor& input4d, const at::Tensor& weight, at::IntArrayRef stride,
               at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups, Layout layout)
-      : plane(input4d.size(1), input4d.size(2), input4d.size(3),
-              {weight.size(2), weight.size(3)}, stride, padding, dilation),
-        batch(input4d.size(0)), out_channels(weight.size(0)), groups(groups), layout(layout) {}
+      : ConvProblem(input4d.size(0), input4d.size(1), input4d.size(2), input4d.size(3), weight, stride,
+                    padding, dilation, groups, layout) {}
 
   // The convolution whose input gradient is conv_transpose2d(input4d, weight):
   // its input is the transposed convolution's output (out_size, channels
@@ -295,8 +295,9 @@ struct TilePlan {
 // the GEMM), within half the workspace limit for one worker. An image with at
 // least a quarter of that is a tile of its own (or cut into tiles): joining
 // images costs a copy of the GEMM result (and of grad_output), worth it only
-// for small images; joined tiles are of equal size. Backends without cache tiling (tile_bytes == 0) get
-// chunks of whole images, as many as the workspace limit allows.
+// for small images; joined tiles are of equal size. Backends without cache
+// tiling (tile_bytes == 0) get chunks of whole images, as many as the
+// workspace limit allows.
 TilePlan plan_tiles(const ConvProblem& p, const Tuning& t, int64_t element_size) {
   TilePlan plan;
   plan.batch = p.batch;
@@ -424,77 +425,46 @@ at::Tensor rows_of(const at::Tensor& t) {
   return t.permute({0, 2, 3, 1}).view({-1, t.size(1)});
 }
 
-// The tile's part of an output-shaped tensor (out, grad_output) for groups
-// [g0, g0 + ng): (G', M, P) channels-first (a tile within one image),
-// (G', P, M) channels-last (any tile).
-at::Tensor output_view(const ConvProblem& p, const at::Tensor& t, const Tile& tile, int64_t g0, int64_t ng) {
+// The tile's part of an image-shaped tensor t with `per_group` channels per
+// group, for groups [g0, g0 + ng) and channels [c0, c0 + nc) of each: the
+// GEMM's view of it, (G', nc, P) channels-first (a tile within one image) or
+// (G', P, nc) channels-last (any tile).
+at::Tensor tile_view(const ConvProblem& p, const at::Tensor& t, const Tile& tile, int64_t per_group, int64_t g0,
+                     int64_t ng, int64_t c0, int64_t nc) {
   const int64_t P = tile.positions();
   if (p.channels_last()) {
     return rows_of(t)
         .narrow(0, tile.n0 * p.L() + tile.l_begin, P)
-        .view({P, p.groups, p.group_out_channels()})
+        .view({P, p.groups, per_group})
         .permute({1, 0, 2})
-        .narrow(0, g0, ng);
+        .narrow(0, g0, ng)
+        .narrow(2, c0, nc);
   }
   TORCH_INTERNAL_ASSERT(tile.nb == 1);
   return t.select(0, tile.n0)
-      .view({p.groups, p.group_out_channels(), p.L()})
+      .view({p.groups, per_group, p.L()})
       .narrow(0, g0, ng)
+      .narrow(1, c0, nc)
       .narrow(2, tile.l_begin, P);
+}
+
+// The tile's part of an output-shaped tensor (out, grad_output) for groups [g0, g0 + ng).
+at::Tensor output_view(const ConvProblem& p, const at::Tensor& t, const Tile& tile, int64_t g0, int64_t ng) {
+  const int64_t M = p.group_out_channels();
+  return tile_view(p, t, tile, M, g0, ng, 0, M);
 }
 
 // The tile's part of an input-shaped tensor (input, grad_input) of a 1x1 /
-// stride 1 / no padding convolution, which is its column matrix:
-// (G', C', P) channels-first (a tile within one image), (G', P, C') channels-last.
+// stride 1 / no padding convolution, which is its column matrix.
 at::Tensor pointwise_view(const ConvProblem& p, const at::Tensor& t, const Tile& tile, const Block& b) {
-  const int64_t P = tile.positions();
-  if (p.channels_last()) {
-    return rows_of(t)
-        .narrow(0, tile.n0 * p.L() + tile.l_begin, P)
-        .view({P, p.groups, p.group_channels()})
-        .permute({1, 0, 2})
-        .narrow(0, b.g0, b.groups())
-        .narrow(2, b.c0, b.channels());
-  }
-  TORCH_INTERNAL_ASSERT(tile.nb == 1);
-  return t.select(0, tile.n0)
-      .view({p.groups, p.group_channels(), p.L()})
-      .narrow(0, b.g0, b.groups())
-      .narrow(1, b.c0, b.channels())
-      .narrow(2, tile.l_begin, P);
+  return tile_view(p, t, tile, p.group_channels(), b.g0, b.groups(), b.c0, b.channels());
 }
 
-// A workspace buffer: counted in the calling thread's workspace statistics
-// while it lives (the statistics let tests check the workspace limit).
-class Workspace {
- public:
-  Workspace() = default;
-  Workspace(int64_t elements, const at::TensorOptions& options)
-      : tensor_(elements > 0 ? at::empty({elements}, options) : at::Tensor()),
-        bytes_(elements > 0 ? elements * tensor_.element_size() : 0) {
-    WorkspaceStats& s = workspace_stats();
-    s.live += bytes_;
-    s.peak = std::max(s.peak, s.live);
-  }
-  ~Workspace() { workspace_stats().live -= bytes_; }
-  Workspace(const Workspace&) = delete;
-  Workspace& operator=(const Workspace&) = delete;
-  Workspace(Workspace&& other) noexcept : tensor_(std::move(other.tensor_)), bytes_(other.bytes_) {
-    other.bytes_ = 0;
-  }
-
-  const at::Tensor& tensor() const { return tensor_; }
-
- private:
-  at::Tensor tensor_;
-  int64_t bytes_ = 0;
-};
-
-// Bytes of a workspace tensor made elsewhere (packed weight blocks), counted
-// while the charge lives.
+// Workspace bytes counted in the calling thread's statistics while the charge
+// lives (the statistics let tests check the workspace limit).
 class WorkspaceCharge {
  public:
-  explicit WorkspaceCharge(int64_t bytes) : bytes_(bytes) {
+  explicit WorkspaceCharge(int64_t bytes = 0) : bytes_(bytes) {
     WorkspaceStats& s = workspace_stats();
     s.live += bytes_;
     s.peak = std::max(s.peak, s.live);
@@ -502,9 +472,24 @@ class WorkspaceCharge {
   ~WorkspaceCharge() { workspace_stats().live -= bytes_; }
   WorkspaceCharge(const WorkspaceCharge&) = delete;
   WorkspaceCharge& operator=(const WorkspaceCharge&) = delete;
+  WorkspaceCharge(WorkspaceCharge&& other) noexcept : bytes_(std::exchange(other.bytes_, 0)) {}
 
  private:
   int64_t bytes_;
+};
+
+// A workspace buffer of `elements` elements, charged while it lives.
+class Workspace {
+ public:
+  Workspace(int64_t elements, const at::TensorOptions& options)
+      : tensor_(elements > 0 ? at::empty({elements}, options) : at::Tensor()),
+        charge_(elements > 0 ? elements * tensor_.element_size() : 0) {}
+
+  const at::Tensor& tensor() const { return tensor_; }
+
+ private:
+  at::Tensor tensor_;
+  WorkspaceCharge charge_;
 };
 
 // Starts a call's workspace statistics (its peak starts at zero).
@@ -565,39 +550,41 @@ ColumnLayout tile_layout(const ConvProblem& p, const Tile& tile, int64_t channel
   return {per_image, tile.positions(), 1, /*channels_last=*/false};
 }
 
-// im2col of a tile for a block into `columns`: (G', K', P) channels-first,
-// (G', P, K') channels-last. Channels-last rows are (kh, kw, c) per group, so
-// each group of the block is its own call.
-void im2col_block(const Backend& backend, const ConvProblem& p, const at::Tensor& images,
-                  const Tile& tile, const Block& b, const at::Tensor& columns) {
-  const at::Tensor slice = images.narrow(0, tile.n0, tile.nb);
+// Calls fn(tile, layout, columns) for the column tiles of a tile's block:
+// channels-first, one tile for all the block's channels, columns (G', K', P);
+// channels-last, whose rows are (kh, kw, c) per group, one per group, columns
+// (P, K') each.
+template <typename F>
+void for_each_column_tile(const ConvProblem& p, const Tile& tile, const Block& b, const at::Tensor& columns,
+                          const F& fn) {
   const int64_t cg = p.group_channels();
   if (!p.channels_last()) {
     const ColumnTile ct{tile.l_begin, tile.l_end, b.first_channel(cg), b.last_channel(cg)};
-    backend.im2col(slice, p.plane, ct, columns, tile_layout(p, tile, ct.channels()));
+    fn(ct, tile_layout(p, tile, ct.channels()), columns);
     return;
   }
   for (int64_t g = b.g0; g < b.g1; ++g) {
-    const ColumnTile ct{tile.l_begin, tile.l_end, g * cg + b.c0, g * cg + b.c1};
-    backend.im2col(slice, p.plane, ct, columns.select(0, g - b.g0), tile_layout(p, tile, b.channels()));
+    fn(ColumnTile{tile.l_begin, tile.l_end, g * cg + b.c0, g * cg + b.c1}, tile_layout(p, tile, b.channels()),
+       columns.select(0, g - b.g0));
   }
 }
 
-// images (+)<- col2im of a tile's block columns (layout as in im2col_block).
+// im2col of a tile for a block into `columns`.
+void im2col_block(const Backend& backend, const ConvProblem& p, const at::Tensor& images,
+                  const Tile& tile, const Block& b, const at::Tensor& columns) {
+  const at::Tensor slice = images.narrow(0, tile.n0, tile.nb);
+  for_each_column_tile(p, tile, b, columns, [&](const ColumnTile& ct, ColumnLayout layout, const at::Tensor& c) {
+    backend.im2col(slice, p.plane, ct, c, layout);
+  });
+}
+
+// images (+)<- col2im of a tile's block columns.
 void col2im_block(const Backend& backend, const ConvProblem& p, const at::Tensor& columns,
                   const Tile& tile, const Block& b, const at::Tensor& images, bool accumulate) {
   const at::Tensor slice = images.narrow(0, tile.n0, tile.nb);
-  const int64_t cg = p.group_channels();
-  if (!p.channels_last()) {
-    const ColumnTile ct{tile.l_begin, tile.l_end, b.first_channel(cg), b.last_channel(cg)};
-    backend.col2im(columns, tile_layout(p, tile, ct.channels()), ct, p.plane, slice, accumulate);
-    return;
-  }
-  for (int64_t g = b.g0; g < b.g1; ++g) {
-    const ColumnTile ct{tile.l_begin, tile.l_end, g * cg + b.c0, g * cg + b.c1};
-    backend.col2im(columns.select(0, g - b.g0), tile_layout(p, tile, b.channels()), ct, p.plane,
-                   slice, accumulate);
-  }
+  for_each_column_tile(p, tile, b, columns, [&](const ColumnTile& ct, ColumnLayout layout, const at::Tensor& c) {
+    backend.col2im(c, layout, ct, p.plane, slice, accumulate);
+  });
 }
 
 // grad_output of a tile for groups [g0, g0 + ng): a view when the tile lies in

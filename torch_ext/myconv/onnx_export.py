@@ -32,11 +32,10 @@ OPSET = 18
 
 # ---- pads -----------------------------------------------------------------------------
 
-def _conv_pads(padding, weight: Tensor, dilation: Sequence[int]) -> List[int]:
+def _conv_pads(padding, kernel: Sequence[int], dilation: Sequence[int]) -> List[int]:
     """ONNX pads [top, left, bottom, right] of conv2d's padding (ints or
     'same' / 'valid'; 'same' puts an odd extra zero at the bottom / right)."""
     if isinstance(padding, str):
-        kernel = weight.shape[2:]
         total = [0, 0] if padding == "valid" else [d * (k - 1) for d, k in zip(dilation, kernel)]
         return [t // 2 for t in total] + [t - t // 2 for t in total]
     return [padding[0], padding[1], padding[0], padding[1]]
@@ -66,7 +65,7 @@ def conv2d_node(input: Tensor, weight: Tensor, bias: Optional[Tensor], stride: L
         like = torch.ops.myconv.conv2d.padding(input, weight, bias, stride, padding, dilation, groups)
     else:
         like = torch.ops.myconv.conv2d(input, weight, bias, stride, padding, dilation, groups)
-    attrs = dict(strides=list(stride), pads=_conv_pads(padding, weight, dilation), dilations=list(dilation),
+    attrs = dict(strides=list(stride), pads=_conv_pads(padding, weight.shape[2:], dilation), dilations=list(dilation),
                  group=groups)
     return _node("Conv", input, weight, bias, attrs, like)
 
@@ -132,12 +131,9 @@ def _conv2d_symbolic(g, input, weight, bias, stride, padding, dilation, groups):
     groups = sym._get_const(groups, "i", "groups")
     if sym._is_value(padding) and padding.node().kind() == "onnx::Constant" and \
             padding.node().kindOf("value") == "s":
-        mode = sym._get_const(padding, "s", "padding")
-        kernel = sym._get_tensor_sizes(weight)[2:]
-        total = [0, 0] if mode == "valid" else [d * (k - 1) for d, k in zip(dilation, kernel)]
-        pads = [t // 2 for t in total] + [t - t // 2 for t in total]  # extra zero at the end
+        pads = _conv_pads(sym._get_const(padding, "s", "padding"), sym._get_tensor_sizes(weight)[2:], dilation)
     else:
-        pads = list(sym._get_const(padding, "is", "padding")) * 2
+        pads = _conv_pads(sym._get_const(padding, "is", "padding"), (), dilation)
     args = [input, weight]
     if not sym._is_none(bias):
         args.append(bias)
