@@ -114,7 +114,9 @@ void set_tile_bytes(int64_t bytes);
 
 // For tests: run the CPU backend with the CUDA backend's work plan (chunks
 // of whole images, one item per pass, all groups in one batched GEMM, NCHW
-// columns only, no direct kernels), so that the composition the CUDA backend
+// columns only, no direct kernels) and the CUDA backend's cuBLAS calls,
+// replayed by a reference column-major GEMM that reads operands only as
+// cuBLAS would (csrc/blas_plan.h), so that the composition the CUDA backend
 // runs is exercised without a GPU. Off by default.
 bool cpu_whole_image_plan();
 void set_cpu_whole_image_plan(bool on);

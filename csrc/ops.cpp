@@ -14,6 +14,9 @@
 #include <ATen/ops/empty.h>
 #include <torch/library.h>
 
+#include <string>
+
+#include "blas_plan.h"
 #include "conv_shape.h"
 #include "myconv.h"
 
@@ -47,6 +50,12 @@ TORCH_LIBRARY(myconv, m) {
   m.def("_set_cpu_whole_image_plan(bool on) -> ()", &myconv::set_cpu_whole_image_plan);
   // For tests: the peak workspace of this thread's latest conv2d / conv2d_backward.
   m.def("_last_workspace_peak() -> int", &myconv::last_workspace_peak_bytes);
+  // For tests: the compute type the CUDA backend's GEMMs take for a dtype under
+  // PyTorch's current float32 matmul precision ("64F", "32F", "32F_FAST_TF32").
+  m.def("_gemm_compute_type(ScalarType dtype) -> str", [](c10::ScalarType dtype) {
+    return std::string(myconv::detail::gemm_compute_name(
+        myconv::detail::gemm_compute(dtype, myconv::detail::cuda_matmul_allows_tf32())));
+  });
 }
 
 namespace myconv {

@@ -1,74 +1,48 @@
 // CUDA backend: the im2col / col2im kernels of im2col.cu, GEMM through cuBLAS
 // (PyTorch's handle, bound to PyTorch's current stream), and the CUDA
 // registration of the composed ops.
-#include <ATen/Context.h>
 #include <ATen/cuda/CUDAContextLight.h>
 #include <ATen/cuda/Exceptions.h>
 #include <torch/library.h>
 
-#include <algorithm>
 #include <climits>
-#include <optional>
 
+#include "../csrc/blas_plan.h"
 #include "../csrc/conv2d_impl.h"
 #include "kernels.h"
 
 namespace myconv::detail {
 namespace {
 
-// How cuBLAS (column-major) reads a row-major r x c matrix view with strides
-// (row_stride, col_stride): as its transpose with op N, or as itself with op T.
-struct BlasOperand {
-  cublasOperation_t op;
-  int64_t ld;
-};
-
-std::optional<BlasOperand> transposed_operand(int64_t rows, int64_t cols, int64_t row_stride,
-                                              int64_t col_stride) {
-  if (col_stride == 1 && row_stride >= std::max<int64_t>(1, cols)) {
-    return BlasOperand{CUBLAS_OP_N, row_stride};
-  }
-  if (row_stride == 1 && col_stride >= std::max<int64_t>(1, rows)) {
-    return BlasOperand{CUBLAS_OP_T, col_stride};
-  }
-  return std::nullopt;
-}
-
-// Operand of a 3-D (batch, rows, cols) tensor, made contiguous when its
-// strides are not BLAS-compatible.
-BlasOperand operand_of(at::Tensor& t) {
-  auto op = transposed_operand(t.size(1), t.size(2), t.stride(1), t.stride(2));
-  if (!op) {
-    t = t.contiguous();
-    op = transposed_operand(t.size(1), t.size(2), t.stride(1), t.stride(2));
-  }
-  return *op;
-}
-
-struct GemmTypes {
-  cudaDataType_t data;
-  cublasComputeType_t compute;
-  bool double_scalars;  // alpha/beta as double (else float)
-};
-
-GemmTypes gemm_types(at::ScalarType t) {
+cudaDataType_t blas_data_type(at::ScalarType t) {
   switch (t) {
     case at::kDouble:
-      return {CUDA_R_64F, CUBLAS_COMPUTE_64F, true};
+      return CUDA_R_64F;
     case at::kFloat:
-      // TF32 tensor cores only where the user allows them
-      // (torch.backends.cuda.matmul.allow_tf32).
-      return {CUDA_R_32F,
-              at::globalContext().allowTF32CuBLAS() ? CUBLAS_COMPUTE_32F_FAST_TF32
-                                                    : CUBLAS_COMPUTE_32F,
-              false};
+      return CUDA_R_32F;
     case at::kHalf:
-      return {CUDA_R_16F, CUBLAS_COMPUTE_32F, false};  // float32 accumulation
+      return CUDA_R_16F;
     case at::kBFloat16:
-      return {CUDA_R_16BF, CUBLAS_COMPUTE_32F, false};
+      return CUDA_R_16BF;
     default:
       TORCH_CHECK(false, "myconv: no cuBLAS GEMM for dtype ", t);
   }
+}
+
+cublasComputeType_t blas_compute_type(GemmCompute compute) {
+  switch (compute) {
+    case GemmCompute::kFloat64:
+      return CUBLAS_COMPUTE_64F;
+    case GemmCompute::kFloat32FastTF32:
+      return CUBLAS_COMPUTE_32F_FAST_TF32;
+    case GemmCompute::kFloat32:
+    default:
+      return CUBLAS_COMPUTE_32F;
+  }
+}
+
+cublasOperation_t blas_op(bool transposed) {
+  return transposed ? CUBLAS_OP_T : CUBLAS_OP_N;
 }
 
 // For float16 / bfloat16, cuBLAS may reduce split-K partial sums in the
@@ -132,33 +106,30 @@ class CudaBackend final : public Backend {
     myconv::cuda::col2im(columns, layout, g, images);
   }
 
-  // c[i] = a[i] @ b[i] (+ c[i]) as one strided-batched GEMM. Row-major C = A B
-  // is column-major C^T = B^T A^T, so cuBLAS gets (B, A) with m = n(C), n = m(C).
-  void bmm(const at::Tensor& a_in, const at::Tensor& b_in, const at::Tensor& c,
+  // c[i] = a[i] @ b[i] (+ c[i]) as one strided-batched GEMM, called as
+  // csrc/blas_plan.h plans it (the plan the CPU tests replay).
+  void bmm(const at::Tensor& a, const at::Tensor& b, const at::Tensor& c,
            bool accumulate) const override {
-    TORCH_INTERNAL_ASSERT(c.is_contiguous());
-    at::Tensor a = a_in, b = b_in;
-    const BlasOperand opa = operand_of(a);
-    const BlasOperand opb = operand_of(b);
-    const int64_t batch = c.size(0), m = c.size(1), n = c.size(2), k = a.size(2);
-    if (batch == 0 || m == 0 || n == 0) {
+    const ColumnMajorGemm g = plan_column_major_gemm(a, b, c, accumulate);
+    if (g.batch == 0 || g.m == 0 || g.n == 0) {
       return;
     }
-    const GemmTypes types = gemm_types(c.scalar_type());
+    const bool float64 = g.dtype == at::kDouble;
     const double alpha_d = 1.0, beta_d = accumulate ? 1.0 : 0.0;
     const float alpha_f = 1.0f, beta_f = accumulate ? 1.0f : 0.0f;
-    const void* alpha = types.double_scalars ? static_cast<const void*>(&alpha_d) : &alpha_f;
-    const void* beta = types.double_scalars ? static_cast<const void*>(&beta_d) : &beta_f;
+    const void* alpha = float64 ? static_cast<const void*>(&alpha_d) : &alpha_f;
+    const void* beta = float64 ? static_cast<const void*>(&beta_d) : &beta_f;
+    const cudaDataType_t data = blas_data_type(g.dtype);
+    const cublasComputeType_t compute = blas_compute_type(gemm_compute(g.dtype, cuda_matmul_allows_tf32()));
 
     cublasHandle_t handle = at::cuda::getCurrentCUDABlasHandle();  // on the current stream
-    const Float32AccumulationGuard fp32_accumulation(
-        handle, c.scalar_type() == at::kHalf || c.scalar_type() == at::kBFloat16);
+    const Float32AccumulationGuard fp32_accumulation(handle, g.dtype == at::kHalf || g.dtype == at::kBFloat16);
     TORCH_CUDABLAS_CHECK(cublasGemmStridedBatchedEx(
-        handle, opb.op, opa.op, as_blas_int(n, "n"), as_blas_int(m, "m"), as_blas_int(k, "k"),
-        alpha, b.const_data_ptr(), types.data, as_blas_int(opb.ld, "ldb"), b.stride(0),
-        a.const_data_ptr(), types.data, as_blas_int(opa.ld, "lda"), a.stride(0),
-        beta, c.mutable_data_ptr(), types.data, as_blas_int(n, "ldc"), c.stride(0),
-        as_blas_int(batch, "batch"), types.compute, CUBLAS_GEMM_DEFAULT));
+        handle, blas_op(g.transpose_first), blas_op(g.transpose_second), as_blas_int(g.m, "m"),
+        as_blas_int(g.n, "n"), as_blas_int(g.k, "k"), alpha, g.first, data, as_blas_int(g.ld_first, "lda"),
+        g.stride_first, g.second, data, as_blas_int(g.ld_second, "ldb"), g.stride_second, beta, g.result,
+        data, as_blas_int(g.ld_result, "ldc"), g.stride_result, as_blas_int(g.batch, "batch"), compute,
+        CUBLAS_GEMM_DEFAULT));
   }
 };
 

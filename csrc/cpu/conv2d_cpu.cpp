@@ -20,6 +20,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "../blas_plan.h"
 #include "../conv2d_impl.h"
 #include "../myconv.h"
 
@@ -1069,9 +1070,15 @@ class CpuBackend final : public Backend {
   }
 
   // One GEMM per batch entry through ATen (MKL for float / double), on views:
-  // strided operands and results need no copies.
+  // strided operands and results need no copies. With the CUDA backend's work
+  // plan, the CUDA backend's cuBLAS call instead, replayed on the CPU
+  // (csrc/blas_plan.h): every operand is read only as cuBLAS would read it.
   void bmm(const at::Tensor& a, const at::Tensor& b, const at::Tensor& c,
            bool accumulate) const override {
+    if (cpu_whole_image_plan()) {
+      run_column_major_gemm_on_cpu(plan_column_major_gemm(a, b, c, accumulate));
+      return;
+    }
     for (int64_t i = 0; i < c.size(0); ++i) {
       at::Tensor ci = c.select(0, i);
       if (accumulate) {

@@ -1,7 +1,10 @@
 """The CUDA backend: the same ops on CUDA tensors (skipped without a device),
 and, everywhere, that a CUDA build registered every CUDA kernel."""
+import contextlib
 import os
 import shutil
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -29,10 +32,11 @@ def test_every_op_has_a_cuda_kernel(op):
 
 @pytest.fixture
 def no_tf32():
-    saved = torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = False
+    # The current API (the legacy getter raises once it has been used).
+    saved = torch.backends.cuda.matmul.fp32_precision
+    torch.backends.cuda.matmul.fp32_precision = "ieee"
     yield
-    torch.backends.cuda.matmul.allow_tf32 = saved
+    torch.backends.cuda.matmul.fp32_precision = saved
 
 
 @requires_cuda
@@ -165,3 +169,117 @@ def test_second_device():
     assert_rel_close(out, F.conv2d(x, w, None, 1, 1), 1e-12)
     with pytest.raises(RuntimeError, match="to be on the same device"):
         myconv.conv2d(x.detach(), w.detach().to("cuda:0"))
+
+
+# ---- the CUDA backend's GEMM decisions (csrc/blas_plan.h), tested without a GPU ----
+
+# How a user sets TF32 for float32 matmuls -> the compute type our CUDA GEMMs
+# must take (as torch.matmul does). Each in a fresh process: PyTorch's
+# precision settings are process-wide and the legacy getter raises once the
+# current API was used.
+TF32_SETTINGS = {
+    "default": ("", "32F"),
+    "legacy-allow_tf32": ("torch.backends.cuda.matmul.allow_tf32 = True", "32F_FAST_TF32"),
+    "legacy-allow_tf32-off": ("torch.backends.cuda.matmul.allow_tf32 = False", "32F"),
+    "matmul.fp32_precision": ("torch.backends.cuda.matmul.fp32_precision = 'tf32'", "32F_FAST_TF32"),
+    "matmul.fp32_precision-ieee": ("torch.backends.cuda.matmul.fp32_precision = 'ieee'", "32F"),
+    "backends.fp32_precision": ("torch.backends.fp32_precision = 'tf32'", "32F_FAST_TF32"),
+    "backends-tf32-but-matmul-ieee": (
+        "torch.backends.fp32_precision = 'tf32'; torch.backends.cuda.matmul.fp32_precision = 'ieee'", "32F"),
+    "set_float32_matmul_precision-high": ("torch.set_float32_matmul_precision('high')", "32F_FAST_TF32"),
+    "set_float32_matmul_precision-medium": ("torch.set_float32_matmul_precision('medium')", "32F_FAST_TF32"),
+    "set_float32_matmul_precision-highest": ("torch.set_float32_matmul_precision('highest')", "32F"),
+}
+
+
+@pytest.mark.parametrize("setting", list(TF32_SETTINGS), ids=str)
+def test_gemm_compute_type_follows_every_tf32_api(setting):
+    statement, expected = TF32_SETTINGS[setting]
+    code = (f"import torch, myconv; {statement}\n"
+            "print(*(torch.ops.myconv._gemm_compute_type(t) for t in "
+            "(torch.float32, torch.float64, torch.float16, torch.bfloat16)))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == [expected, "64F", "32F", "32F"]
+
+
+@contextlib.contextmanager
+def cuda_plan_on_cpu(workspace=None):
+    """The CUDA backend's work plan and its cuBLAS calls, replayed on the CPU."""
+    saved = myconv.get_workspace_limit()
+    torch.ops.myconv._set_cpu_whole_image_plan(True)
+    try:
+        if workspace is not None:
+            myconv.set_workspace_limit(workspace)
+        yield
+    finally:
+        torch.ops.myconv._set_cpu_whole_image_plan(False)
+        myconv.set_workspace_limit(saved)
+
+
+def forward_backward_double(fn, ref_fn, tensors, make_grad):
+    """Forward, y.sum()-style backward with the given grad_output, and double
+    backward, for fn and (in float64) ref_fn; returns both lists of results."""
+    results = []
+    for f, ts in ((fn, tensors), (ref_fn, [t.detach().double().cpu().requires_grad_() for t in tensors])):
+        y = f(*ts)
+        gy = make_grad(y)
+        grads = torch.autograd.grad(y, ts, gy, create_graph=True)
+        second = torch.autograd.grad(sum((g * g).sum() for g in grads), ts)
+        results.append([y, *grads, *second])
+    return results
+
+
+# The three operands review found cuBLAS could not read as planned (each GEMM
+# tile holds one image): name -> (fn, reference, input/weight shapes, layout, grad_output)
+def _expanded_sum_grad(y):  # what autograd passes for y.sum(): an expanded scalar
+    return torch.ones((), dtype=y.dtype, device=y.device).expand(y.shape)
+
+
+def _channels_last_grad(y):
+    g = torch.Generator().manual_seed(2)
+    gy = torch.randn(y.shape, generator=g, dtype=torch.float64).to(y.device, y.dtype)
+    return gy.contiguous(memory_format=torch.channels_last)
+
+
+OPERAND_SCENARIOS = {
+    # a GAN discriminator's last layer: C_out = 1, a 1x1 output, y.sum().backward()
+    "cout1-1x1-output-sum": (lambda x, w: myconv.conv2d(x, w), lambda x, w: F.conv2d(x, w),
+                             (1, 3, 4, 4), (1, 3, 4, 4), False, _expanded_sum_grad),
+    "cout1-unbatched": (lambda x, w: myconv.conv2d(x, w), lambda x, w: F.conv2d(x, w),
+                        (3, 5, 5), (1, 3, 5, 5), False, _expanded_sum_grad),
+    # groups == C_out, a 1x1 output, channels_last grad_output
+    "depthwise-1x1-output-channels-last": (lambda x, w: myconv.conv2d(x, w, groups=6),
+                                           lambda x, w: F.conv2d(x, w, groups=6),
+                                           (1, 6, 3, 3), (6, 1, 3, 3), True, _channels_last_grad),
+    # conv_transpose2d, channels_last (N, C, 1, 1) input, C_in / groups = 1
+    "transpose-channels-last-1x1-input": (lambda x, w: myconv.conv_transpose2d(x, w, groups=4),
+                                          lambda x, w: F.conv_transpose2d(x, w, groups=4),
+                                          (1, 4, 1, 1), (4, 3, 3, 3), True, _channels_last_grad),
+}
+
+
+def _run_operand_scenario(name, device):
+    fn, ref, xs, ws, channels_last, make_grad = OPERAND_SCENARIOS[name]
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(xs, generator=g, dtype=torch.float64)
+    w = torch.randn(ws, generator=g, dtype=torch.float64)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    x, w = x.to(device).requires_grad_(), w.to(device).requires_grad_()
+    ours, expected = forward_backward_double(fn, ref, [x, w], make_grad)
+    for i, (a, e) in enumerate(zip(ours, expected)):
+        assert_rel_close(a, e, 1e-10, f"{name}: result {i}")
+
+
+@pytest.mark.parametrize("workspace", [None, 1], ids=["one-chunk", "image-chunks"])
+@pytest.mark.parametrize("name", list(OPERAND_SCENARIOS), ids=str)
+def test_operands_cublas_reads_on_the_cpu(name, workspace):
+    with cuda_plan_on_cpu(workspace):
+        _run_operand_scenario(name, "cpu")
+
+
+@requires_cuda
+@pytest.mark.parametrize("name", list(OPERAND_SCENARIOS), ids=str)
+def test_operands_cublas_reads_on_cuda(name, no_tf32):
+    _run_operand_scenario(name, "cuda")

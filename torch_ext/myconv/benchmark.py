@@ -479,8 +479,10 @@ def main(argv=None):
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.device == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = args.tf32
-        torch.backends.cudnn.allow_tf32 = args.tf32
+        # PyTorch's current precision API (the legacy flags' getters raise once it is used)
+        precision = "tf32" if args.tf32 else "ieee"
+        torch.backends.cuda.matmul.fp32_precision = precision
+        torch.backends.cudnn.conv.fp32_precision = precision
     layers = [SEED_LAYER] if args.quick else parse_layers(args.layers, args.batch, args.suite)
     run(layers, args.device, getattr(torch, args.dtype), args.min_run_time, args.channels_last,
         tuple(args.passes.split(",")), args.out, progress=not args.no_progress)
