@@ -87,7 +87,7 @@ setup(
     cmdclass={"build_ext": BuildExtension},
     options={"bdist_wheel": {"py_limited_api": "cp311"}},
     python_requires=">=3.10",
-    install_requires=["torch"],
+    install_requires=["torch>=2.9"],
     extras_require={
         # python -m myconv.benchmark: progress bar and plot
         "benchmark": ["tqdm", "matplotlib"],

@@ -8,6 +8,8 @@
 #include <torch/version.h>
 
 #include <algorithm>
+#include <limits>
+#include <utility>
 
 namespace myconv::detail {
 
@@ -60,13 +62,13 @@ const char* gemm_compute_name(GemmCompute compute) {
   return "?";
 }
 
+#if TORCH_VERSION_MAJOR < 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR < 9)
+#error "myconv needs torch >= 2.9 (PyTorch's fp32_precision API decides TF32)"
+#endif
+
 bool cuda_matmul_allows_tf32() {
-#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 9)
   return at::globalContext().float32Precision(at::Float32Backend::CUDA, at::Float32Op::MATMUL) ==
          at::Float32Precision::TF32;
-#else
-  return at::globalContext().allowTF32CuBLAS();
-#endif
 }
 
 namespace {
@@ -102,6 +104,12 @@ int64_t extent(int64_t rows, int64_t cols, int64_t ld, int64_t batch_stride, int
 // cuBLAS's own argument rules (CUBLAS_STATUS_INVALID_VALUE otherwise): a
 // stored column-major (r x c) matrix needs ld >= max(1, r).
 void check_blas_rules(const ColumnMajorGemm& g) {
+  const std::pair<const char*, int64_t> sizes[] = {{"m", g.m}, {"n", g.n}, {"k", g.k}, {"batch", g.batch},
+                                                   {"lda", g.ld_first}, {"ldb", g.ld_second}, {"ldc", g.ld_result}};
+  for (const auto& [name, v] : sizes) {
+    TORCH_CHECK(v <= std::numeric_limits<int32_t>::max(), "myconv: GEMM ", name, "=", v,
+                " exceeds cuBLAS's 32-bit limit");
+  }
   const int64_t first_rows = g.transpose_first ? g.k : g.m;    // stored (m x k) or (k x m)
   const int64_t second_rows = g.transpose_second ? g.n : g.k;  // stored (k x n) or (n x k)
   TORCH_INTERNAL_ASSERT(g.m >= 0 && g.n >= 0 && g.k >= 0 && g.batch >= 0, "myconv: negative GEMM size");

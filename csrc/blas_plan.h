@@ -71,13 +71,16 @@ struct ColumnMajorGemm {
 // The call for c = a @ b (+ c). An operand whose strides no BLAS operation
 // reads is copied into a fresh contiguous tensor (kept in the plan); c must be
 // readable as op N (the composition writes results row by row). Asserts that
-// every operand is readable before returning.
+// every operand is readable and within its storage, and checks cuBLAS's
+// argument rules (leading dimensions, 32-bit sizes) before returning.
 ColumnMajorGemm plan_column_major_gemm(const at::Tensor& a, const at::Tensor& b, const at::Tensor& c,
                                        bool accumulate);
 
 // Executes a plan on the CPU exactly as a column-major BLAS would read it
 // (pointers, op, ld and batch stride only), accumulating in float64 for
-// float64 and float32 otherwise. For tests of the CUDA backend's plan.
+// float64 and float32 otherwise. For tests of the CUDA backend's plan: it
+// checks which memory is read, not cuBLAS's rounding (it never rounds to
+// TF32, and sums in its own order).
 void run_column_major_gemm_on_cpu(const ColumnMajorGemm& gemm);
 
 } // namespace myconv::detail

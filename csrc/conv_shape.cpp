@@ -2,9 +2,12 @@
 
 #include <c10/util/Exception.h>
 
+#include <algorithm>
 #include <array>
 #include <limits>
 #include <optional>
+#include <sstream>
+#include <string>
 
 namespace myconv::detail {
 namespace {
@@ -36,13 +39,18 @@ void check_same(const char* op, const char* a_name, const at::Tensor& a,
 
 enum class Bound { Positive, NonNegative };
 
-// An int[2] argument: two values, each positive (or non-negative).
-void check_pair(const char* op, const char* name, at::IntArrayRef v, Bound bound) {
-  TORCH_CHECK(v.size() == 2, op, ": expected ", name, " to be a list of 2 ints, but got ", name,
-              "=", v);
-  const bool ok = bound == Bound::Positive ? (v[0] > 0 && v[1] > 0) : (v[0] >= 0 && v[1] >= 0);
+// An int[n] argument: n values, each positive (or non-negative).
+void check_list(const char* op, const char* name, at::IntArrayRef v, int64_t n, Bound bound) {
+  TORCH_CHECK(static_cast<int64_t>(v.size()) == n, op, ": expected ", name, " to be a list of ", n,
+              n == 1 ? " int" : " ints", ", but got ", name, "=", v);
+  const bool ok = std::all_of(v.begin(), v.end(),
+                              [&](int64_t x) { return bound == Bound::Positive ? x > 0 : x >= 0; });
   TORCH_CHECK(ok, op, ": expected ", name, " to be ",
               bound == Bound::Positive ? "positive" : "non-negative", ", but got ", name, "=", v);
+}
+
+void check_pair(const char* op, const char* name, at::IntArrayRef v, Bound bound) {
+  check_list(op, name, v, 2, bound);
 }
 
 constexpr __int128 kInt64Max = std::numeric_limits<int64_t>::max();
@@ -77,21 +85,39 @@ void check_numel_fits_int64(const char* op, const char* what, c10::SymIntArrayRe
   }
 }
 
-// Output size (blocks along H and W) of a sliding window over an (h, w) image,
-// or nothing when the dilated kernel does not fit the padded image.
-std::optional<std::array<c10::SymInt, 2>> sliding_blocks(
-    const char* op, const c10::SymInt& h, const c10::SymInt& w, const c10::SymInt& kh,
-    const c10::SymInt& kw, at::IntArrayRef stride, at::IntArrayRef padding,
-    at::IntArrayRef dilation) {
-  check_window_fits_int64(op, h, kh, padding[0], dilation[0]);
-  check_window_fits_int64(op, w, kw, padding[1], dilation[1]);
-  if (h + 2 * padding[0] < (kh - 1) * dilation[0] + 1 ||
-      w + 2 * padding[1] < (kw - 1) * dilation[1] + 1) {
-    return std::nullopt;
+// Output size (blocks along each axis) of a sliding window over an image of
+// `size`, or nothing when the dilated kernel does not fit the padded image
+// along some axis.
+std::optional<std::vector<c10::SymInt>> sliding_blocks(const char* op, c10::SymIntArrayRef size,
+                                                       c10::SymIntArrayRef kernel, at::IntArrayRef stride,
+                                                       at::IntArrayRef padding, at::IntArrayRef dilation) {
+  for (size_t i = 0; i < size.size(); ++i) {
+    check_window_fits_int64(op, size[i], kernel[i], padding[i], dilation[i]);
   }
-  return std::array<c10::SymInt, 2>{
-      sliding_output_size(h, kh, stride[0], padding[0], dilation[0]),
-      sliding_output_size(w, kw, stride[1], padding[1], dilation[1])};
+  std::vector<c10::SymInt> out;
+  for (size_t i = 0; i < size.size(); ++i) {
+    if (size[i] + 2 * padding[i] < (kernel[i] - 1) * dilation[i] + 1) {
+      return std::nullopt;
+    }
+    out.push_back(sliding_output_size(size[i], kernel[i], stride[i], padding[i], dilation[i]));
+  }
+  return out;
+}
+
+// "(a x b x c)"
+template <typename T>
+std::string by(const std::vector<T>& v) {
+  std::ostringstream out;
+  out << "(";
+  for (size_t i = 0; i < v.size(); ++i) {
+    out << (i ? " x " : "") << v[i];
+  }
+  out << ")";
+  return out.str();
+}
+
+std::vector<c10::SymInt> symints(at::IntArrayRef v) {
+  return std::vector<c10::SymInt>(v.begin(), v.end());
 }
 
 void check_window_args(const char* op, at::IntArrayRef kernel_size, at::IntArrayRef dilation,
@@ -104,26 +130,70 @@ void check_window_args(const char* op, at::IntArrayRef kernel_size, at::IntArray
 
 } // namespace
 
-PlaneGeometry::PlaneGeometry(int64_t channels, int64_t height, int64_t width,
-                             at::IntArrayRef kernel, at::IntArrayRef stride,
-                             at::IntArrayRef padding, at::IntArrayRef dilation)
-    : channels(channels), height(height), width(width),
-      kernel_h(kernel[0]), kernel_w(kernel[1]),
-      stride_h(stride[0]), stride_w(stride[1]),
-      pad_h(padding[0]), pad_w(padding[1]),
-      dilation_h(dilation[0]), dilation_w(dilation[1]),
-      out_h(sliding_output_size(height, kernel_h, stride_h, pad_h, dilation_h)),
-      out_w(sliding_output_size(width, kernel_w, stride_w, pad_w, dilation_w)) {}
+ConvGeometry::ConvGeometry(int64_t channels, at::IntArrayRef size, at::IntArrayRef kernel,
+                           at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation)
+    : channels(channels) {
+  const size_t dims = size.size();
+  TORCH_INTERNAL_ASSERT(dims >= 1 && dims <= kMaxSpatialDims && kernel.size() == dims && stride.size() == dims &&
+                        padding.size() == dims && dilation.size() == dims);
+  // Fill (depth, height, width) from the back: missing leading axes keep unit sizes.
+  int64_t* const sizes[] = {&depth, &height, &width};
+  int64_t* const kernels[] = {&kernel_d, &kernel_h, &kernel_w};
+  int64_t* const strides[] = {&stride_d, &stride_h, &stride_w};
+  int64_t* const pads[] = {&pad_d, &pad_h, &pad_w};
+  int64_t* const dilations[] = {&dilation_d, &dilation_h, &dilation_w};
+  int64_t* const outs[] = {&out_d, &out_h, &out_w};
+  for (size_t i = 0; i < dims; ++i) {
+    const size_t a = kMaxSpatialDims - dims + i;
+    *sizes[a] = size[i];
+    *kernels[a] = kernel[i];
+    *strides[a] = stride[i];
+    *pads[a] = padding[i];
+    *dilations[a] = dilation[i];
+    *outs[a] = sliding_output_size(size[i], kernel[i], stride[i], padding[i], dilation[i]);
+  }
+}
+
+const char* conv_op_name(int64_t dims) {
+  static const char* names[] = {"myconv::conv1d", "myconv::conv2d", "myconv::conv3d"};
+  return names[std::clamp<int64_t>(dims, 1, kMaxSpatialDims) - 1];
+}
+const char* conv_backward_op_name(int64_t dims) {
+  static const char* names[] = {"myconv::conv1d_backward", "myconv::conv2d_backward", "myconv::conv3d_backward"};
+  return names[std::clamp<int64_t>(dims, 1, kMaxSpatialDims) - 1];
+}
+const char* conv_transpose_op_name(int64_t dims) {
+  static const char* names[] = {"myconv::conv_transpose1d", "myconv::conv_transpose2d", "myconv::conv_transpose3d"};
+  return names[std::clamp<int64_t>(dims, 1, kMaxSpatialDims) - 1];
+}
 
 namespace {
 
-// The checks conv2d and conv_transpose2d share: the tensors, the int pairs,
-// groups, the number of dimensions and non-empty sizes. weight_dims names the
-// weight's dimensions in messages.
-void check_conv_common(const char* op, const at::Tensor& input, const at::Tensor& weight,
+// The names of the spatial axes of a `dims`-dimensional convolution.
+std::vector<const char*> axis_names(int64_t dims) {
+  static const char* all[] = {"depth", "height", "width"};
+  return std::vector<const char*>(all + kMaxSpatialDims - dims, all + kMaxSpatialDims);
+}
+
+// "(out_channels, in_channels/groups, kT, kH, kW)" and the like: the weight's
+// dimensions, as PyTorch's docs name them.
+std::string weight_dims(int64_t dims, const char* first, const char* second) {
+  static const char* kernel[] = {"kT", "kH", "kW"};
+  std::string out = std::string("(") + first + ", " + second;
+  for (int64_t i = kMaxSpatialDims - dims; i < kMaxSpatialDims; ++i) {
+    out += std::string(", ") + kernel[i];
+  }
+  return out + ")";
+}
+
+// The checks convolutions and transposed convolutions share: the tensors, the
+// int lists, groups, the number of dimensions and non-empty sizes. weight_names
+// names the weight's dimensions in messages.
+void check_conv_common(const char* op, int64_t dims, const at::Tensor& input, const at::Tensor& weight,
                        const std::optional<at::Tensor>& bias, at::IntArrayRef stride,
                        at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
-                       const char* weight_dims) {
+                       const std::string& weight_names) {
+  TORCH_INTERNAL_ASSERT(dims >= 1 && dims <= kMaxSpatialDims);
   check_tensor(op, "input", input);
   check_tensor(op, "weight", weight);
   check_same(op, "input", input, "weight", weight);
@@ -131,29 +201,33 @@ void check_conv_common(const char* op, const at::Tensor& input, const at::Tensor
     check_tensor(op, "bias", *bias);
     check_same(op, "input", input, "bias", *bias);
   }
-  check_pair(op, "stride", stride, Bound::Positive);
-  check_pair(op, "padding", padding, Bound::NonNegative);
-  check_pair(op, "dilation", dilation, Bound::Positive);
+  check_list(op, "stride", stride, dims, Bound::Positive);
+  check_list(op, "padding", padding, dims, Bound::NonNegative);
+  check_list(op, "dilation", dilation, dims, Bound::Positive);
   TORCH_CHECK(groups > 0, op, ": expected groups to be positive, but got groups=", groups);
 
   const auto in = input.sym_sizes();
   const auto w = weight.sym_sizes();
-  TORCH_CHECK(input.dim() == 3 || input.dim() == 4, op,
-              ": expected 3-D (unbatched) or 4-D (batched) input, but got input of size ", in);
-  TORCH_CHECK(weight.dim() == 4, op, ": expected 4-D weight of shape ", weight_dims,
+  TORCH_CHECK(input.dim() == dims + 1 || input.dim() == dims + 2, op, ": expected ", dims + 1,
+              "-D (unbatched) or ", dims + 2, "-D (batched) input, but got input of size ", in);
+  TORCH_CHECK(weight.dim() == dims + 2, op, ": expected ", dims + 2, "-D weight of shape ", weight_names,
               ", but got weight of size ", w);
-  const int64_t c = input.dim() == 4 ? 1 : 0;  // index of the channel dimension
-  TORCH_CHECK(in[c] > 0 && in[c + 1] > 0 && in[c + 2] > 0, op,
-              ": expected input's non-batch dimensions (channels, height, width) to be non-zero, "
-              "but got input of size ", in);
-  TORCH_CHECK(w[0] > 0 && w[1] > 0 && w[2] > 0 && w[3] > 0, op, ": expected weight's dimensions ",
-              weight_dims, " to be non-zero, but got weight of size ", w);
+  const int64_t c = input.dim() - dims - 1;  // index of the channel dimension
+  std::string names = "channels";
+  for (const char* axis : axis_names(dims)) {
+    names += std::string(", ") + axis;
+  }
+  TORCH_CHECK(std::all_of(in.begin() + c, in.end(), [](const c10::SymInt& s) { return s > 0; }), op,
+              ": expected input's non-batch dimensions (", names, ") to be non-zero, but got input of size ", in);
+  TORCH_CHECK(std::all_of(w.begin(), w.end(), [](const c10::SymInt& s) { return s > 0; }), op,
+              ": expected weight's dimensions ", weight_names, " to be non-zero, but got weight of size ", w);
 }
 
 } // namespace
 
-std::vector<c10::SymInt> check_conv2d(
+std::vector<c10::SymInt> check_conv(
     const char* op,
+    int64_t dims,
     const at::Tensor& input,
     const at::Tensor& weight,
     const std::optional<at::Tensor>& bias,
@@ -162,11 +236,11 @@ std::vector<c10::SymInt> check_conv2d(
     at::IntArrayRef dilation,
     int64_t groups) {
   const bool has_bias = bias.has_value() && bias->defined();
-  check_conv_common(op, input, weight, bias, stride, padding, dilation, groups,
-                    "(out_channels, in_channels/groups, kH, kW)");
+  check_conv_common(op, dims, input, weight, bias, stride, padding, dilation, groups,
+                    weight_dims(dims, "out_channels", "in_channels/groups"));
   const auto in = input.sym_sizes();
   const auto w = weight.sym_sizes();
-  const bool batched = input.dim() == 4;
+  const bool batched = input.dim() == dims + 2;
   const int64_t c = batched ? 1 : 0;  // index of the channel dimension
   TORCH_CHECK(w[0] % groups == 0, op, ": given groups=", groups, ", expected weight.size(0)=",
               w[0], " (out_channels) to be divisible by groups");
@@ -179,26 +253,33 @@ std::vector<c10::SymInt> check_conv2d(
                 bias->sym_sizes());
   }
 
-  const auto blocks =
-      sliding_blocks(op, in[c + 1], in[c + 2], w[2], w[3], stride, padding, dilation);
-  TORCH_CHECK(blocks.has_value(), op, ": calculated padded input size per channel: (",
-              in[c + 1] + 2 * padding[0], " x ", in[c + 2] + 2 * padding[1],
-              "). Dilated kernel size: (", (w[2] - 1) * dilation[0] + 1, " x ",
-              (w[3] - 1) * dilation[1] + 1, "). Kernel size can't be greater than actual input size");
+  const c10::SymIntArrayRef spatial = in.slice(c + 1, dims), kernel = w.slice(2, dims);
+  const auto blocks = sliding_blocks(op, spatial, kernel, stride, padding, dilation);
+  if (!blocks.has_value()) {
+    std::vector<c10::SymInt> padded, dilated;
+    for (int64_t i = 0; i < dims; ++i) {
+      padded.push_back(spatial[i] + 2 * padding[i]);
+      dilated.push_back((kernel[i] - 1) * dilation[i] + 1);
+    }
+    TORCH_CHECK(false, op, ": calculated padded input size per channel: ", by(padded), ". Dilated kernel size: ",
+                by(dilated), ". Kernel size can't be greater than actual input size");
+  }
   std::vector<c10::SymInt> out;
   if (batched) {
     out.push_back(in[0]);
   }
   out.push_back(w[0]);
-  out.push_back((*blocks)[0]);
-  out.push_back((*blocks)[1]);
+  out.insert(out.end(), blocks->begin(), blocks->end());
   check_numel_fits_int64(op, "output", out);
-  check_numel_fits_int64(op, "column matrix of one image",
-                         {in[c], w[2], w[3], (*blocks)[0], (*blocks)[1]});
+  std::vector<c10::SymInt> columns{in[c]};
+  columns.insert(columns.end(), kernel.begin(), kernel.end());
+  columns.insert(columns.end(), blocks->begin(), blocks->end());
+  check_numel_fits_int64(op, "column matrix of one image", columns);
   return out;
 }
 
-void check_conv2d_backward(
+void check_conv_backward(
+    int64_t dims,
     const at::Tensor& grad_output,
     const at::Tensor& input,
     const at::Tensor& weight,
@@ -206,19 +287,18 @@ void check_conv2d_backward(
     at::IntArrayRef padding,
     at::IntArrayRef dilation,
     int64_t groups) {
-  constexpr const char* op = "myconv::conv2d_backward";
-  const auto expected =
-      check_conv2d(op, input, weight, std::nullopt, stride, padding, dilation, groups);
+  const char* op = conv_backward_op_name(dims);
+  const auto expected = check_conv(op, dims, input, weight, std::nullopt, stride, padding, dilation, groups);
   check_tensor(op, "grad_output", grad_output);
   check_same(op, "input", input, "grad_output", grad_output);
   TORCH_CHECK(grad_output.sym_sizes().equals(expected), op,
-              ": expected grad_output of size ", c10::SymIntArrayRef(expected),
-              " (the size of conv2d's output), but got grad_output of size ",
-              grad_output.sym_sizes());
+              ": expected grad_output of size ", c10::SymIntArrayRef(expected), " (the size of conv", dims,
+              "d's output), but got grad_output of size ", grad_output.sym_sizes());
 }
 
-std::vector<c10::SymInt> check_conv_transpose2d(
+std::vector<c10::SymInt> check_conv_transpose(
     const char* op,
+    int64_t dims,
     const at::Tensor& input,
     const at::Tensor& weight,
     const std::optional<at::Tensor>& bias,
@@ -228,18 +308,28 @@ std::vector<c10::SymInt> check_conv_transpose2d(
     at::IntArrayRef dilation,
     int64_t groups) {
   const bool has_bias = bias.has_value() && bias->defined();
-  check_pair(op, "output_padding", output_padding, Bound::NonNegative);
-  check_conv_common(op, input, weight, bias, stride, padding, dilation, groups,
-                    "(in_channels, out_channels/groups, kH, kW)");
-  TORCH_CHECK((output_padding[0] < stride[0] || output_padding[0] < dilation[0]) &&
-                  (output_padding[1] < stride[1] || output_padding[1] < dilation[1]),
-              op, ": output padding must be smaller than either stride or dilation, but got "
-              "output_padding_height: ", output_padding[0], " output_padding_width: ", output_padding[1],
-              " stride_height: ", stride[0], " stride_width: ", stride[1], " dilation_height: ",
-              dilation[0], " dilation_width: ", dilation[1]);
+  check_list(op, "output_padding", output_padding, dims, Bound::NonNegative);
+  check_conv_common(op, dims, input, weight, bias, stride, padding, dilation, groups,
+                    weight_dims(dims, "in_channels", "out_channels/groups"));
+  bool small_enough = true;
+  for (int64_t i = 0; i < dims; ++i) {
+    small_enough = small_enough && (output_padding[i] < stride[i] || output_padding[i] < dilation[i]);
+  }
+  if (!small_enough) {
+    std::ostringstream got;
+    const auto axes = axis_names(dims);
+    const std::pair<const char*, at::IntArrayRef> lists[] = {
+        {"output_padding", output_padding}, {"stride", stride}, {"dilation", dilation}};
+    for (const auto& [kind, values] : lists) {
+      for (int64_t i = 0; i < dims; ++i) {
+        got << (got.tellp() > 0 ? " " : "") << kind << "_" << axes[i] << ": " << values[i];
+      }
+    }
+    TORCH_CHECK(false, op, ": output padding must be smaller than either stride or dilation, but got ", got.str());
+  }
   const auto in = input.sym_sizes();
   const auto w = weight.sym_sizes();
-  const bool batched = input.dim() == 4;
+  const bool batched = input.dim() == dims + 2;
   const int64_t c = batched ? 1 : 0;  // index of the channel dimension
   TORCH_CHECK(w[0] % groups == 0, op, ": given groups=", groups, ", expected weight.size(0)=",
               w[0], " (in_channels) to be divisible by groups");
@@ -252,46 +342,49 @@ std::vector<c10::SymInt> check_conv_transpose2d(
                 " elements (out_channels), but got bias of size ", bias->sym_sizes());
   }
 
-  std::array<c10::SymInt, 2> size;
-  for (size_t i = 0; i < 2; ++i) {
+  std::vector<c10::SymInt> size, given;
+  for (int64_t i = 0; i < dims; ++i) {
     const c10::SymInt& n = in[c + 1 + i];
     const c10::SymInt& k = w[2 + i];
     if (const auto ni = n.maybe_as_int(), ki = k.maybe_as_int(); ni && ki) {
       const __int128 s = (static_cast<__int128>(*ni) - 1) * stride[i] + static_cast<__int128>(dilation[i]) * (*ki - 1) +
                          output_padding[i] + 1;
-      TORCH_CHECK(s <= kInt64Max, op, ": the output size along dimension ", i + 2, " overflows int64");
+      TORCH_CHECK(s <= kInt64Max, op, ": the output size along dimension ", c + 1 + i, " overflows int64");
     }
-    size[i] = (n - 1) * stride[i] - 2 * padding[i] + (k - 1) * dilation[i] + output_padding[i] + 1;
+    size.push_back((n - 1) * stride[i] - 2 * padding[i] + (k - 1) * dilation[i] + output_padding[i] + 1);
+    given.push_back(n);
   }
-  TORCH_CHECK(size[0] > 0 && size[1] > 0, op, ": Given input size per channel: (", in[c + 1], " x ",
-              in[c + 2], "). Calculated output size per channel: (", size[0], " x ", size[1],
-              "). Output size is too small");
+  TORCH_CHECK(std::all_of(size.begin(), size.end(), [](const c10::SymInt& s) { return s > 0; }), op,
+              ": Given input size per channel: ", by(given), ". Calculated output size per channel: ", by(size),
+              ". Output size is too small");
   std::vector<c10::SymInt> out;
   if (batched) {
     out.push_back(in[0]);
   }
   out.push_back(out_channels);
-  out.push_back(size[0]);
-  out.push_back(size[1]);
+  out.insert(out.end(), size.begin(), size.end());
   check_numel_fits_int64(op, "output", out);
-  check_numel_fits_int64(op, "column matrix of one image", {out_channels, w[2], w[3], in[c + 1], in[c + 2]});
+  std::vector<c10::SymInt> columns{out_channels};
+  columns.insert(columns.end(), w.begin() + 2, w.end());
+  columns.insert(columns.end(), in.begin() + c + 1, in.end());
+  check_numel_fits_int64(op, "column matrix of one image", columns);
   return out;
 }
 
 StringPadding string_padding(const char* op, c10::string_view padding, at::IntArrayRef kernel,
                              at::IntArrayRef stride, at::IntArrayRef dilation) {
+  const int64_t dims = static_cast<int64_t>(kernel.size());
   TORCH_CHECK(padding == "same" || padding == "valid", op, ": Invalid padding string: '",
               std::string(padding), "' (expected 'same' or 'valid')");
-  check_pair(op, "stride", stride, Bound::Positive);
-  check_pair(op, "dilation", dilation, Bound::Positive);
-  StringPadding out{{0, 0}, {0, 0}};
+  check_list(op, "stride", stride, dims, Bound::Positive);
+  check_list(op, "dilation", dilation, dims, Bound::Positive);
+  StringPadding out{std::vector<int64_t>(dims, 0), std::vector<int64_t>(dims, 0)};
   if (padding == "valid") {
     return out;
   }
-  TORCH_CHECK(stride[0] == 1 && stride[1] == 1, op,
-              ": padding='same' is not supported for strided convolutions, but got stride=",
-              stride);
-  for (size_t i = 0; i < 2; ++i) {
+  TORCH_CHECK(std::all_of(stride.begin(), stride.end(), [](int64_t s) { return s == 1; }), op,
+              ": padding='same' is not supported for strided convolutions, but got stride=", stride);
+  for (int64_t i = 0; i < dims; ++i) {
     const int64_t total = dilation[i] * (kernel[i] - 1);
     out.both[i] = total / 2;
     out.extra[i] = total - 2 * (total / 2);
@@ -299,11 +392,17 @@ StringPadding string_padding(const char* op, c10::string_view padding, at::IntAr
   return out;
 }
 
-at::MemoryFormat conv2d_memory_format(const at::Tensor& input, const at::Tensor& weight) {
-  const bool channels_last = input.suggest_memory_format() == at::MemoryFormat::ChannelsLast ||
-                             weight.suggest_memory_format() == at::MemoryFormat::ChannelsLast;
-  return channels_last && input.dim() == 4 ? at::MemoryFormat::ChannelsLast
-                                           : at::MemoryFormat::Contiguous;
+at::MemoryFormat channels_last_format(int64_t dim) {
+  return dim == 5 ? at::MemoryFormat::ChannelsLast3d : at::MemoryFormat::ChannelsLast;
+}
+
+at::MemoryFormat conv_memory_format(int64_t dims, const at::Tensor& input, const at::Tensor& weight) {
+  if (dims < 2 || input.dim() != dims + 2) {
+    return at::MemoryFormat::Contiguous;  // 1-D, or unbatched: no channels-last format
+  }
+  const at::MemoryFormat cl = channels_last_format(dims + 2);
+  const bool channels_last = input.suggest_memory_format() == cl || weight.suggest_memory_format() == cl;
+  return channels_last ? cl : at::MemoryFormat::Contiguous;
 }
 
 std::vector<c10::SymInt> check_im2col(
@@ -321,8 +420,7 @@ std::vector<c10::SymInt> check_im2col(
                   in[c + 2] > 0,
               op, ": expected a 3-D (C, H, W) or 4-D (N, C, H, W) input with non-zero C, H, W, "
               "but got input of size ", in);
-  const auto blocks = sliding_blocks(op, in[c + 1], in[c + 2], kernel_size[0], kernel_size[1],
-                                     stride, padding, dilation);
+  const auto blocks = sliding_blocks(op, in.slice(c + 1, 2), symints(kernel_size), stride, padding, dilation);
   TORCH_CHECK(blocks.has_value(), op, ": given input with spatial size (", in[c + 1], ", ",
               in[c + 2], "), kernel_size=", kernel_size, ", dilation=", dilation,
               ", padding=", padding,
@@ -360,8 +458,7 @@ std::vector<c10::SymInt> check_col2im(
   const int64_t kernel_area = kernel_size[0] * kernel_size[1];
   TORCH_CHECK(in[c] % kernel_area == 0, op, ": expected input.size(", c, ")=", in[c],
               " to be divisible by the product of kernel_size=", kernel_size);
-  const auto blocks = sliding_blocks(op, output_size[0], output_size[1], kernel_size[0],
-                                     kernel_size[1], stride, padding, dilation);
+  const auto blocks = sliding_blocks(op, output_size, symints(kernel_size), stride, padding, dilation);
   const c10::SymInt block_h = blocks ? (*blocks)[0] : c10::SymInt(0);
   const c10::SymInt block_w = blocks ? (*blocks)[1] : c10::SymInt(0);
   TORCH_CHECK(blocks.has_value() && in[c + 1] == block_h * block_w, op,

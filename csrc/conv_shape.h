@@ -1,10 +1,11 @@
-// The one place that validates arguments and computes output shapes.
+// The one place that validates arguments and computes output shapes, for
+// convolutions of 1, 2 and 3 spatial dimensions.
 //
 // Every backend kernel (CPU, CUDA) and the Meta kernel call these functions, so
 // a bad argument produces the same RuntimeError (c10::Error) everywhere and the
 // shapes FakeTensor / torch.compile see are the shapes the kernels produce.
 // Sizes are c10::SymInt so the Meta kernel works under dynamic shapes; the real
-// kernels read concrete values back with PlaneGeometry.
+// kernels read concrete values back with ConvGeometry.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -29,37 +30,47 @@ T sliding_output_size(const T& size, const T& kernel, int64_t stride, int64_t pa
   return (size + 2 * padding - (kernel - 1) * dilation - 1) / stride + 1;
 }
 
-// One (C, H, W) image and the sliding window over it: everything an
-// im2col / col2im kernel needs. Column matrix rows are (c, kh, kw), columns
-// are output positions (oh, ow).
-struct PlaneGeometry {
-  int64_t channels = 0, height = 0, width = 0;
-  int64_t kernel_h = 1, kernel_w = 1;
-  int64_t stride_h = 1, stride_w = 1;
-  int64_t pad_h = 0, pad_w = 0;
-  int64_t dilation_h = 1, dilation_w = 1;
-  int64_t out_h = 0, out_w = 0;
+// Most spatial dimensions a convolution has (conv3d: depth, height, width).
+constexpr int64_t kMaxSpatialDims = 3;
 
-  PlaneGeometry() = default;
-  PlaneGeometry(int64_t channels, int64_t height, int64_t width,
-                at::IntArrayRef kernel, at::IntArrayRef stride,
-                at::IntArrayRef padding, at::IntArrayRef dilation);
+// One (C, D, H, W) image and the sliding window over it: everything an
+// im2col / col2im kernel needs, for 1, 2 or 3 spatial dimensions. Fewer
+// dimensions are the trailing ones with unit leading dimensions: a 2-D image
+// has depth 1 (a kernel, stride and dilation of 1, no padding there), a 1-D
+// one depth and height 1. Column matrix rows are (c, kd, kh, kw), columns are
+// output positions (od, oh, ow).
+struct ConvGeometry {
+  // Unit sizes along the axes a problem of fewer dimensions does not have.
+  int64_t channels = 0, depth = 1, height = 1, width = 1;
+  int64_t kernel_d = 1, kernel_h = 1, kernel_w = 1;
+  int64_t stride_d = 1, stride_h = 1, stride_w = 1;
+  int64_t pad_d = 0, pad_h = 0, pad_w = 0;
+  int64_t dilation_d = 1, dilation_h = 1, dilation_w = 1;
+  int64_t out_d = 1, out_h = 1, out_w = 1;
 
-  int64_t rows() const { return channels * kernel_h * kernel_w; }
-  int64_t cols() const { return out_h * out_w; }
+  ConvGeometry() = default;
+  // size, kernel, stride, padding, dilation: one entry per spatial dimension
+  // (1 to 3), in (depth, height, width) order.
+  ConvGeometry(int64_t channels, at::IntArrayRef size, at::IntArrayRef kernel, at::IntArrayRef stride,
+               at::IntArrayRef padding, at::IntArrayRef dilation);
+
+  int64_t taps() const { return kernel_d * kernel_h * kernel_w; }
+  int64_t rows() const { return channels * taps(); }
+  int64_t cols() const { return out_d * out_h * out_w; }
+  int64_t pixels() const { return depth * height * width; }  // elements of one channel of one image
 };
 
 // A column tile: the columns of `nb` images (a batch slice), for output
 // positions [l_begin, l_end) of each image and input channels
-// [c_begin, c_end) with all their kH*kW taps. Rows are ordered (c, kh, kw) for
-// channels-first (NCHW) images and (kh, kw, c) for channels-last (NHWC) ones
+// [c_begin, c_end) with all their taps. Rows are ordered (c, kd, kh, kw) for
+// channels-first (NC...) images and (kd, kh, kw, c) for channels-last ones
 // (ColumnLayout::channels_last), c counted from c_begin.
 struct ColumnTile {
   int64_t l_begin = 0, l_end = 0;
   int64_t c_begin = 0, c_end = 0;
 
   // The whole column matrix of images with `g`'s geometry.
-  static ColumnTile whole(const PlaneGeometry& g) { return {0, g.cols(), 0, g.channels}; }
+  static ColumnTile whole(const ConvGeometry& g) { return {0, g.cols(), 0, g.channels}; }
   int64_t positions() const { return l_end - l_begin; }
   int64_t channels() const { return c_end - c_begin; }
 };
@@ -67,12 +78,12 @@ struct ColumnTile {
 // Where column-tile element (image b, row r, position l) lives in a buffer:
 //   b * batch_stride + r * row_stride + (l - l_begin) * col_stride.
 //  - the im2col / col2im ops use (N, rows, L):  batch_stride = rows * L, row_stride = L, col_stride = 1
-//  - conv2d's channels-first tiles are (rows, nb * positions): batch_stride = positions,
+//  - conv's channels-first tiles are (rows, nb * positions): batch_stride = positions,
 //    row_stride = nb * positions, col_stride = 1 (one GEMM covers the tile's images)
-//  - conv2d's channels-last tiles are (nb * positions, rows): batch_stride = positions * rows,
+//  - conv's channels-last tiles are (nb * positions, rows): batch_stride = positions * rows,
 //    row_stride = 1, col_stride = rows
-// channels_last: the images are NHWC and the rows (kh, kw, c); else NCHW
-// images and (c, kh, kw) rows.
+// channels_last: the images are channels-last (N, D, H, W, C) and the rows
+// (kd, kh, kw, c); else channels-first images and (c, kd, kh, kw) rows.
 struct ColumnLayout {
   int64_t batch_stride;
   int64_t row_stride;
@@ -80,10 +91,17 @@ struct ColumnLayout {
   bool channels_last = false;
 };
 
-// conv2d argument check; returns the output size (4-D, or 3-D for an
+// The operator names convolutions report in messages, by spatial dimensions.
+const char* conv_op_name(int64_t dims);            // "myconv::conv2d"
+const char* conv_backward_op_name(int64_t dims);   // "myconv::conv2d_backward"
+const char* conv_transpose_op_name(int64_t dims);  // "myconv::conv_transpose2d"
+
+// Convolution argument check for `dims` spatial dimensions (F.conv1d / 2d /
+// 3d semantics); returns the output size ((dims + 2)-D, or (dims + 1)-D for an
 // unbatched input). `op` names the operator in error messages.
-std::vector<c10::SymInt> check_conv2d(
+std::vector<c10::SymInt> check_conv(
     const char* op,
+    int64_t dims,
     const at::Tensor& input,
     const at::Tensor& weight,
     const std::optional<at::Tensor>& bias,
@@ -92,9 +110,10 @@ std::vector<c10::SymInt> check_conv2d(
     at::IntArrayRef dilation,
     int64_t groups);
 
-// conv2d_backward argument check: the conv2d check, plus grad_output must have
-// the output's shape, dtype and device.
-void check_conv2d_backward(
+// The backward's check: the forward's, plus grad_output must have the
+// output's shape, dtype and device.
+void check_conv_backward(
+    int64_t dims,
     const at::Tensor& grad_output,
     const at::Tensor& input,
     const at::Tensor& weight,
@@ -103,12 +122,12 @@ void check_conv2d_backward(
     at::IntArrayRef dilation,
     int64_t groups);
 
-// conv_transpose2d argument check (F.conv_transpose2d semantics; weight
-// (in_channels, out_channels/groups, kH, kW)); returns the output size (4-D,
-// or 3-D for an unbatched input): per axis
-//   (in - 1) * stride - 2 * padding + dilation * (kernel - 1) + output_padding + 1.
-std::vector<c10::SymInt> check_conv_transpose2d(
+// Transposed convolution argument check (F.conv_transposeNd semantics; weight
+// (in_channels, out_channels/groups, *kernel)); returns the output size: per
+// axis (in - 1) * stride - 2 * padding + dilation * (kernel - 1) + output_padding + 1.
+std::vector<c10::SymInt> check_conv_transpose(
     const char* op,
+    int64_t dims,
     const at::Tensor& input,
     const at::Tensor& weight,
     const std::optional<at::Tensor>& bias,
@@ -118,22 +137,27 @@ std::vector<c10::SymInt> check_conv_transpose2d(
     at::IntArrayRef dilation,
     int64_t groups);
 
-// padding='same' / 'valid' (the conv2d.padding overload). 'same' keeps the
+// padding='same' / 'valid' (the convNd.padding overloads). 'same' keeps the
 // spatial size: per axis dilation*(kernel-1) zeros in all, half before, half
-// after, the odd one after (bottom / right), as PyTorch does.
+// after, the odd one after, as PyTorch does.
 struct StringPadding {
-  std::array<int64_t, 2> both;   // symmetric padding given to conv2d
-  std::array<int64_t, 2> extra;  // additional zeros at the bottom / right
+  std::vector<int64_t> both;   // symmetric padding given to the convolution
+  std::vector<int64_t> extra;  // additional zeros at the end of each axis
 };
 StringPadding string_padding(const char* op, c10::string_view padding, at::IntArrayRef kernel,
                              at::IntArrayRef stride, at::IntArrayRef dilation);
 
-// Layout of conv2d's output and gradients, mirroring F.conv2d: channels_last
-// when the input or the weight is channels_last, contiguous otherwise.
-at::MemoryFormat conv2d_memory_format(const at::Tensor& input, const at::Tensor& weight);
+// Layout of the output of a convolution of `dims` spatial dimensions,
+// mirroring F.convNd: for a batched 2-D (3-D) input, channels_last
+// (channels_last_3d) when the input or the weight is; contiguous otherwise.
+at::MemoryFormat conv_memory_format(int64_t dims, const at::Tensor& input, const at::Tensor& weight);
 
-// im2col / col2im argument checks (F.unfold / F.fold semantics); return the
-// output size.
+// The channels-last memory format of a tensor of `dim` dimensions
+// (ChannelsLast for 4, ChannelsLast3d for 5).
+at::MemoryFormat channels_last_format(int64_t dim);
+
+// im2col / col2im argument checks (F.unfold / F.fold semantics, 2-D); return
+// the output size.
 std::vector<c10::SymInt> check_im2col(
     const at::Tensor& input,
     at::IntArrayRef kernel_size,

@@ -19,6 +19,33 @@
 
 namespace myconv {
 
+// Convolutions of 1, 2 and 3 spatial dimensions, computed as im2col + GEMM
+// (one composition for all three: a 1-D or 2-D problem is a 3-D one with unit
+// leading sizes).
+
+// Same semantics as torch.nn.functional.conv1d with integer padding.
+// input: (N, C_in, L) or unbatched (C_in, L); weight: (C_out, C_in/groups, kW).
+at::Tensor conv1d(
+    const at::Tensor& input,
+    const at::Tensor& weight,
+    const std::optional<at::Tensor>& bias,
+    at::IntArrayRef stride = {1},
+    at::IntArrayRef padding = {0},
+    at::IntArrayRef dilation = {1},
+    int64_t groups = 1);
+
+// Same semantics as torch.nn.functional.conv3d with integer padding.
+// input: (N, C_in, D, H, W) or unbatched (C_in, D, H, W); weight:
+// (C_out, C_in/groups, kT, kH, kW).
+at::Tensor conv3d(
+    const at::Tensor& input,
+    const at::Tensor& weight,
+    const std::optional<at::Tensor>& bias,
+    at::IntArrayRef stride = {1, 1, 1},
+    at::IntArrayRef padding = {0, 0, 0},
+    at::IntArrayRef dilation = {1, 1, 1},
+    int64_t groups = 1);
+
 // Same semantics as torch.nn.functional.conv2d with integer padding.
 // input: (N, C_in, H, W) or unbatched (C_in, H, W); weight: (C_out, C_in/groups, kH, kW).
 at::Tensor conv2d(
@@ -43,8 +70,45 @@ at::Tensor conv2d_padding(
     at::IntArrayRef dilation = {1, 1},
     int64_t groups = 1);
 
-// Gradients of conv2d: (grad_input, grad_weight, grad_bias). Entries whose
-// output_mask is false are returned undefined and never computed.
+// The convNd.padding overloads of conv1d and conv3d (see conv2d_padding).
+at::Tensor conv1d_padding(
+    const at::Tensor& input,
+    const at::Tensor& weight,
+    const std::optional<at::Tensor>& bias,
+    at::IntArrayRef stride,
+    c10::string_view padding,
+    at::IntArrayRef dilation = {1},
+    int64_t groups = 1);
+at::Tensor conv3d_padding(
+    const at::Tensor& input,
+    const at::Tensor& weight,
+    const std::optional<at::Tensor>& bias,
+    at::IntArrayRef stride,
+    c10::string_view padding,
+    at::IntArrayRef dilation = {1, 1, 1},
+    int64_t groups = 1);
+
+// Gradients of conv1d / conv2d / conv3d: (grad_input, grad_weight,
+// grad_bias). Entries whose output_mask is false are returned undefined and
+// never computed.
+std::tuple<at::Tensor, at::Tensor, at::Tensor> conv1d_backward(
+    const at::Tensor& grad_output,
+    const at::Tensor& input,
+    const at::Tensor& weight,
+    at::IntArrayRef stride,
+    at::IntArrayRef padding,
+    at::IntArrayRef dilation,
+    int64_t groups,
+    std::array<bool, 3> output_mask);
+std::tuple<at::Tensor, at::Tensor, at::Tensor> conv3d_backward(
+    const at::Tensor& grad_output,
+    const at::Tensor& input,
+    const at::Tensor& weight,
+    at::IntArrayRef stride,
+    at::IntArrayRef padding,
+    at::IntArrayRef dilation,
+    int64_t groups,
+    std::array<bool, 3> output_mask);
 std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_backward(
     const at::Tensor& grad_output,
     const at::Tensor& input,
@@ -67,6 +131,27 @@ at::Tensor conv_transpose2d(
     at::IntArrayRef output_padding = {0, 0},
     int64_t groups = 1,
     at::IntArrayRef dilation = {1, 1});
+
+// Same semantics as torch.nn.functional.conv_transpose1d / conv_transpose3d
+// (weight (C_in, C_out/groups, kW) / (C_in, C_out/groups, kT, kH, kW)).
+at::Tensor conv_transpose1d(
+    const at::Tensor& input,
+    const at::Tensor& weight,
+    const std::optional<at::Tensor>& bias = std::nullopt,
+    at::IntArrayRef stride = {1},
+    at::IntArrayRef padding = {0},
+    at::IntArrayRef output_padding = {0},
+    int64_t groups = 1,
+    at::IntArrayRef dilation = {1});
+at::Tensor conv_transpose3d(
+    const at::Tensor& input,
+    const at::Tensor& weight,
+    const std::optional<at::Tensor>& bias = std::nullopt,
+    at::IntArrayRef stride = {1, 1, 1},
+    at::IntArrayRef padding = {0, 0, 0},
+    at::IntArrayRef output_padding = {0, 0, 0},
+    int64_t groups = 1,
+    at::IntArrayRef dilation = {1, 1, 1});
 
 // Same semantics as torch.nn.functional.unfold: (N, C, H, W) -> (N, C*kH*kW, L),
 // unbatched (C, H, W) -> (C*kH*kW, L).
@@ -98,7 +183,7 @@ at::Tensor col2im_symint(
     at::IntArrayRef stride);
 
 // Upper bound, in bytes, of the workspace (column tiles, per-thread buffers,
-// partial sums) one conv2d call allocates. Work is cut so that it stays below
+// partial sums) one convolution call allocates. Work is cut so that it stays below
 // it (at least one output position at a time, whatever the limit). Default
 // 256 MiB, or MYCONV_WORKSPACE_MB from the environment when the library is
 // first used.
@@ -121,8 +206,8 @@ void set_tile_bytes(int64_t bytes);
 bool cpu_whole_image_plan();
 void set_cpu_whole_image_plan(bool on);
 
-// For tests: the most workspace, in bytes, that the latest conv2d /
-// conv2d_backward call made by this thread held at once (column tiles,
+// For tests: the most workspace, in bytes, that the latest convolution call
+// (forward, backward or transposed) made by this thread held at once (column tiles,
 // per-thread buffers, partial sums, packed weight blocks).
 int64_t last_workspace_peak_bytes();
 

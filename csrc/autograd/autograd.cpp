@@ -4,10 +4,14 @@
 // Each forward redispatches below autograd to the device kernel; each backward
 // is written with myconv ops called through the dispatcher (never with opaque
 // buffers), so it runs on any device and its own operations are recorded when
-// a graph of the backward is requested.
+// a graph of the backward is requested. The convolutions' Functions are
+// written once for 1, 2 and 3 spatial dimensions (saved as "dims").
 #include <ATen/ops/constant_pad_nd.h>
 #include <torch/csrc/autograd/custom_function.h>
 #include <torch/library.h>
+
+#include <numeric>
+#include <vector>
 
 #include "../myconv.h"
 
@@ -21,20 +25,71 @@ std::vector<int64_t> ints(const AutogradContext* ctx, const char* key) {
   return ctx->saved_data.at(key).toIntVector();
 }
 
-class Conv2dFunction : public torch::autograd::Function<Conv2dFunction> {
+// The ops of `dims` spatial dimensions, through the dispatcher.
+at::Tensor conv(int64_t dims, const at::Tensor& input, const at::Tensor& weight,
+                const std::optional<at::Tensor>& bias, at::IntArrayRef stride, at::IntArrayRef padding,
+                at::IntArrayRef dilation, int64_t groups) {
+  switch (dims) {
+    case 1:
+      return myconv::conv1d(input, weight, bias, stride, padding, dilation, groups);
+    case 2:
+      return myconv::conv2d(input, weight, bias, stride, padding, dilation, groups);
+    default:
+      return myconv::conv3d(input, weight, bias, stride, padding, dilation, groups);
+  }
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> conv_backward(int64_t dims, const at::Tensor& grad_output,
+                                                             const at::Tensor& input, const at::Tensor& weight,
+                                                             at::IntArrayRef stride, at::IntArrayRef padding,
+                                                             at::IntArrayRef dilation, int64_t groups,
+                                                             std::array<bool, 3> mask) {
+  switch (dims) {
+    case 1:
+      return myconv::conv1d_backward(grad_output, input, weight, stride, padding, dilation, groups, mask);
+    case 2:
+      return myconv::conv2d_backward(grad_output, input, weight, stride, padding, dilation, groups, mask);
+    default:
+      return myconv::conv3d_backward(grad_output, input, weight, stride, padding, dilation, groups, mask);
+  }
+}
+
+at::Tensor conv_transpose(int64_t dims, const at::Tensor& input, const at::Tensor& weight,
+                          const std::optional<at::Tensor>& bias, at::IntArrayRef stride, at::IntArrayRef padding,
+                          at::IntArrayRef output_padding, int64_t groups, at::IntArrayRef dilation) {
+  switch (dims) {
+    case 1:
+      return myconv::conv_transpose1d(input, weight, bias, stride, padding, output_padding, groups, dilation);
+    case 2:
+      return myconv::conv_transpose2d(input, weight, bias, stride, padding, output_padding, groups, dilation);
+    default:
+      return myconv::conv_transpose3d(input, weight, bias, stride, padding, output_padding, groups, dilation);
+  }
+}
+
+// The dimensions of a (batched or unbatched) convolution tensor other than
+// its channels: what a bias gradient sums over.
+std::vector<int64_t> all_but_channels(const at::Tensor& t, int64_t dims) {
+  std::vector<int64_t> out(t.dim());
+  std::iota(out.begin(), out.end(), 0);
+  out.erase(out.begin() + (t.dim() - dims - 1));
+  return out;
+}
+
+class ConvFunction : public torch::autograd::Function<ConvFunction> {
  public:
-  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& input,
-                            const at::Tensor& weight, const std::optional<at::Tensor>& bias,
-                            at::IntArrayRef stride, at::IntArrayRef padding,
-                            at::IntArrayRef dilation, int64_t groups) {
+  static at::Tensor forward(AutogradContext* ctx, int64_t dims, const at::Tensor& input, const at::Tensor& weight,
+                            const std::optional<at::Tensor>& bias, at::IntArrayRef stride,
+                            at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups) {
     ctx->save_for_backward({input, weight});
+    ctx->saved_data["dims"] = dims;
     ctx->saved_data["stride"] = stride.vec();
     ctx->saved_data["padding"] = padding.vec();
     ctx->saved_data["dilation"] = dilation.vec();
     ctx->saved_data["groups"] = groups;
     ctx->saved_data["has_bias"] = bias.has_value() && bias->defined();
     at::AutoDispatchBelowADInplaceOrView below_autograd;
-    return myconv::conv2d(input, weight, bias, stride, padding, dilation, groups);
+    return conv(dims, input, weight, bias, stride, padding, dilation, groups);
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
@@ -44,42 +99,40 @@ class Conv2dFunction : public torch::autograd::Function<Conv2dFunction> {
     // needs_input_grad counts tensor arguments only: input, weight, then bias if given.
     const std::array<bool, 3> mask{ctx->needs_input_grad(0), ctx->needs_input_grad(1),
                                    has_bias && ctx->needs_input_grad(2)};
-    auto [grad_input, grad_weight, grad_bias] = myconv::conv2d_backward(
-        grad_output, saved[0], saved[1], ints(ctx, "stride"), ints(ctx, "padding"),
-        ints(ctx, "dilation"), ctx->saved_data.at("groups").toInt(), mask);
-    return {grad_input, grad_weight, grad_bias, at::Tensor(), at::Tensor(), at::Tensor(),
+    auto [grad_input, grad_weight, grad_bias] =
+        conv_backward(ctx->saved_data.at("dims").toInt(), grad_output, saved[0], saved[1], ints(ctx, "stride"),
+                      ints(ctx, "padding"), ints(ctx, "dilation"), ctx->saved_data.at("groups").toInt(), mask);
+    return {at::Tensor(), grad_input, grad_weight, grad_bias, at::Tensor(), at::Tensor(), at::Tensor(),
             at::Tensor()};
   }
 };
 
-// conv2d_backward is itself differentiable (double backward). Its outputs are
-//   gI = conv2d input-gradient    (linear in gy, linear in W)
-//   gW = conv2d weight-gradient   (linear in gy, linear in x)
-//   gB = gy summed over N, H, W
+// convNd_backward is itself differentiable (double backward). Its outputs are
+//   gI = the input gradient    (linear in gy, linear in W)
+//   gW = the weight gradient   (linear in gy, linear in x)
+//   gB = gy summed over all but the channels
 // so with incoming gradients ggI, ggW, ggB:
-//   d/d gy = conv2d(ggI, W) + conv2d(x, ggW) + ggB broadcast
-//   d/d x  = input-gradient of a conv2d with weight ggW at grad_output gy
-//   d/d W  = weight-gradient of a conv2d with input ggI at grad_output gy
+//   d/d gy = conv(ggI, W) + conv(x, ggW) + ggB broadcast
+//   d/d x  = input-gradient of a conv with weight ggW at grad_output gy
+//   d/d W  = weight-gradient of a conv with input ggI at grad_output gy
 // all through the dispatcher, so these are differentiable again. A custom
 // Function cannot return undefined tensors, so forward returns only the
 // gradients output_mask asks for, in order.
-class Conv2dBackwardFunction : public torch::autograd::Function<Conv2dBackwardFunction> {
+class ConvBackwardFunction : public torch::autograd::Function<ConvBackwardFunction> {
  public:
-  static variable_list forward(AutogradContext* ctx, const at::Tensor& grad_output,
-                               const at::Tensor& input, const at::Tensor& weight,
-                               at::IntArrayRef stride, at::IntArrayRef padding,
-                               at::IntArrayRef dilation, int64_t groups,
+  static variable_list forward(AutogradContext* ctx, int64_t dims, const at::Tensor& grad_output,
+                               const at::Tensor& input, const at::Tensor& weight, at::IntArrayRef stride,
+                               at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
                                std::array<bool, 3> output_mask) {
     ctx->save_for_backward({grad_output, input, weight});
+    ctx->saved_data["dims"] = dims;
     ctx->saved_data["stride"] = stride.vec();
     ctx->saved_data["padding"] = padding.vec();
     ctx->saved_data["dilation"] = dilation.vec();
     ctx->saved_data["groups"] = groups;
-    ctx->saved_data["output_mask"] =
-        std::vector<bool>(output_mask.begin(), output_mask.end());
+    ctx->saved_data["output_mask"] = std::vector<bool>(output_mask.begin(), output_mask.end());
     at::AutoDispatchBelowADInplaceOrView below_autograd;
-    auto [gi, gw, gb] = myconv::conv2d_backward(grad_output, input, weight, stride, padding,
-                                                dilation, groups, output_mask);
+    auto [gi, gw, gb] = conv_backward(dims, grad_output, input, weight, stride, padding, dilation, groups, output_mask);
     variable_list computed;
     for (const at::Tensor& t : {gi, gw, gb}) {
       if (t.defined()) {
@@ -101,52 +154,51 @@ class Conv2dBackwardFunction : public torch::autograd::Function<Conv2dBackwardFu
       }
     }
     const at::Tensor &ggi = incoming[0], &ggw = incoming[1], &ggb = incoming[2];
-    const auto stride = ints(ctx, "stride"), padding = ints(ctx, "padding"),
-               dilation = ints(ctx, "dilation");
+    const int64_t dims = ctx->saved_data.at("dims").toInt();
+    const auto stride = ints(ctx, "stride"), padding = ints(ctx, "padding"), dilation = ints(ctx, "dilation");
     const int64_t groups = ctx->saved_data.at("groups").toInt();
 
     at::Tensor d_gy, d_x, d_w;
     if (ctx->needs_input_grad(0)) {
       const auto add = [&d_gy](const at::Tensor& t) { d_gy = d_gy.defined() ? d_gy.add(t) : t; };
       if (ggi.defined()) {
-        add(myconv::conv2d(ggi, w, std::nullopt, stride, padding, dilation, groups));
+        add(conv(dims, ggi, w, std::nullopt, stride, padding, dilation, groups));
       }
       if (ggw.defined()) {
-        add(myconv::conv2d(x, ggw, std::nullopt, stride, padding, dilation, groups));
+        add(conv(dims, x, ggw, std::nullopt, stride, padding, dilation, groups));
       }
       if (ggb.defined()) {
         std::vector<int64_t> shape(gy.dim(), 1);
-        shape[gy.dim() - 3] = -1;  // the channel dimension
+        shape[gy.dim() - dims - 1] = -1;  // the channel dimension
         add(ggb.view(shape).expand_as(gy).contiguous());
       }
     }
     if (ctx->needs_input_grad(1) && ggw.defined()) {
-      d_x = std::get<0>(myconv::conv2d_backward(gy, x, ggw, stride, padding, dilation, groups,
-                                                {true, false, false}));
+      d_x = std::get<0>(conv_backward(dims, gy, x, ggw, stride, padding, dilation, groups, {true, false, false}));
     }
     if (ctx->needs_input_grad(2) && ggi.defined()) {
-      d_w = std::get<1>(myconv::conv2d_backward(gy, ggi, w, stride, padding, dilation, groups,
-                                                {false, true, false}));
+      d_w = std::get<1>(conv_backward(dims, gy, ggi, w, stride, padding, dilation, groups, {false, true, false}));
     }
-    return {d_gy, d_x, d_w, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+    return {at::Tensor(), d_gy, d_x, d_w, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
 
-// conv_transpose2d(x, w) is the input gradient of conv2d(·, w), so
-//   d/dx = conv2d(g, w)                  (the convolution forward)
-//   d/dw = conv2d's weight gradient with input g and grad_output x
-//   d/db = g summed over N, H, W
+// conv_transposeNd(x, w) is the input gradient of convNd(·, w), so
+//   d/dx = conv(g, w)                   (the convolution forward)
+//   d/dw = the convolution's weight gradient with input g and grad_output x
+//   d/db = g summed over all but the channels
 // all through the dispatcher (differentiable again: double backward). Where
-// output_padding >= stride, conv2d(g, w) has output_padding / stride more
-// rows (columns) than x: they are cut off, and x gets as many zero rows for
-// the weight gradient.
-class ConvTranspose2dFunction : public torch::autograd::Function<ConvTranspose2dFunction> {
+// output_padding >= stride along an axis, conv(g, w) has output_padding /
+// stride more positions there than x: they are cut off, and x gets as many
+// zero positions for the weight gradient.
+class ConvTransposeFunction : public torch::autograd::Function<ConvTransposeFunction> {
  public:
-  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& input, const at::Tensor& weight,
+  static at::Tensor forward(AutogradContext* ctx, int64_t dims, const at::Tensor& input, const at::Tensor& weight,
                             const std::optional<at::Tensor>& bias, at::IntArrayRef stride,
                             at::IntArrayRef padding, at::IntArrayRef output_padding, int64_t groups,
                             at::IntArrayRef dilation) {
     ctx->save_for_backward({input, weight});
+    ctx->saved_data["dims"] = dims;
     ctx->saved_data["stride"] = stride.vec();
     ctx->saved_data["padding"] = padding.vec();
     ctx->saved_data["output_padding"] = output_padding.vec();
@@ -154,35 +206,43 @@ class ConvTranspose2dFunction : public torch::autograd::Function<ConvTranspose2d
     ctx->saved_data["groups"] = groups;
     ctx->saved_data["has_bias"] = bias.has_value() && bias->defined();
     at::AutoDispatchBelowADInplaceOrView below_autograd;
-    return myconv::conv_transpose2d(input, weight, bias, stride, padding, output_padding, groups, dilation);
+    return conv_transpose(dims, input, weight, bias, stride, padding, output_padding, groups, dilation);
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
     const auto saved = ctx->get_saved_variables();
     const at::Tensor &x = saved[0], &w = saved[1];
     const at::Tensor& g = grad_outputs[0];
+    const int64_t dims = ctx->saved_data.at("dims").toInt();
     const auto stride = ints(ctx, "stride"), padding = ints(ctx, "padding"),
                output_padding = ints(ctx, "output_padding"), dilation = ints(ctx, "dilation");
     const int64_t groups = ctx->saved_data.at("groups").toInt();
-    const int64_t h = x.dim() - 2;  // the height dimension
-    const int64_t extra_h = output_padding[0] / stride[0], extra_w = output_padding[1] / stride[1];
+    const int64_t first = x.dim() - dims;  // the first spatial dimension
+    std::vector<int64_t> extra(dims), pads;  // positions past x per axis; constant_pad_nd's pads, last axis first
+    bool any_extra = false;
+    for (int64_t i = 0; i < dims; ++i) {
+      extra[i] = output_padding[i] / stride[i];
+      any_extra = any_extra || extra[i] > 0;
+    }
+    for (int64_t i = dims - 1; i >= 0; --i) {
+      pads.insert(pads.end(), {0, extra[i]});
+    }
 
     at::Tensor gx, gw, gb;
     if (ctx->needs_input_grad(0)) {
-      gx = myconv::conv2d(g, w, std::nullopt, stride, padding, dilation, groups);
-      if (extra_h || extra_w) {
-        gx = gx.narrow(h, 0, x.size(h)).narrow(h + 1, 0, x.size(h + 1));
+      gx = conv(dims, g, w, std::nullopt, stride, padding, dilation, groups);
+      for (int64_t i = 0; i < dims && any_extra; ++i) {
+        gx = gx.narrow(first + i, 0, x.size(first + i));
       }
     }
     if (ctx->needs_input_grad(1)) {
-      const at::Tensor xg = extra_h || extra_w ? at::constant_pad_nd(x, {0, extra_w, 0, extra_h}, 0) : x;
-      gw = std::get<1>(myconv::conv2d_backward(xg, g, w, stride, padding, dilation, groups,
-                                               {false, true, false}));
+      const at::Tensor xg = any_extra ? at::constant_pad_nd(x, pads, 0) : x;
+      gw = std::get<1>(conv_backward(dims, xg, g, w, stride, padding, dilation, groups, {false, true, false}));
     }
     if (ctx->saved_data.at("has_bias").toBool() && ctx->needs_input_grad(2)) {
-      gb = x.dim() == 4 ? g.sum(at::IntArrayRef{0, 2, 3}) : g.sum(at::IntArrayRef{1, 2});
+      gb = g.sum(all_but_channels(g, dims));
     }
-    return {gx, gw, gb, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+    return {at::Tensor(), gx, gw, gb, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
 
@@ -190,9 +250,8 @@ class ConvTranspose2dFunction : public torch::autograd::Function<ConvTranspose2d
 // is the other with the same window.
 class Im2colFunction : public torch::autograd::Function<Im2colFunction> {
  public:
-  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& input,
-                            at::IntArrayRef kernel_size, at::IntArrayRef dilation,
-                            at::IntArrayRef padding, at::IntArrayRef stride) {
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& input, at::IntArrayRef kernel_size,
+                            at::IntArrayRef dilation, at::IntArrayRef padding, at::IntArrayRef stride) {
     ctx->saved_data["output_size"] = std::vector<c10::SymInt>{input.sym_size(-2), input.sym_size(-1)};
     ctx->saved_data["kernel_size"] = kernel_size.vec();
     ctx->saved_data["dilation"] = dilation.vec();
@@ -204,17 +263,16 @@ class Im2colFunction : public torch::autograd::Function<Im2colFunction> {
 
   static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
     return {myconv::col2im_symint(grad_outputs[0], ctx->saved_data.at("output_size").toSymIntVector(),
-                                  ints(ctx, "kernel_size"), ints(ctx, "dilation"),
-                                  ints(ctx, "padding"), ints(ctx, "stride")),
+                                  ints(ctx, "kernel_size"), ints(ctx, "dilation"), ints(ctx, "padding"),
+                                  ints(ctx, "stride")),
             at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
 
 class Col2imFunction : public torch::autograd::Function<Col2imFunction> {
  public:
-  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& input,
-                            c10::SymIntArrayRef output_size, at::IntArrayRef kernel_size,
-                            at::IntArrayRef dilation, at::IntArrayRef padding,
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& input, c10::SymIntArrayRef output_size,
+                            at::IntArrayRef kernel_size, at::IntArrayRef dilation, at::IntArrayRef padding,
                             at::IntArrayRef stride) {
     ctx->saved_data["kernel_size"] = kernel_size.vec();
     ctx->saved_data["dilation"] = dilation.vec();
@@ -225,29 +283,28 @@ class Col2imFunction : public torch::autograd::Function<Col2imFunction> {
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
-    return {myconv::im2col(grad_outputs[0], ints(ctx, "kernel_size"), ints(ctx, "dilation"),
-                           ints(ctx, "padding"), ints(ctx, "stride")),
+    return {myconv::im2col(grad_outputs[0], ints(ctx, "kernel_size"), ints(ctx, "dilation"), ints(ctx, "padding"),
+                           ints(ctx, "stride")),
             at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
 
-at::Tensor conv2d_autograd(const at::Tensor& input, const at::Tensor& weight,
-                           const std::optional<at::Tensor>& bias, at::IntArrayRef stride,
-                           at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups) {
-  return Conv2dFunction::apply(input, weight, bias, stride, padding, dilation, groups);
+template <int64_t D>
+at::Tensor conv_autograd(const at::Tensor& input, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
+                         at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups) {
+  return ConvFunction::apply(D, input, weight, bias, stride, padding, dilation, groups);
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_backward_autograd(
-    const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& weight,
-    at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
-    std::array<bool, 3> output_mask) {
+template <int64_t D>
+std::tuple<at::Tensor, at::Tensor, at::Tensor> conv_backward_autograd(
+    const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& weight, at::IntArrayRef stride,
+    at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups, std::array<bool, 3> output_mask) {
   if (!(output_mask[0] || output_mask[1] || output_mask[2])) {  // nothing to differentiate
     at::AutoDispatchBelowADInplaceOrView below_autograd;
-    return myconv::conv2d_backward(grad_output, input, weight, stride, padding, dilation, groups,
-                                   output_mask);
+    return conv_backward(D, grad_output, input, weight, stride, padding, dilation, groups, output_mask);
   }
-  const variable_list computed = Conv2dBackwardFunction::apply(
-      grad_output, input, weight, stride, padding, dilation, groups, output_mask);
+  const variable_list computed = ConvBackwardFunction::apply(D, grad_output, input, weight, stride, padding,
+                                                             dilation, groups, output_mask);
   at::Tensor out[3];
   for (size_t i = 0, next = 0; i < 3; ++i) {
     if (output_mask[i]) {
@@ -257,32 +314,36 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_backward_autograd(
   return {out[0], out[1], out[2]};
 }
 
-at::Tensor conv_transpose2d_autograd(const at::Tensor& input, const at::Tensor& weight,
-                                     const std::optional<at::Tensor>& bias, at::IntArrayRef stride,
-                                     at::IntArrayRef padding, at::IntArrayRef output_padding, int64_t groups,
-                                     at::IntArrayRef dilation) {
-  return ConvTranspose2dFunction::apply(input, weight, bias, stride, padding, output_padding, groups,
-                                        dilation);
+template <int64_t D>
+at::Tensor conv_transpose_autograd(const at::Tensor& input, const at::Tensor& weight,
+                                   const std::optional<at::Tensor>& bias, at::IntArrayRef stride,
+                                   at::IntArrayRef padding, at::IntArrayRef output_padding, int64_t groups,
+                                   at::IntArrayRef dilation) {
+  return ConvTransposeFunction::apply(D, input, weight, bias, stride, padding, output_padding, groups, dilation);
 }
 
-at::Tensor im2col_autograd(const at::Tensor& input, at::IntArrayRef kernel_size,
-                           at::IntArrayRef dilation, at::IntArrayRef padding,
-                           at::IntArrayRef stride) {
+at::Tensor im2col_autograd(const at::Tensor& input, at::IntArrayRef kernel_size, at::IntArrayRef dilation,
+                           at::IntArrayRef padding, at::IntArrayRef stride) {
   return Im2colFunction::apply(input, kernel_size, dilation, padding, stride);
 }
 
-at::Tensor col2im_autograd(const at::Tensor& input, c10::SymIntArrayRef output_size,
-                           at::IntArrayRef kernel_size, at::IntArrayRef dilation,
-                           at::IntArrayRef padding, at::IntArrayRef stride) {
+at::Tensor col2im_autograd(const at::Tensor& input, c10::SymIntArrayRef output_size, at::IntArrayRef kernel_size,
+                           at::IntArrayRef dilation, at::IntArrayRef padding, at::IntArrayRef stride) {
   return Col2imFunction::apply(input, output_size, kernel_size, dilation, padding, stride);
 }
 
 } // namespace
 
 TORCH_LIBRARY_IMPL(myconv, Autograd, m) {
-  m.impl("conv2d", TORCH_FN(conv2d_autograd));
-  m.impl("conv2d_backward", TORCH_FN(conv2d_backward_autograd));
-  m.impl("conv_transpose2d", TORCH_FN(conv_transpose2d_autograd));
+  m.impl("conv1d", TORCH_FN(conv_autograd<1>));
+  m.impl("conv2d", TORCH_FN(conv_autograd<2>));
+  m.impl("conv3d", TORCH_FN(conv_autograd<3>));
+  m.impl("conv1d_backward", TORCH_FN(conv_backward_autograd<1>));
+  m.impl("conv2d_backward", TORCH_FN(conv_backward_autograd<2>));
+  m.impl("conv3d_backward", TORCH_FN(conv_backward_autograd<3>));
+  m.impl("conv_transpose1d", TORCH_FN(conv_transpose_autograd<1>));
+  m.impl("conv_transpose2d", TORCH_FN(conv_transpose_autograd<2>));
+  m.impl("conv_transpose3d", TORCH_FN(conv_transpose_autograd<3>));
   m.impl("im2col", TORCH_FN(im2col_autograd));
   m.impl("col2im", TORCH_FN(col2im_autograd));
 }

@@ -46,7 +46,7 @@ TEST(BlasOperand, SizeOneDimensionsTakeAnyStride) {
   expect_operand(blas_operand(6, 1, 1, 0), false, 1);
   // groups == C_out, 1x1 output, channels_last grad_output: (M = 1, L = 1) per group, strides (C, C)
   expect_operand(blas_operand(1, 1, 64, 64), false, 1);
-  // one row whose columns are strided: op T reads it, ld = rows minimum
+  // one row whose columns are strided: op T reads it, ld = the column stride
   expect_operand(blas_operand(1, 5, 9, 3), true, 3);
   // one column whose rows are strided
   expect_operand(blas_operand(5, 1, 3, 9), false, 3);

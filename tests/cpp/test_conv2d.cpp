@@ -313,7 +313,7 @@ TEST(Memory, RepeatedCallsReleaseTheirWorkspace) {
 
 namespace {
 
-// The CPU paths (csrc/conv2d_impl.cpp): tiles within images (a small tile
+// The CPU paths (csrc/conv_passes.cpp, chosen in csrc/convolution.cpp): tiles within images (a small tile
 // size), NHWC columns (channels_last input), 1x1 GEMMs on the input, direct
 // depthwise kernels; each against at::conv2d, in both layouts, and bitwise
 // equal for 1, 2 and 3 threads.

@@ -5,10 +5,8 @@
 #include <ATen/cuda/Exceptions.h>
 #include <torch/library.h>
 
-#include <climits>
-
 #include "../csrc/blas_plan.h"
-#include "../csrc/conv2d_impl.h"
+#include "../csrc/convolution.h"
 #include "kernels.h"
 
 namespace myconv::detail {
@@ -71,36 +69,36 @@ class Float32AccumulationGuard {
   cublasMath_t saved_ = CUBLAS_DEFAULT_MATH;
 };
 
-int as_blas_int(int64_t v, const char* what) {
-  TORCH_CHECK(v <= INT_MAX, "myconv: GEMM ", what, "=", v, " exceeds cuBLAS's 32-bit limit");
+// cuBLAS's 32-bit sizes (checked by the plan, which the CPU tests replay).
+int blas_int(int64_t v) {
   return static_cast<int>(v);
 }
 
-// The kernels cover whole NCHW images: tiles are chunks of whole images (as
-// many as the workspace limit allows), one pass item at a time, all groups in
-// one strided-batched GEMM.
-void check_whole_images(const PlaneGeometry& g, const ColumnTile& tile, ColumnLayout layout,
+// The kernels cover whole channels-first images: tiles are chunks of whole
+// images (as many as the workspace limit allows), one pass item at a time,
+// all groups in one strided-batched GEMM.
+void check_whole_images(const ConvGeometry& g, const ColumnTile& tile, ColumnLayout layout,
                         const at::Tensor& images) {
   TORCH_INTERNAL_ASSERT(tile.l_begin == 0 && tile.l_end == g.cols() && tile.c_begin == 0 &&
                             tile.c_end == g.channels && layout.col_stride == 1 &&
                             !layout.channels_last && images.is_contiguous(),
-                        "myconv: the CUDA im2col / col2im kernels take whole NCHW images");
+                        "myconv: the CUDA im2col / col2im kernels take whole channels-first images");
 }
 
 class CudaBackend final : public Backend {
  public:
   Tuning tuning(const at::Tensor&) const override {
-    return Tuning{};  // whole-image chunks, one worker, no view / NHWC / direct paths
+    return Tuning{};  // whole-image chunks, one worker, no view / channels-last / direct paths
   }
 
-  void im2col(const at::Tensor& images, const PlaneGeometry& g, const ColumnTile& tile,
+  void im2col(const at::Tensor& images, const ConvGeometry& g, const ColumnTile& tile,
               const at::Tensor& columns, ColumnLayout layout) const override {
     check_whole_images(g, tile, layout, images);
     myconv::cuda::im2col(images, g, columns, layout);
   }
 
   void col2im(const at::Tensor& columns, ColumnLayout layout, const ColumnTile& tile,
-              const PlaneGeometry& g, const at::Tensor& images, bool accumulate) const override {
+              const ConvGeometry& g, const at::Tensor& images, bool accumulate) const override {
     check_whole_images(g, tile, layout, images);
     TORCH_INTERNAL_ASSERT(!accumulate, "myconv: the CUDA col2im kernel overwrites its images");
     myconv::cuda::col2im(columns, layout, g, images);
@@ -125,10 +123,10 @@ class CudaBackend final : public Backend {
     cublasHandle_t handle = at::cuda::getCurrentCUDABlasHandle();  // on the current stream
     const Float32AccumulationGuard fp32_accumulation(handle, g.dtype == at::kHalf || g.dtype == at::kBFloat16);
     TORCH_CUDABLAS_CHECK(cublasGemmStridedBatchedEx(
-        handle, blas_op(g.transpose_first), blas_op(g.transpose_second), as_blas_int(g.m, "m"),
-        as_blas_int(g.n, "n"), as_blas_int(g.k, "k"), alpha, g.first, data, as_blas_int(g.ld_first, "lda"),
-        g.stride_first, g.second, data, as_blas_int(g.ld_second, "ldb"), g.stride_second, beta, g.result,
-        data, as_blas_int(g.ld_result, "ldc"), g.stride_result, as_blas_int(g.batch, "batch"), compute,
+        handle, blas_op(g.transpose_first), blas_op(g.transpose_second), blas_int(g.m),
+        blas_int(g.n), blas_int(g.k), alpha, g.first, data, blas_int(g.ld_first),
+        g.stride_first, g.second, data, blas_int(g.ld_second), g.stride_second, beta, g.result,
+        data, blas_int(g.ld_result), g.stride_result, blas_int(g.batch), compute,
         CUBLAS_GEMM_DEFAULT));
   }
 };

@@ -1,0 +1,102 @@
+// What a device supplies to the convolution composition (csrc/convolution.h):
+// im2col, col2im, a batched GEMM, a way to run independent work items, and
+// optionally direct kernels for grouped convolutions with a tiny per-group K;
+// and its Tuning, which says how it wants the work cut and which fast paths
+// it implements. CPU: csrc/cpu/cpu_backend.cpp; CUDA: cuda/cuda_backend.cpp.
+//
+// Tensors given to a backend are 5-D, (N, C, D, H, W): the composition views
+// 1-D and 2-D problems as 3-D ones with unit leading spatial sizes, so every
+// primitive is written once for all three.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+#include <functional>
+#include <optional>
+
+#include "conv_shape.h"
+
+namespace myconv::detail {
+
+// How a backend wants the convolution cut into work, and which fast paths it
+// implements. The composition reads it once per call.
+struct Tuning {
+  // Work items that run at once, each with its own buffers (CPU: the thread
+  // count; CUDA: 1, the kernels queue on one stream).
+  int64_t workers = 1;
+  // Target size in bytes of one column tile (CPU: from the L2 cache). 0: no
+  // cache tiling; chunks of whole images as large as the workspace limit allows.
+  int64_t tile_bytes = 0;
+  // Fewest output positions per tile (a GEMM needs some width to run fast).
+  int64_t min_tile_positions = 1;
+  // Tiles may hold part of an image's output positions.
+  bool split_images = false;
+  // Work is cut into items (tiles, channel blocks, partial sums) that the
+  // backend runs concurrently. When false: one item per pass, all groups in
+  // one batched GEMM.
+  bool split_work = false;
+  // bmm may read operands from views of the input / grad_output and write its
+  // result into views of the output (1x1 convolutions without columns, GEMMs
+  // straight into output rows).
+  bool gemm_on_views = false;
+  // Channels-last columns for channels-last tensors.
+  bool channels_last = false;
+  // Direct kernels (no columns) for grouped convolutions with a tiny
+  // per-group K, such as depthwise ones.
+  bool direct_grouped = false;
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+
+  virtual Tuning tuning(const at::Tensor& like) const = 0;
+
+  // columns <- im2col(images) for one tile. images: (B, C, D, H, W),
+  // contiguous, or channels-last contiguous when layout.channels_last (which
+  // also orders the rows (kd, kh, kw, c), see ColumnTile). Every tile entry is
+  // written (zero where the window is in the padding).
+  virtual void im2col(const at::Tensor& images, const ConvGeometry& g, const ColumnTile& tile,
+                      const at::Tensor& columns, ColumnLayout layout) const = 0;
+
+  // images (+)<- col2im(columns) for one tile: each image element of the
+  // tile's channels gets the sum of the tile entries that came from it, added
+  // in a fixed order (deterministic), in float for reduced precision. With
+  // accumulate = false the tile's channels of the images are overwritten
+  // (zero where no entry lands), else added to.
+  virtual void col2im(const at::Tensor& columns, ColumnLayout layout, const ColumnTile& tile,
+                      const ConvGeometry& g, const at::Tensor& images, bool accumulate) const = 0;
+
+  // c[i] = a[i] @ b[i] (+ c[i] when accumulate), for 3-D tensors of one dtype.
+  // a and b may be strided views; c is contiguous unless Tuning::gemm_on_views.
+  virtual void bmm(const at::Tensor& a, const at::Tensor& b, const at::Tensor& c,
+                   bool accumulate) const = 0;
+
+  // Runs fn(item, worker) for every item in [0, items), at most `workers` at
+  // once; `worker` (in [0, workers)) names the buffers the item may use. Each
+  // item's result must not depend on which worker runs it. Default: in order.
+  virtual void run_items(int64_t items, int64_t workers,
+                         const std::function<void(int64_t item, int64_t worker)>& fn) const {
+    for (int64_t i = 0; i < items; ++i) {
+      fn(i, 0);
+    }
+  }
+
+  // Direct grouped convolution (Tuning::direct_grouped). x, gy, out, gi:
+  // (N, C, D, H, W)-shaped, all contiguous, or all channels-last contiguous
+  // when channels_last; w: (C_out, C_in/groups, kD, kH, kW) contiguous; out,
+  // gi, gw are overwritten. Each result element is summed by one thread in a
+  // fixed order.
+  virtual void grouped_forward(const at::Tensor& x, const at::Tensor& w,
+                               const std::optional<at::Tensor>& bias, const ConvGeometry& g,
+                               int64_t groups, bool channels_last, const at::Tensor& out) const;
+  virtual void grouped_grad_input(const at::Tensor& gy, const at::Tensor& w,
+                                  const ConvGeometry& g, int64_t groups, bool channels_last,
+                                  const at::Tensor& gi) const;
+  virtual void grouped_grad_weight(const at::Tensor& gy, const at::Tensor& x,
+                                   const ConvGeometry& g, int64_t groups, bool channels_last,
+                                   const at::Tensor& gw) const;
+};
+
+} // namespace myconv::detail

@@ -1,0 +1,153 @@
+#include "conv_plan.h"
+
+#include <algorithm>
+#include <limits>
+
+#include "myconv.h"
+#include "workspace.h"
+
+namespace myconv::detail {
+
+bool is_reduced_precision(at::ScalarType t) {
+  return t == at::kHalf || t == at::kBFloat16;
+}
+
+Tuning tuning_for(const Backend& backend, const at::Tensor& input) {
+  Tuning t = backend.tuning(input);
+  if (is_reduced_precision(input.scalar_type())) {
+    t.split_images = false;
+  }
+  return t;
+}
+
+Layout choose_layout(const Tuning& t, bool channels_last_input) {
+  // Channels-last columns are read and written through views (gemm_on_views).
+  return t.channels_last && t.gemm_on_views && channels_last_input ? Layout::kChannelsLast : Layout::kChannelsFirst;
+}
+
+namespace {
+
+// v, with `fill` prepended up to three entries.
+std::array<int64_t, 3> lift(at::IntArrayRef v, int64_t fill) {
+  TORCH_INTERNAL_ASSERT(v.size() >= 1 && v.size() <= 3);
+  std::array<int64_t, 3> out{fill, fill, fill};
+  std::copy(v.begin(), v.end(), out.end() - v.size());
+  return out;
+}
+
+} // namespace
+
+Window3d::Window3d(at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation)
+    : stride(lift(stride, 1)), padding(lift(padding, 0)), dilation(lift(dilation, 1)) {}
+
+ConvProblem::ConvProblem(int64_t batch, int64_t channels, at::IntArrayRef size, const at::Tensor& weight5d,
+                         const Window3d& window, int64_t groups, Layout layout)
+    : geom(channels, size, weight5d.sizes().slice(2), window.stride, window.padding, window.dilation),
+      batch(batch), out_channels(weight5d.size(0)), groups(groups), layout(layout) {}
+
+ConvProblem::ConvProblem(const at::Tensor& input5d, const at::Tensor& weight5d, const Window3d& window,
+                         int64_t groups, Layout layout)
+    : ConvProblem(input5d.size(0), input5d.size(1), input5d.sizes().slice(2), weight5d, window, groups, layout) {}
+
+ConvProblem ConvProblem::transposed(const at::Tensor& input5d, const at::Tensor& weight5d, at::IntArrayRef out_size,
+                                    const Window3d& window, int64_t groups, Layout layout) {
+  ConvProblem p(input5d.size(0), weight5d.size(1) * groups, out_size.slice(2), weight5d, window, groups, layout);
+  p.geom.out_d = input5d.size(2);
+  p.geom.out_h = input5d.size(3);
+  p.geom.out_w = input5d.size(4);
+  return p;
+}
+
+bool ConvProblem::pointwise() const {
+  const ConvGeometry& g = geom;
+  return g.taps() == 1 && g.stride_d == 1 && g.stride_h == 1 && g.stride_w == 1 && g.pad_d == 0 && g.pad_h == 0 &&
+         g.pad_w == 0 && g.out_d == g.depth && g.out_h == g.height && g.out_w == g.width;
+}
+
+bool use_direct_grouped(const Tuning& t, const ConvProblem& p) {
+  return t.direct_grouped && p.groups > 1 && p.group_rows() <= kDirectMaxGroupRows;
+}
+
+Tile TilePlan::at(int64_t i) const {
+  if (tiles_per_image > 1) {
+    const int64_t j = i % tiles_per_image;
+    return {i / tiles_per_image, 1, j * tile_positions, std::min(L, (j + 1) * tile_positions)};
+  }
+  const int64_t n0 = i * images_per_tile;
+  return {n0, std::min(images_per_tile, batch - n0), 0, L};
+}
+
+TilePlan plan_tiles(const ConvProblem& p, const Tuning& t, int64_t element_size) {
+  TilePlan plan;
+  plan.batch = p.batch;
+  plan.L = p.L();
+  // One worker's buffers per output position: columns, plus a GEMM result or
+  // gathered grad_output of a multi-image tile.
+  const int64_t bytes_per_position = (p.geom.rows() + p.out_channels) * element_size;
+  if (t.tile_bytes <= 0) {
+    plan.images_per_tile = batch_chunk(p.batch, bytes_per_position * plan.L, plan.L);
+  } else {
+    const int64_t by_cache = std::max({t.min_tile_positions, 2 * p.group_out_channels(),
+                                      t.tile_bytes / std::max<int64_t>(1, p.geom.rows() * element_size)});
+    // Half the limit: the rest is for partial sums, packed weights, other workers.
+    const int64_t by_limit = std::max<int64_t>(1, workspace_limit_bytes() / 2 / bytes_per_position);
+    int64_t target = std::max<int64_t>(1, std::min(by_cache, by_limit));
+    // 1x1 / stride 1 / no padding, channels-first: the GEMMs read the images
+    // in place (no columns to keep in cache), so whole images make the
+    // largest GEMMs, unless images are too small to be views worth having.
+    if (p.pointwise() && t.gemm_on_views && !p.channels_last() && plan.L >= t.min_tile_positions) {
+      target = plan.L;
+    }
+    if (t.split_images && plan.L > target) {
+      int64_t tile = ceil_div(plan.L, ceil_div(plan.L, target));
+      tile = std::min(plan.L, ceil_div(tile, 8) * 8);  // whole vectors, except at the end
+      plan.tile_positions = tile;
+      plan.tiles_per_image = ceil_div(plan.L, tile);
+    } else if (4 * plan.L < target) {
+      // Joined images: at most target positions, tiles of equal size.
+      const int64_t L = std::max<int64_t>(plan.L, 1);
+      const int64_t by_blas = std::numeric_limits<int32_t>::max() / L;
+      int64_t images = std::clamp<int64_t>(std::min(target / L, by_blas), 1, std::max<int64_t>(p.batch, 1));
+      images = ceil_div(p.batch, ceil_div(p.batch, images));
+      plan.images_per_tile = std::max<int64_t>(images, 1);
+    }
+  }
+  if (plan.tiles_per_image == 1) {
+    plan.tile_positions = plan.L;
+  }
+  plan.count = plan.tiles_per_image > 1 ? p.batch * plan.tiles_per_image
+                                        : ceil_div(p.batch, plan.images_per_tile);
+  return plan;
+}
+
+Block Blocking::at(int64_t i) const {
+  if (all_groups) {
+    return {0, groups, 0, group_channels};
+  }
+  const int64_t g = i / per_group, j = i % per_group;
+  return {g, g + 1, j * block_channels, std::min(group_channels, (j + 1) * block_channels)};
+}
+
+Blocking plan_blocks(const ConvProblem& p, const Tuning& t, int64_t other_items, bool split_channels) {
+  Blocking b;
+  b.groups = p.groups;
+  b.group_channels = p.group_channels();
+  b.block_channels = b.group_channels;
+  if (!t.split_work) {
+    return b;
+  }
+  b.all_groups = p.groups == 1;
+  const int64_t wanted = ceil_div(kTargetItems, std::max<int64_t>(1, other_items * p.groups));
+  const int64_t by_rows = std::max<int64_t>(1, p.group_rows() / kMinBlockRows);
+  const int64_t by_runs = p.channels_last() ? std::max<int64_t>(1, b.group_channels / kMinBlockChannels)
+                                            : b.group_channels;
+  const int64_t n = std::clamp<int64_t>(wanted, 1, std::min(by_runs, by_rows));
+  if (n > 1 && split_channels) {
+    b.all_groups = false;
+    b.block_channels = ceil_div(b.group_channels, n);
+    b.per_group = ceil_div(b.group_channels, b.block_channels);
+  }
+  return b;
+}
+
+} // namespace myconv::detail

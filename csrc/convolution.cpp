@@ -1,0 +1,209 @@
+#include "convolution.h"
+
+#include <ATen/ops/empty.h>
+#include <ATen/ops/zeros.h>
+#include <c10/core/DeviceGuard.h>
+#include <c10/util/Exception.h>
+
+#include <vector>
+
+#include "conv_passes.h"
+#include "conv_plan.h"
+#include "conv_shape.h"
+#include "workspace.h"
+
+namespace myconv::detail {
+namespace {
+
+// A convolution's tensor ((N, C, *spatial), or unbatched (C, *spatial)) as a
+// 5-D (N, C, D, H, W) view: unit leading spatial sizes for fewer than three
+// spatial dimensions, a unit batch for an unbatched one.
+at::Tensor as_5d(const at::Tensor& t, int64_t dims, bool batched) {
+  at::Tensor v = batched ? t : t.unsqueeze(0);
+  for (int64_t i = dims; i < kMaxSpatialDims; ++i) {
+    v = v.unsqueeze(2);
+  }
+  return v;
+}
+
+// A weight (C_out, C_in/G, *kernel) as (C_out, C_in/G, kD, kH, kW).
+at::Tensor weight_5d(const at::Tensor& w, int64_t dims) {
+  return as_5d(w, dims, /*batched=*/true);
+}
+
+// The inverse of as_5d: a 5-D result back to the op's dimensions.
+at::Tensor from_5d(const at::Tensor& t, int64_t dims, bool batched) {
+  at::Tensor v = t;
+  for (int64_t i = dims; i < kMaxSpatialDims; ++i) {
+    v = v.squeeze(2);
+  }
+  return batched ? v : v.squeeze(0);
+}
+
+// Whether the op's input is channels-last (channels_last for 2-D,
+// channels_last_3d for 3-D): the problem then runs on channels-last columns.
+bool channels_last_input(const at::Tensor& input, int64_t dims, bool batched) {
+  return batched && dims >= 2 && input.suggest_memory_format() == channels_last_format(dims + 2);
+}
+
+} // namespace
+
+at::Tensor conv(const Backend& backend, int64_t dims, const at::Tensor& input, const at::Tensor& weight,
+                const std::optional<at::Tensor>& bias, at::IntArrayRef stride, at::IntArrayRef padding,
+                at::IntArrayRef dilation, int64_t groups) {
+  check_conv(conv_op_name(dims), dims, input, weight, bias, stride, padding, dilation, groups);
+  const c10::OptionalDeviceGuard device_guard(input.device());
+  const WorkspaceCall workspace_call;
+  const bool batched = input.dim() == dims + 2;
+  const at::Tensor x5 = as_5d(input, dims, batched), w5 = weight_5d(weight, dims);
+  const Tuning t = tuning_for(backend, input);
+  const ConvProblem p(x5, w5, Window3d(stride, padding, dilation), groups,
+                      choose_layout(t, channels_last_input(input, dims, batched)));
+  const at::Tensor x = x5.contiguous(p.memory_format());
+  const ConvGeometry& g = p.geom;
+
+  at::Tensor out = at::empty({p.batch, p.out_channels, g.out_d, g.out_h, g.out_w},
+                             x.options().memory_format(p.memory_format()));
+  if (p.batch > 0 && out.numel() > 0) {
+    const bool has_bias = bias.has_value() && bias->defined();
+    if (use_direct_grouped(t, p)) {
+      backend.grouped_forward(x, w5.contiguous(),
+                              has_bias ? std::optional<at::Tensor>(bias->contiguous()) : std::nullopt, g, groups,
+                              p.channels_last(), out);
+    } else {
+      forward_columns(backend, t, p, x, w5, bias, out);
+    }
+  }
+  return from_5d(out, dims, batched).contiguous(conv_memory_format(dims, input, weight));
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> conv_backward(
+    const Backend& backend, int64_t dims, const at::Tensor& grad_output, const at::Tensor& input,
+    const at::Tensor& weight, at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation,
+    int64_t groups, std::array<bool, 3> output_mask) {
+  check_conv_backward(dims, grad_output, input, weight, stride, padding, dilation, groups);
+  const c10::OptionalDeviceGuard device_guard(input.device());
+  const WorkspaceCall workspace_call;
+  const bool batched = input.dim() == dims + 2;
+  const at::Tensor x5 = as_5d(input, dims, batched), w5 = weight_5d(weight, dims);
+  const at::Tensor gy5 = as_5d(grad_output, dims, batched);
+  const Tuning t = tuning_for(backend, input);
+  const ConvProblem p(x5, w5, Window3d(stride, padding, dilation), groups,
+                      choose_layout(t, channels_last_input(input, dims, batched)));
+  const auto [need_input, need_weight, need_bias] = output_mask;
+
+  at::Tensor grad_input, grad_weight, grad_bias;
+  if (need_bias) {
+    grad_bias = gy5.sum(at::IntArrayRef{0, 2, 3, 4});
+  }
+  const bool empty = p.batch == 0 || gy5.numel() == 0;
+  if (need_input) {
+    const auto options = x5.options().memory_format(p.memory_format());
+    grad_input = empty ? at::zeros(x5.sizes(), options) : at::empty(x5.sizes(), options);
+  }
+  if (need_weight && empty) {
+    grad_weight = at::zeros(w5.sizes(), w5.options());
+  }
+
+  if ((need_input || need_weight) && !empty) {
+    const at::Tensor gy = gy5.contiguous(p.memory_format());
+    // The input is only read to rebuild columns for grad_weight.
+    const at::Tensor x = need_weight ? x5.contiguous(p.memory_format()) : at::Tensor();
+    if (use_direct_grouped(t, p)) {
+      const at::Tensor w = w5.contiguous();
+      if (need_input) {
+        backend.grouped_grad_input(gy, w, p.geom, groups, p.channels_last(), grad_input);
+      }
+      if (need_weight) {
+        grad_weight = at::empty(w5.sizes(), w5.options());
+        backend.grouped_grad_weight(gy, x, p.geom, groups, p.channels_last(), grad_weight);
+      }
+    } else {
+      if (need_input) {
+        grad_input_columns(backend, t, p, gy, w5, grad_input);
+      }
+      if (need_weight) {
+        grad_weight = grad_weight_columns(backend, t, p, x, gy);
+      }
+    }
+  }
+
+  // Each gradient in the layout of the tensor it is the gradient of.
+  if (need_input) {
+    grad_input = from_5d(grad_input, dims, batched).contiguous(input.suggest_memory_format());
+  }
+  if (need_weight) {
+    grad_weight = from_5d(grad_weight, dims, true).contiguous(weight.suggest_memory_format());
+  }
+  return {grad_input, grad_weight, grad_bias};
+}
+
+// The transposed convolution is the input gradient of the convolution of its
+// output with the same weight: the grad_input pass (GEMM, then col2im) with
+// the transposed convolution's input as grad_output, then the bias.
+at::Tensor conv_transpose(const Backend& backend, int64_t dims, const at::Tensor& input, const at::Tensor& weight,
+                          const std::optional<at::Tensor>& bias, at::IntArrayRef stride, at::IntArrayRef padding,
+                          at::IntArrayRef output_padding, int64_t groups, at::IntArrayRef dilation) {
+  const auto size = check_conv_transpose(conv_transpose_op_name(dims), dims, input, weight, bias, stride, padding,
+                                         output_padding, dilation, groups);
+  const c10::OptionalDeviceGuard device_guard(input.device());
+  const WorkspaceCall workspace_call;
+  const bool batched = input.dim() == dims + 2;
+  const at::Tensor x5 = as_5d(input, dims, batched), w5 = weight_5d(weight, dims);
+  const Tuning t = tuning_for(backend, input);
+  // The output's size as (N, C_out, D, H, W).
+  std::vector<int64_t> out_size{x5.size(0)};
+  for (size_t i = batched ? 1 : 0; i < size.size(); ++i) {
+    out_size.push_back(size[i].expect_int());
+  }
+  out_size.insert(out_size.begin() + 2, kMaxSpatialDims - dims, 1);
+  const ConvProblem p = ConvProblem::transposed(x5, w5, out_size, Window3d(stride, padding, dilation), groups,
+                                                choose_layout(t, channels_last_input(input, dims, batched)));
+  at::Tensor out = at::empty(out_size, x5.options().memory_format(p.memory_format()));
+  if (p.batch > 0) {
+    const at::Tensor gy = x5.contiguous(p.memory_format());
+    if (use_direct_grouped(t, p)) {
+      backend.grouped_grad_input(gy, w5.contiguous(), p.geom, groups, p.channels_last(), out);
+    } else {
+      grad_input_columns(backend, t, p, gy, w5, out);
+    }
+    if (bias.has_value() && bias->defined()) {
+      out.add_(bias->view({1, -1, 1, 1, 1}));
+    }
+  }
+  return from_5d(out, dims, batched).contiguous(conv_memory_format(dims, input, weight));
+}
+
+at::Tensor im2col(const Backend& backend, const at::Tensor& input, at::IntArrayRef kernel_size,
+                  at::IntArrayRef dilation, at::IntArrayRef padding, at::IntArrayRef stride) {
+  check_im2col(input, kernel_size, dilation, padding, stride);
+  const c10::OptionalDeviceGuard device_guard(input.device());
+  const bool batched = input.dim() == 4;
+  const at::Tensor x = as_5d(input, 2, batched).contiguous();
+  const ConvGeometry g(x.size(1), x.sizes().slice(3), kernel_size, stride, padding, dilation);
+  const at::Tensor out = at::empty({x.size(0), g.rows(), g.cols()}, x.options());
+  if (out.numel() > 0) {
+    backend.im2col(x, g, ColumnTile::whole(g), out, {g.rows() * g.cols(), g.cols(), 1});
+  }
+  return batched ? out : out.squeeze(0);
+}
+
+at::Tensor col2im(const Backend& backend, const at::Tensor& input, c10::SymIntArrayRef output_size,
+                  at::IntArrayRef kernel_size, at::IntArrayRef dilation, at::IntArrayRef padding,
+                  at::IntArrayRef stride) {
+  check_col2im(input, output_size, kernel_size, dilation, padding, stride);
+  const c10::OptionalDeviceGuard device_guard(input.device());
+  const bool batched = input.dim() == 3;
+  const at::Tensor cols = batched ? input.contiguous() : input.unsqueeze(0).contiguous();
+  const int64_t channels = cols.size(1) / (kernel_size[0] * kernel_size[1]);
+  const std::array<int64_t, 2> size{output_size[0].expect_int(), output_size[1].expect_int()};
+  const ConvGeometry g(channels, size, kernel_size, stride, padding, dilation);
+  const at::Tensor out = at::empty({cols.size(0), channels, 1, g.height, g.width}, cols.options());
+  if (out.numel() > 0) {
+    backend.col2im(cols, {g.rows() * g.cols(), g.cols(), 1}, ColumnTile::whole(g), g, out, /*accumulate=*/false);
+  }
+  const at::Tensor images = out.squeeze(2);
+  return batched ? images : images.squeeze(0);
+}
+
+} // namespace myconv::detail

@@ -1,0 +1,127 @@
+#include "tile_matrices.h"
+
+#include <c10/util/Exception.h>
+
+namespace myconv::detail {
+
+at::Tensor weight_matrix(const ConvProblem& p, const at::Tensor& weight5d) {
+  const at::Tensor w =
+      p.channels_last() ? weight5d.permute({0, 2, 3, 4, 1}).contiguous() : weight5d.contiguous();
+  return w.view({p.groups, p.group_out_channels(), p.group_rows()});
+}
+
+at::Tensor block_weight(const ConvProblem& p, const at::Tensor& w, const Block& b) {
+  const at::Tensor wg = w.narrow(0, b.g0, b.groups());
+  if (!p.channels_last()) {
+    return wg.narrow(2, b.c0 * p.taps(), b.channels() * p.taps());
+  }
+  if (b.channels() == p.group_channels()) {
+    return wg;
+  }
+  return wg.view({b.groups(), p.group_out_channels(), p.taps(), p.group_channels()})
+      .narrow(3, b.c0, b.channels())
+      .contiguous()
+      .view({b.groups(), p.group_out_channels(), p.taps() * b.channels()});
+}
+
+namespace {
+
+// A channels-last (N, C, D, H, W) tensor as its (N*D*H*W, C) matrix of rows.
+at::Tensor rows_of(const at::Tensor& t) {
+  return t.permute({0, 2, 3, 4, 1}).view({-1, t.size(1)});
+}
+
+// The tile's part of an image-shaped tensor t with `per_group` channels per
+// group, for groups [g0, g0 + ng) and channels [c0, c0 + nc) of each: the
+// GEMM's view of it, (G', nc, P) channels-first (a tile within one image) or
+// (G', P, nc) channels-last (any tile).
+at::Tensor tile_view(const ConvProblem& p, const at::Tensor& t, const Tile& tile, int64_t per_group, int64_t g0,
+                     int64_t ng, int64_t c0, int64_t nc) {
+  const int64_t P = tile.positions();
+  if (p.channels_last()) {
+    return rows_of(t)
+        .narrow(0, tile.n0 * p.L() + tile.l_begin, P)
+        .view({P, p.groups, per_group})
+        .permute({1, 0, 2})
+        .narrow(0, g0, ng)
+        .narrow(2, c0, nc);
+  }
+  TORCH_INTERNAL_ASSERT(tile.nb == 1);
+  return t.select(0, tile.n0)
+      .view({p.groups, per_group, p.L()})
+      .narrow(0, g0, ng)
+      .narrow(1, c0, nc)
+      .narrow(2, tile.l_begin, P);
+}
+
+// The column layout of a tile buffer for blocks of `channels` channels:
+// channels-first (rows, P) with the tile's images side by side; channels-last
+// (P, rows) per group.
+ColumnLayout tile_layout(const ConvProblem& p, const Tile& tile, int64_t channels) {
+  const int64_t per_image = tile.l_end - tile.l_begin;
+  const int64_t rows = channels * p.taps();
+  if (p.channels_last()) {
+    return {per_image * rows, 1, rows, /*channels_last=*/true};
+  }
+  return {per_image, tile.positions(), 1, /*channels_last=*/false};
+}
+
+// Calls fn(tile, layout, columns) for the column tiles of a tile's block:
+// channels-first, one tile for all the block's channels, columns (G', K', P);
+// channels-last, whose rows are (kd, kh, kw, c) per group, one per group,
+// columns (P, K') each.
+template <typename F>
+void for_each_column_tile(const ConvProblem& p, const Tile& tile, const Block& b, const at::Tensor& columns,
+                          const F& fn) {
+  const int64_t cg = p.group_channels();
+  if (!p.channels_last()) {
+    const ColumnTile ct{tile.l_begin, tile.l_end, b.first_channel(cg), b.last_channel(cg)};
+    fn(ct, tile_layout(p, tile, ct.channels()), columns);
+    return;
+  }
+  for (int64_t g = b.g0; g < b.g1; ++g) {
+    fn(ColumnTile{tile.l_begin, tile.l_end, g * cg + b.c0, g * cg + b.c1}, tile_layout(p, tile, b.channels()),
+       columns.select(0, g - b.g0));
+  }
+}
+
+} // namespace
+
+at::Tensor output_view(const ConvProblem& p, const at::Tensor& t, const Tile& tile, int64_t g0, int64_t ng) {
+  const int64_t M = p.group_out_channels();
+  return tile_view(p, t, tile, M, g0, ng, 0, M);
+}
+
+at::Tensor pointwise_view(const ConvProblem& p, const at::Tensor& t, const Tile& tile, const Block& b) {
+  return tile_view(p, t, tile, p.group_channels(), b.g0, b.groups(), b.c0, b.channels());
+}
+
+void im2col_block(const Backend& backend, const ConvProblem& p, const at::Tensor& images,
+                  const Tile& tile, const Block& b, const at::Tensor& columns) {
+  const at::Tensor slice = images.narrow(0, tile.n0, tile.nb);
+  for_each_column_tile(p, tile, b, columns, [&](const ColumnTile& ct, ColumnLayout layout, const at::Tensor& c) {
+    backend.im2col(slice, p.geom, ct, c, layout);
+  });
+}
+
+void col2im_block(const Backend& backend, const ConvProblem& p, const at::Tensor& columns,
+                  const Tile& tile, const Block& b, const at::Tensor& images, bool accumulate) {
+  const at::Tensor slice = images.narrow(0, tile.n0, tile.nb);
+  for_each_column_tile(p, tile, b, columns, [&](const ColumnTile& ct, ColumnLayout layout, const at::Tensor& c) {
+    backend.col2im(c, layout, ct, p.geom, slice, accumulate);
+  });
+}
+
+at::Tensor grad_output_matrix(const ConvProblem& p, const at::Tensor& gy, const Tile& tile, int64_t g0,
+                              int64_t ng, const std::function<at::Tensor()>& scratch) {
+  if (p.channels_last() || tile.nb == 1) {
+    return output_view(p, gy, tile, g0, ng);
+  }
+  const int64_t M = p.group_out_channels();
+  at::Tensor m = scratch();
+  m.view({ng, M, tile.nb, p.L()})
+      .copy_(gy.narrow(0, tile.n0, tile.nb).view({tile.nb, p.groups, M, p.L()}).narrow(1, g0, ng).permute({1, 2, 0, 3}));
+  return m;
+}
+
+} // namespace myconv::detail

@@ -1,0 +1,50 @@
+// The matrices of a tile: the GEMM's views of the weight, the input, the
+// output and the gradients for a tile of output positions and a block of
+// channels, and the tile's column buffers (im2col / col2im through the
+// backend). Tensors are the problem's 5-D views.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+#include <functional>
+
+#include "backend.h"
+#include "conv_plan.h"
+
+namespace myconv::detail {
+
+// (G, M, K) weight matrices, K in the layout's row order: (c, kd, kh, kw) or
+// (kd, kh, kw, c).
+at::Tensor weight_matrix(const ConvProblem& p, const at::Tensor& weight5d);
+
+// The weight columns of a block: (G', M, K') with K' = block channels * taps.
+// Channels-first blocks are views; channels-last blocks of part of a group's
+// channels are packed (their rows are not contiguous in (kd, kh, kw, c) order).
+at::Tensor block_weight(const ConvProblem& p, const at::Tensor& w, const Block& b);
+
+// The tile's part of an output-shaped tensor (out, grad_output) for groups
+// [g0, g0 + ng): (G', M, P) channels-first (a tile within one image) or
+// (G', P, M) channels-last (any tile).
+at::Tensor output_view(const ConvProblem& p, const at::Tensor& t, const Tile& tile, int64_t g0, int64_t ng);
+
+// The tile's part of an input-shaped tensor (input, grad_input) of a 1x1 /
+// stride 1 / no padding convolution, which is its column matrix.
+at::Tensor pointwise_view(const ConvProblem& p, const at::Tensor& t, const Tile& tile, const Block& b);
+
+// im2col of a tile for a block into `columns`: (G', K', P) channels-first,
+// (G', P, K') channels-last.
+void im2col_block(const Backend& backend, const ConvProblem& p, const at::Tensor& images,
+                  const Tile& tile, const Block& b, const at::Tensor& columns);
+
+// images (+)<- col2im of a tile's block columns.
+void col2im_block(const Backend& backend, const ConvProblem& p, const at::Tensor& columns,
+                  const Tile& tile, const Block& b, const at::Tensor& images, bool accumulate);
+
+// grad_output of a tile for groups [g0, g0 + ng): a view when the tile lies in
+// one image or the layout is channels-last; else the tile's images are
+// gathered side by side into `scratch` ((ng, M, P), channels-first).
+at::Tensor grad_output_matrix(const ConvProblem& p, const at::Tensor& gy, const Tile& tile, int64_t g0,
+                              int64_t ng, const std::function<at::Tensor()>& scratch);
+
+} // namespace myconv::detail

@@ -1,0 +1,68 @@
+#include "workspace.h"
+
+#include <ATen/ops/empty.h>
+#include <c10/util/Exception.h>
+
+#include <algorithm>
+#include <limits>
+#include <utility>
+
+#include "myconv.h"
+
+namespace myconv::detail {
+
+WorkspaceStats& workspace_stats() {
+  thread_local WorkspaceStats stats;
+  return stats;
+}
+
+WorkspaceCharge::WorkspaceCharge(int64_t bytes) : bytes_(bytes) {
+  WorkspaceStats& s = workspace_stats();
+  s.live += bytes_;
+  s.peak = std::max(s.peak, s.live);
+}
+
+WorkspaceCharge::~WorkspaceCharge() {
+  workspace_stats().live -= bytes_;
+}
+
+WorkspaceCharge::WorkspaceCharge(WorkspaceCharge&& other) noexcept : bytes_(std::exchange(other.bytes_, 0)) {}
+
+Workspace::Workspace(int64_t elements, const at::TensorOptions& options)
+    : tensor_(elements > 0 ? at::empty({elements}, options) : at::Tensor()),
+      charge_(elements > 0 ? elements * tensor_.element_size() : 0) {}
+
+int64_t aligned_elements(int64_t elements, const at::TensorOptions& options) {
+  const int64_t per_line = std::max<int64_t>(1, 64 / static_cast<int64_t>(options.dtype().itemsize()));
+  return (elements + per_line - 1) / per_line * per_line;
+}
+
+WorkerBuffers::WorkerBuffers(int64_t workers, int64_t elements, const at::TensorOptions& options)
+    : per_worker_(aligned_elements(elements, options)), workspace_(workers * per_worker_, options),
+      storage_(workspace_.tensor()) {}
+
+at::Tensor WorkerBuffers::get(int64_t worker, int64_t offset, at::IntArrayRef shape) const {
+  int64_t numel = 1;
+  for (const int64_t s : shape) {
+    numel *= s;
+  }
+  TORCH_INTERNAL_ASSERT(offset + numel <= per_worker_);
+  return storage_.narrow(0, worker * per_worker_ + offset, numel).view(shape);
+}
+
+int64_t workers_for(int64_t max_workers, int64_t items, int64_t bytes_per_worker, int64_t reserved) {
+  const int64_t room = std::max<int64_t>(0, workspace_limit_bytes() - reserved);
+  const int64_t by_memory = bytes_per_worker > 0 ? room / bytes_per_worker : items;
+  return std::clamp<int64_t>(std::min({max_workers, items, by_memory}), 1, std::max<int64_t>(items, 1));
+}
+
+int64_t batch_chunk(int64_t batch, int64_t bytes_per_image, int64_t cols_per_image) {
+  if (batch <= 1 || bytes_per_image <= 0) {
+    return std::max<int64_t>(batch, 1);
+  }
+  const int64_t by_memory = workspace_limit_bytes() / bytes_per_image;
+  const int64_t by_blas = std::numeric_limits<int32_t>::max() / std::max<int64_t>(cols_per_image, 1);
+  return std::clamp<int64_t>(std::min(by_memory, by_blas), 1, batch);
+}
+
+} // namespace myconv::detail

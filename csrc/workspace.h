@@ -1,0 +1,82 @@
+// The composition's workspace: buffers charged against the workspace limit
+// (myconv::set_workspace_limit_bytes), per-worker buffers, and the per-thread
+// statistics that let tests check the limit.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+#include <c10/core/TensorOptions.h>
+#include <c10/util/ArrayRef.h>
+
+#include <cstdint>
+
+namespace myconv::detail {
+
+// Workspace bytes the compositions hold in this thread: now, and at most
+// since the start of the latest call.
+struct WorkspaceStats {
+  int64_t live = 0;
+  int64_t peak = 0;
+};
+WorkspaceStats& workspace_stats();
+
+// Starts a call's workspace statistics (its peak starts at what is live).
+struct WorkspaceCall {
+  WorkspaceCall() { workspace_stats().peak = workspace_stats().live; }
+};
+
+// Workspace bytes counted in the calling thread's statistics while the charge
+// lives.
+class WorkspaceCharge {
+ public:
+  explicit WorkspaceCharge(int64_t bytes = 0);
+  ~WorkspaceCharge();
+  WorkspaceCharge(const WorkspaceCharge&) = delete;
+  WorkspaceCharge& operator=(const WorkspaceCharge&) = delete;
+  WorkspaceCharge(WorkspaceCharge&& other) noexcept;
+
+ private:
+  int64_t bytes_;
+};
+
+// A workspace buffer of `elements` elements, charged while it lives.
+class Workspace {
+ public:
+  Workspace(int64_t elements, const at::TensorOptions& options);
+  const at::Tensor& tensor() const { return tensor_; }
+
+ private:
+  at::Tensor tensor_;
+  WorkspaceCharge charge_;
+};
+
+// Elements rounded up to whole 64-byte lines: every worker's buffer (and
+// every tile of shared columns) starts at the same alignment, so the GEMM
+// library sees the same operand alignment, and takes the same code path,
+// whichever worker runs an item (measured: MKL's results differed in the last
+// bits between buffers 36 bytes apart).
+int64_t aligned_elements(int64_t elements, const at::TensorOptions& options);
+
+// One flat buffer per worker, handed out as views.
+class WorkerBuffers {
+ public:
+  WorkerBuffers(int64_t workers, int64_t elements, const at::TensorOptions& options);
+  // A (shape)-view at `offset` elements into the worker's buffer.
+  at::Tensor get(int64_t worker, int64_t offset, at::IntArrayRef shape) const;
+
+ private:
+  int64_t per_worker_;
+  Workspace workspace_;
+  at::Tensor storage_;
+};
+
+// Workers (at most max_workers) for `items` items that each need
+// bytes_per_worker of buffers, within the workspace limit less `reserved`
+// bytes: at least one.
+int64_t workers_for(int64_t max_workers, int64_t items, int64_t bytes_per_worker, int64_t reserved = 0);
+
+// Images per chunk so that a chunk's workspace (bytes_per_image each) stays
+// within the workspace limit and a chunk's cols_per_image * images columns fit
+// the 32-bit dimensions of BLAS; at least 1, at most `batch`.
+int64_t batch_chunk(int64_t batch, int64_t bytes_per_image, int64_t cols_per_image);
+
+} // namespace myconv::detail
