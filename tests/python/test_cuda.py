@@ -198,7 +198,9 @@ def test_gemm_compute_type_follows_every_tf32_api(setting):
     code = (f"import torch, myconv; {statement}\n"
             "print(*(torch.ops.myconv._gemm_compute_type(t) for t in "
             "(torch.float32, torch.float64, torch.float16, torch.bfloat16)))")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    # the myconv this process imported, whatever a fresh interpreter would find first
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == [expected, "64F", "32F", "32F"]
 
