@@ -100,7 +100,10 @@ TilePlan plan_tiles(const ConvProblem& p, const Tuning& t, int64_t element_size)
     }
     if (t.split_images && plan.L > target) {
       int64_t tile = ceil_div(plan.L, ceil_div(plan.L, target));
-      tile = std::min(plan.L, ceil_div(tile, 8) * 8);  // whole vectors, except at the end
+      // whole vectors, except at the end (unless that would pass the limit)
+      if (const int64_t whole = std::min(plan.L, ceil_div(tile, 8) * 8); whole <= by_limit) {
+        tile = whole;
+      }
       plan.tile_positions = tile;
       plan.tiles_per_image = ceil_div(plan.L, tile);
     } else if (4 * plan.L < target) {

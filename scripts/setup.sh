@@ -24,9 +24,11 @@ if ! dpkg -s libgtest-dev >/dev/null 2>&1; then
   apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q libgtest-dev
 fi
 
+# torchvision (for the tests that convert its models) only where a wheel
+# matching the torch build exists on this machine kind's disk.
 case "${MYCONV_TORCH:-cuda}" in
-  cuda) torch_req="torch==2.14.1" ;;
-  cpu)  torch_req="torch==2.13.0" ;;
+  cuda) torch_req="torch==2.14.1"; vision_req="torchvision==0.29.1" ;;
+  cpu)  torch_req="torch==2.13.0"; vision_req="" ;;
   *) echo "MYCONV_TORCH must be 'cuda' or 'cpu'" >&2; exit 2 ;;
 esac
 
@@ -42,6 +44,9 @@ if ! "$PY" -m pip show torch 2>/dev/null | grep -qx "Version: ${torch_req#torch=
 fi
 step "installing build and test tools"
 pip_quiet install -q -r requirements-dev.txt
+if [ -n "$vision_req" ] && ! "$PY" -m pip show torchvision 2>/dev/null | grep -q "^Version: ${vision_req#torchvision==}"; then
+  pip_quiet install -q "$vision_req" "$torch_req"
+fi
 
 export TORCH_CUDA_ARCH_LIST="${TORCH_CUDA_ARCH_LIST:-8.0;9.0+PTX}"
 export MAX_JOBS="${MAX_JOBS:-$(nproc)}"

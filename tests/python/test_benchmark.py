@@ -14,6 +14,10 @@ TINY = [
     benchmark.Layer("tinydw", "tiny depthwise (4, 8)", 2, 4, 4, 8, 3, padding=1, groups=4),
     benchmark.Layer("tinyT", "tiny transposed 3x3/2 (4->6, 5)", 2, 4, 6, 5, 3, stride=2, padding=1,
                     transposed=True, output_padding=1),
+    benchmark.Layer("tiny1d", "tiny 1-D k5/2 (3->4, 40)", 2, 3, 4, 40, 5, stride=2, dims=1),
+    benchmark.Layer("tiny3d", "tiny 3-D (2->3, 4x5x6)", 2, 2, 3, (4, 5, 6), (3, 1, 3), padding=(1, 0, 1), dims=3),
+    benchmark.Layer("tinyT3d", "tiny transposed 3-D (3->2, 3x3x3)", 1, 3, 2, 3, 2, stride=2, transposed=True,
+                    dims=3),
 ]
 
 
@@ -22,15 +26,15 @@ def test_benchmark_writes_table_samples_and_plot(tmp_path, channels_last):
     printed = []
     rows = benchmark.run(TINY, min_run_time=0.001, channels_last=channels_last, out_dir=str(tmp_path),
                          progress=False, print_fn=printed.append)
-    assert len(rows) == 6  # three layers, forward and forward+backward
+    assert len(rows) == 2 * len(TINY)  # forward and forward+backward
     table = (tmp_path / "benchmark.md").read_text()
     assert "geometric mean" in table and "tiny 3x3" in table and table.strip() in printed[0]
     data = json.loads((tmp_path / "benchmark.json").read_text())
     assert data["machine"]["channels_last"] is channels_last
     for row in data["rows"]:
         names = set(row["results"])
-        assert {"myconv", "F.conv2d", "aten-im2col", "gemm"} <= names
-        assert ("unfold+mm" in names) == (row["layer"]["groups"] == 1)
+        assert {"myconv", "F.conv", "aten-im2col", "gemm"} <= names
+        assert ("unfold+mm" in names) == (row["layer"]["groups"] == 1 and row["layer"]["dims"] == 2)
         for res in row["results"].values():
             assert len(res["samples"]) >= 5 and all(s > 0 for s in res["samples"])
     assert (tmp_path / "benchmark.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -39,17 +43,18 @@ def test_benchmark_writes_table_samples_and_plot(tmp_path, channels_last):
 def test_cli_lists_the_suite_and_rejects_unknown_layers(capsys):
     benchmark.main(["--list"])
     out = capsys.readouterr().out
-    assert all(layer.key in out for layer in benchmark.SUITE + benchmark.DECODER)
+    assert all(layer.key in out for layer in benchmark.SUITE + benchmark.DECODER + benchmark.AUDIO + benchmark.VIDEO)
     with pytest.raises(SystemExit, match="unknown layer"):
         benchmark.main(["--layers", "nope", "--no-progress"])
 
 
-def test_transposed_layer_sizes_match_f_conv_transpose2d():
-    for layer in benchmark.DECODER:
-        x = torch.zeros(1, layer.c_in, layer.size, layer.size)
-        w = torch.zeros(layer.weight_shape())
-        y = torch.nn.functional.conv_transpose2d(x, w, **layer.args())
-        assert y.shape[-1] == layer.out_size and y.shape[1] == layer.c_out
+@pytest.mark.parametrize("layer", benchmark.DECODER + benchmark.AUDIO + benchmark.VIDEO + TINY, ids=lambda l: l.key)
+def test_layer_sizes_match_torch_functional(layer):
+    x = torch.zeros((1,) + layer.input_shape()[1:], device="meta")
+    w = torch.zeros(layer.weight_shape(), device="meta")
+    name = f"conv_transpose{layer.dims}d" if layer.transposed else f"conv{layer.dims}d"
+    y = getattr(torch.nn.functional, name)(x, w, **layer.args())
+    assert tuple(y.shape[1:]) == layer.output_shape()[1:]
 
 
 def test_cli_runs_a_layer_with_options(tmp_path, capsys):

@@ -38,6 +38,30 @@ def tconv(x=X, w=TW, b=None, stride=1, padding=0, output_padding=0, groups=1, di
                                                      groups, pair(dilation))
 
 
+# 1-D and 3-D: X1 (2, 3, 10), W1 (4, 3, 3); X3 (2, 3, 6, 6, 6), W3 (4, 3, 3, 3, 3);
+# transposed: TW1 (3, 2, 3), TW3 (3, 2, 3, 3, 3).
+X1, W1, TW1 = torch.randn(2, 3, 10), torch.randn(4, 3, 3), torch.randn(3, 2, 3)
+X3, W3, TW3 = torch.randn(2, 3, 6, 6, 6), torch.randn(4, 3, 3, 3, 3), torch.randn(3, 2, 3, 3, 3)
+
+
+def conv_nd(dims, x=None, w=None, b=None, stride=1, padding=0, dilation=1, groups=1):
+    x = {1: X1, 3: X3}[dims] if x is None else x
+    w = {1: W1, 3: W3}[dims] if w is None else w
+    lst = lambda v: [v] * dims if isinstance(v, int) else list(v)  # noqa: E731
+    op = getattr(torch.ops.myconv, f"conv{dims}d")
+    if isinstance(padding, str):
+        return lambda: op.padding(x, w, b, lst(stride), padding, lst(dilation), groups)
+    return lambda: op(x, w, b, lst(stride), lst(padding), lst(dilation), groups)
+
+
+def tconv_nd(dims, x=None, w=None, b=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
+    x = {1: X1, 3: X3}[dims] if x is None else x
+    w = {1: TW1, 3: TW3}[dims] if w is None else w
+    lst = lambda v: [v] * dims if isinstance(v, int) else list(v)  # noqa: E731
+    return lambda: getattr(torch.ops.myconv, f"conv_transpose{dims}d")(x, w, b, lst(stride), lst(padding),
+                                                                       lst(output_padding), groups, lst(dilation))
+
+
 def im2col(x=X, k=(3, 3), d=(1, 1), p=(0, 0), s=(1, 1)):
     return lambda: torch.ops.myconv.im2col(x, list(k), list(d), list(p), list(s))
 
@@ -144,6 +168,42 @@ BAD_CALLS = {
                                     "myconv::conv_transpose2d: given transposed=1, weight of size [3, 2, 3, 3], expected bias to be 1-D with 2 elements (out_channels), but got bias of size [5]"),
     "transpose_output_padding_negative": ("conv_transpose2d with output_padding=-1", tconv(output_padding=-1),
                                           "myconv::conv_transpose2d: expected output_padding to be non-negative, but got output_padding=[-1, -1]"),
+    # conv1d / conv3d / conv_transpose1d / conv_transpose3d: the same checks, N-d
+    "conv1d_input_4d": ("conv1d of a 4-D input", conv_nd(1, x=X),
+                        "myconv::conv1d: expected 2-D (unbatched) or 3-D (batched) input, but got input of size [2, 3, 8, 8]"),
+    "conv3d_weight_4d": ("conv3d with a 4-D weight", conv_nd(3, w=W),
+                         "myconv::conv3d: expected 5-D weight of shape (out_channels, in_channels/groups, kT, kH, kW), but got weight of size [4, 3, 3, 3]"),
+    "conv3d_stride_two_values": ("conv3d, stride=[1, 1]", conv_nd(3, stride=[1, 1]),
+                                 "myconv::conv3d: expected stride to be a list of 3 ints, but got stride=[1, 1]"),
+    "conv1d_padding_two_values": ("conv1d, padding=[1, 1]", conv_nd(1, padding=[1, 1]),
+                                  "myconv::conv1d: expected padding to be a list of 1 int, but got padding=[1, 1]"),
+    "conv1d_kernel_too_large": ("conv1d, 10 samples, kernel 3 dilated by 5", conv_nd(1, dilation=5),
+                                "myconv::conv1d: calculated padded input size per channel: (10). Dilated kernel size: (11). Kernel size can't be greater than actual input size"),
+    "conv3d_kernel_too_large": ("conv3d, 2x6x6 input, 3x3x3 kernel", conv_nd(3, x=torch.randn(2, 3, 2, 6, 6)),
+                                "myconv::conv3d: calculated padded input size per channel: (2 x 6 x 6). Dilated kernel size: (3 x 3 x 3). Kernel size can't be greater than actual input size"),
+    "conv3d_channel_mismatch": ("conv3d, input with 5 channels, weight expecting 3",
+                                conv_nd(3, x=torch.randn(2, 5, 6, 6, 6)),
+                                "myconv::conv3d: given groups=1, weight of size [4, 3, 3, 3, 3], expected input[2, 5, 6, 6, 6] to have 3 channels, but got 5 channels instead"),
+    "conv1d_groups_not_dividing": ("conv1d, 4 output channels, groups=3", conv_nd(1, x=torch.randn(2, 3, 10), w=torch.randn(4, 1, 3), groups=3),
+                                   "myconv::conv1d: given groups=3, expected weight.size(0)=4 (out_channels) to be divisible by groups"),
+    "conv3d_empty_spatial_input": ("conv3d, input of depth 0", conv_nd(3, x=torch.randn(2, 3, 0, 6, 6)),
+                                   "myconv::conv3d: expected input's non-batch dimensions (channels, depth, height, width) to be non-zero, but got input of size [2, 3, 0, 6, 6]"),
+    "conv3d_padding_same_strided": ("conv3d, padding='same' with stride 2", conv_nd(3, padding="same", stride=2),
+                                    "myconv::conv3d: padding='same' is not supported for strided convolutions, but got stride=[2, 2, 2]"),
+    "conv3d_output_numel_overflows_int64": ("conv3d, padding=2**21: a (2, 4, 2^22, 2^22, 2^22) output",
+                                            conv_nd(3, padding=2**21),
+                                            "myconv::conv3d: the output of size [2, 4, 4194308, 4194308, 4194308] would have more than 2^63 - 1 elements"),
+    "conv3d_backward_grad_output_shape": ("conv3d_backward, grad_output of the wrong size",
+                                          lambda: torch.ops.myconv.conv3d_backward(torch.randn(2, 4, 4, 4, 5), X3, W3, [1] * 3, [0] * 3, [1] * 3, 1, [True] * 3),
+                                          "myconv::conv3d_backward: expected grad_output of size [2, 4, 4, 4, 4] (the size of conv3d's output), but got grad_output of size [2, 4, 4, 4, 5]"),
+    "transpose3d_output_padding": ("conv_transpose3d with output_padding=2, stride 2, dilation 1",
+                                   tconv_nd(3, output_padding=2, stride=2),
+                                   "myconv::conv_transpose3d: output padding must be smaller than either stride or dilation, but got output_padding_depth: 2 output_padding_height: 2 output_padding_width: 2 stride_depth: 2 stride_height: 2 stride_width: 2 dilation_depth: 1 dilation_height: 1 dilation_width: 1"),
+    "transpose1d_output_too_small": ("conv_transpose1d of 1 sample with padding 3", tconv_nd(1, x=torch.randn(1, 3, 1), padding=3),
+                                     "myconv::conv_transpose1d: Given input size per channel: (1). Calculated output size per channel: (-3). Output size is too small"),
+    "transpose3d_channel_mismatch": ("conv_transpose3d, input with 4 channels, weight for 3",
+                                     tconv_nd(3, x=torch.randn(2, 4, 6, 6, 6)),
+                                     "myconv::conv_transpose3d: given transposed=1, weight of size [3, 2, 3, 3, 3], expected input[2, 4, 6, 6, 6] to have 3 channels, but got 4 channels instead"),
 }
 
 # Without their check these would divide by zero or touch memory out of bounds.
@@ -152,7 +212,9 @@ CRASH_PRONE = [
     "channel_mismatch", "groups_zero", "groups_not_dividing_out_channels", "stride_zero",
     "dilation_zero", "padding_negative", "kernel_larger_than_padded_input", "bias_wrong_length",
     "padding_overflows_int64", "dilation_overflows_int64", "backward_grad_output_shape",
-    "col2im_wrong_block_count", "col2im_stride_zero",
+    "col2im_wrong_block_count", "col2im_stride_zero", "conv1d_kernel_too_large", "conv3d_kernel_too_large",
+    "conv3d_channel_mismatch", "conv3d_backward_grad_output_shape", "transpose3d_output_padding",
+    "transpose1d_output_too_small", "transpose3d_channel_mismatch",
 ]
 
 

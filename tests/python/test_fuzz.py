@@ -1,9 +1,10 @@
 """Property-based tests (hypothesis): random valid configurations, forward and
 all three gradients against F.conv2d (and, read as transposed convolutions,
-against F.conv_transpose2d); im2col / col2im against F.unfold / fold.
+against F.conv_transpose2d), against F.conv1d / F.conv3d and their
+transposes; im2col / col2im against F.unfold / fold.
 
 CI runs a bounded, derandomized set (MYCONV_FUZZ_EXAMPLES, default 500 per
-test, so 1000 examples in all, in seconds). The long run (its last result is in
+test, half that for the transposed and the N-d ones). The long run (its last result is in
 docs/reliability.md):
 
     MYCONV_FUZZ_EXAMPLES=12000 .venv/bin/python -m pytest tests/python/test_fuzz.py -q
@@ -159,3 +160,82 @@ def test_im2col_col2im_match_unfold_fold(cfg, seed):
     assert torch.equal(cols, F.unfold(x, *win))
     y = torch.randn(cols.shape, generator=gen, dtype=torch.float64)
     assert_rel_close(myconv.col2im(y, (cfg["h"], cfg["w"]), *win), F.fold(y, (cfg["h"], cfg["w"]), *win), 1e-12)
+
+
+# ---- conv1d / conv3d and their transposes --------------------------------------------
+
+@st.composite
+def conv_nd_configs(draw):
+    dims = draw(st.sampled_from([1, 3]))
+    groups_kind = draw(st.sampled_from(["one", "few", "depthwise"]))
+    if groups_kind == "depthwise":
+        groups = c_in = draw(st.integers(1, 16))
+        c_out = c_in * draw(st.integers(1, 2))
+    else:
+        groups = 1 if groups_kind == "one" else draw(st.integers(2, 4))
+        c_in, c_out = groups * draw(st.integers(1, 4)), groups * draw(st.integers(1, 4))
+    top_kernel, slack = (3, 4) if dims == 3 else (7, 12)
+    kernel = tuple(draw(st.integers(1, top_kernel)) for _ in range(dims))
+    stride = tuple(draw(st.integers(1, 3)) for _ in range(dims))
+    padding = tuple(draw(st.integers(0, 2)) for _ in range(dims))
+    dilation = tuple(draw(st.integers(1, 2)) for _ in range(dims))
+    size = tuple(fitting_size(draw, kernel[i], padding[i], dilation[i], draw(st.sampled_from([0, 2, slack])))
+                 for i in range(dims))
+    layouts = ["contiguous", "strided"] + (["channels_last"] if dims == 3 else [])
+    return dict(dims=dims, n=draw(st.integers(0, 3)), c_in=c_in, c_out=c_out, size=size, kernel=kernel,
+                stride=stride, padding=padding, dilation=dilation, groups=groups, bias=draw(st.booleans()),
+                layout=draw(st.sampled_from(layouts)), dtype=draw(st.sampled_from([torch.float64, torch.float32])))
+
+
+def make_nd_tensors(cfg, weight_shape, gen, device):
+    n, c, size, dtype = cfg["n"], cfg["c_in"], cfg["size"], cfg["dtype"]
+    if cfg["layout"] == "strided":  # a non-contiguous view: every other element of the last axis
+        x = torch.randn(n, c, *size[:-1], 2 * size[-1], generator=gen, dtype=torch.float64)[..., ::2]
+    else:
+        x = torch.randn(n, c, *size, generator=gen, dtype=torch.float64)
+        if cfg["layout"] == "channels_last":
+            x = x.contiguous(memory_format=torch.channels_last_3d)
+    x = x.to(device, dtype).requires_grad_()
+    w = torch.randn(weight_shape, generator=gen, dtype=torch.float64).to(device, dtype).requires_grad_()
+    b = (torch.randn(cfg["c_out"], generator=gen, dtype=torch.float64).to(device, dtype).requires_grad_()
+         if cfg["bias"] else None)
+    return x, w, b
+
+
+def check_conv_nd(cfg, seed, device):
+    gen = torch.Generator().manual_seed(seed)
+    d = cfg["dims"]
+    x, w, b = make_nd_tensors(cfg, (cfg["c_out"], cfg["c_in"] // cfg["groups"], *cfg["kernel"]), gen, device)
+    args = dict(stride=cfg["stride"], padding=cfg["padding"], dilation=cfg["dilation"], groups=cfg["groups"])
+    compare(getattr(myconv, f"conv{d}d"), getattr(F, f"conv{d}d"), x, w, b, args, gen, cfg)
+
+
+@settings(FUZZ, max_examples=max(1, EXAMPLES // 2))
+@given(cfg=conv_nd_configs(), seed=st.integers(0, 2**31 - 1))
+def test_conv1d_conv3d_forward_and_gradients(cfg, seed):
+    check_conv_nd(cfg, seed, "cpu")
+
+
+@requires_cuda
+@settings(FUZZ, max_examples=int(os.environ.get("MYCONV_FUZZ_EXAMPLES_CUDA", "300")) // 2)
+@given(cfg=conv_nd_configs(), seed=st.integers(0, 2**31 - 1))
+def test_conv1d_conv3d_forward_and_gradients_cuda(cfg, seed):
+    check_conv_nd(cfg, seed, "cuda")
+
+
+@settings(FUZZ, max_examples=max(1, EXAMPLES // 2))
+@given(cfg=conv_nd_configs(), op_fraction=st.floats(0, 1), seed=st.integers(0, 2**31 - 1))
+def test_conv_transpose1d_3d_forward_and_gradients(cfg, op_fraction, seed):
+    from hypothesis import assume
+
+    d = cfg["dims"]
+    output_padding = tuple(int(op_fraction * (max(s, dl) - 1) + 0.5) for s, dl in zip(cfg["stride"], cfg["dilation"]))
+    sizes = [(n - 1) * s - 2 * p + dl * (k - 1) + op + 1 for n, s, p, dl, k, op in
+             zip(cfg["size"], cfg["stride"], cfg["padding"], cfg["dilation"], cfg["kernel"], output_padding)]
+    assume(min(sizes) > 0)
+    gen = torch.Generator().manual_seed(seed)
+    x, w, b = make_nd_tensors(cfg, (cfg["c_in"], cfg["c_out"] // cfg["groups"], *cfg["kernel"]), gen, "cpu")
+    args = dict(stride=cfg["stride"], padding=cfg["padding"], output_padding=output_padding,
+                groups=cfg["groups"], dilation=cfg["dilation"])
+    compare(getattr(myconv, f"conv_transpose{d}d"), getattr(F, f"conv_transpose{d}d"), x, w, b, args, gen,
+            (cfg, output_padding))

@@ -1,9 +1,10 @@
-"""myconv: 2-D convolution as im2col / col2im + GEMM, as PyTorch operators.
+"""myconv: convolution as im2col / col2im + GEMM, as PyTorch operators.
 
 Importing the package loads the compiled library, which registers the ops
-``torch.ops.myconv.{conv2d, conv2d_backward, conv_transpose2d, im2col, col2im}``
-with kernels for CPU, CUDA (when built with it), Meta and Autograd, and the
-ONNX export of conv2d / conv_transpose2d (myconv.onnx_export).
+``torch.ops.myconv.{conv1d, conv2d, conv3d, conv1d_backward, conv2d_backward,
+conv3d_backward, conv_transpose1d, conv_transpose2d, conv_transpose3d, im2col,
+col2im}`` with kernels for CPU, CUDA (when built with it), Meta and Autograd,
+and their ONNX export (myconv.onnx_export).
 
     >>> import torch, myconv
     >>> x = torch.randn(2, 3, 8, 8, requires_grad=True)
@@ -18,16 +19,33 @@ from ._library import (
     set_tile_bytes,
     set_workspace_limit,
 )
-from .functional import col2im, conv2d, conv_transpose2d, im2col
-from .modules import Conv2d, ConvTranspose2d, convert
+from .functional import (
+    col2im,
+    conv1d,
+    conv2d,
+    conv3d,
+    conv_transpose1d,
+    conv_transpose2d,
+    conv_transpose3d,
+    im2col,
+)
+from .modules import Conv1d, Conv2d, Conv3d, ConvTranspose1d, ConvTranspose2d, ConvTranspose3d, convert
 from . import onnx_export  # noqa: F401  (ONNX export: symbolics for the TorchScript exporter)
 
 __all__ = [
+    "Conv1d",
     "Conv2d",
+    "Conv3d",
+    "ConvTranspose1d",
     "ConvTranspose2d",
+    "ConvTranspose3d",
     "col2im",
+    "conv1d",
     "conv2d",
+    "conv3d",
+    "conv_transpose1d",
     "conv_transpose2d",
+    "conv_transpose3d",
     "convert",
     "cuda_built",
     "get_tile_bytes",

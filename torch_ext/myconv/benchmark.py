@@ -1,12 +1,13 @@
 """Side-by-side speed of myconv against what a PyTorch user would compare it
 with, measured in one process:
 
-* ``F.conv2d``      oneDNN on the CPU, cuDNN on a GPU (``F.conv_transpose2d``
-                    for transposed layers);
-* ``aten-im2col``   ATen's own im2col convolution (``F.conv2d`` with oneDNN /
-                    cuDNN disabled: ``slow_conv2d``, ``slow_conv_transpose2d``);
+* ``F.conv``        ``F.conv1d`` / ``F.conv2d`` / ``F.conv3d``: oneDNN on the CPU,
+                    cuDNN on a GPU (``F.conv_transposeNd`` for transposed layers);
+* ``aten-im2col``   ATen's own fallback, im2col / vol2col + GEMM (``F.convNd``
+                    with oneDNN / cuDNN disabled: ``slow_conv2d`` (1-D and 2-D),
+                    ``slow_conv3d``, ``slow_conv_transpose2d`` / ``3d``);
 * ``unfold+mm``     the seed tutorials' recipe (``F.unfold`` + matmul; for
-                    transposed layers matmul + ``F.fold``; groups 1);
+                    transposed layers matmul + ``F.fold``; 2-D, groups 1);
 * ``gemm``          the bare GEMM(s) of the same M, N, K on ready operands: the
                     limit of the im2col + GEMM algorithm (forward: one GEMM;
                     forward+backward: the three GEMMs of forward, grad_input and
@@ -17,6 +18,8 @@ with, measured in one process:
     python -m myconv.benchmark --threads 1 --channels-last --out bench/
     python -m myconv.benchmark --device cuda --dtype float16
     python -m myconv.benchmark --suite decoder          # transposed convolutions
+    python -m myconv.benchmark --suite audio            # 1-D: wav2vec-style, a dilated TCN layer
+    python -m myconv.benchmark --suite video            # 3-D: C3D / R3D layers, a stem, a 3-D U-Net layer
 
 Ratios are ``other time / myconv time``: above 1, myconv is faster. Times are
 medians over blocks of calls (each block >= 10 ms); the implementations'
@@ -37,60 +40,77 @@ import time
 import warnings
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, replace
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
 
-from .functional import conv2d as myconv_conv2d
-from .functional import conv_transpose2d as myconv_conv_transpose2d
+from . import functional as myconv_functional
+
+_Size = Union[int, Tuple[int, ...]]
 
 
 @dataclass(frozen=True)
 class Layer:
+    """A convolution layer of `dims` spatial dimensions; size, kernel, stride,
+    padding, dilation and output_padding are an int (every axis) or one entry
+    per axis."""
     key: str
     name: str
     n: int
     c_in: int
     c_out: int
-    size: int
-    kernel: int
-    stride: int = 1
-    padding: int = 0
-    dilation: int = 1
+    size: _Size
+    kernel: _Size
+    stride: _Size = 1
+    padding: _Size = 0
+    dilation: _Size = 1
     groups: int = 1
-    transposed: bool = False  # a transposed convolution (conv_transpose2d)
-    output_padding: int = 0
+    transposed: bool = False  # a transposed convolution (conv_transposeNd)
+    output_padding: _Size = 0
+    dims: int = 2
+
+    def axes(self, v: _Size) -> Tuple[int, ...]:
+        return tuple(v) if isinstance(v, (tuple, list)) else (v,) * self.dims
 
     def args(self):
-        a = dict(stride=self.stride, padding=self.padding, dilation=self.dilation, groups=self.groups)
+        a = dict(stride=self.axes(self.stride), padding=self.axes(self.padding), dilation=self.axes(self.dilation),
+                 groups=self.groups)
         if self.transposed:
-            a["output_padding"] = self.output_padding
+            a["output_padding"] = self.axes(self.output_padding)
         return a
 
     @property
-    def out_size(self) -> int:
+    def out_sizes(self) -> Tuple[int, ...]:
+        size, k, s, p, d = (self.axes(v) for v in (self.size, self.kernel, self.stride, self.padding, self.dilation))
         if self.transposed:
-            return ((self.size - 1) * self.stride - 2 * self.padding + self.dilation * (self.kernel - 1)
-                    + self.output_padding + 1)
-        return (self.size + 2 * self.padding - self.dilation * (self.kernel - 1) - 1) // self.stride + 1
+            op = self.axes(self.output_padding)
+            return tuple((size[i] - 1) * s[i] - 2 * p[i] + d[i] * (k[i] - 1) + op[i] + 1 for i in range(self.dims))
+        return tuple((size[i] + 2 * p[i] - d[i] * (k[i] - 1) - 1) // s[i] + 1 for i in range(self.dims))
+
+    def input_shape(self):
+        return (self.n, self.c_in) + self.axes(self.size)
+
+    def output_shape(self):
+        return (self.n, self.c_out) + self.out_sizes
 
     def weight_shape(self):
         if self.transposed:
-            return (self.c_in, self.c_out // self.groups, self.kernel, self.kernel)
-        return (self.c_out, self.c_in // self.groups, self.kernel, self.kernel)
+            return (self.c_in, self.c_out // self.groups) + self.axes(self.kernel)
+        return (self.c_out, self.c_in // self.groups) + self.axes(self.kernel)
 
     def gemm_sizes(self):
         """(groups, M, N, K) of the convolution's forward GEMM W[g] @ cols[g]:
         M = output channels per group, N = batch * output positions, K = input
-        channels per group * kH * kW. A transposed convolution is that
+        channels per group * taps. A transposed convolution is that
         convolution's input gradient: the same three GEMMs, the convolution
         running from its output (the transposed one's input) back."""
+        taps = math.prod(self.axes(self.kernel))
         if self.transposed:
-            return (self.groups, self.c_in // self.groups, self.n * self.size ** 2,
-                    self.c_out // self.groups * self.kernel ** 2)
-        return (self.groups, self.c_out // self.groups, self.n * self.out_size ** 2,
-                self.c_in // self.groups * self.kernel ** 2)
+            return (self.groups, self.c_in // self.groups, self.n * math.prod(self.axes(self.size)),
+                    self.c_out // self.groups * taps)
+        return (self.groups, self.c_out // self.groups, self.n * math.prod(self.out_sizes),
+                self.c_in // self.groups * taps)
 
     def flops(self, backward: bool) -> float:
         g, m, n, k = self.gemm_sizes()
@@ -122,26 +142,48 @@ DECODER = [
     Layer("t2x2-28", "transposed 2x2/2 (128->64, 28->56)", 8, 128, 64, 28, 2, stride=2, transposed=True),
     Layer("t3x3-64", "transposed 3x3 head (32->3, 64)", 8, 32, 3, 64, 3, padding=1, transposed=True),
 ]
-SUITES = {"resnet": SUITE, "decoder": DECODER, "all": SUITE + DECODER}
-LAYERS = {layer.key: layer for layer in SUITE + DECODER}
+# 1-D: a wav2vec 2.0-style feature encoder's first two layers on 1 s of 16 kHz
+# audio, and a dilated temporal-convolution (TCN) layer; batch 8.
+AUDIO = [
+    Layer("w2v-1", "wav2vec k10/5 (1->512, 16000)", 8, 1, 512, 16000, 10, stride=5, dims=1),
+    Layer("w2v-2", "wav2vec k3/2 (512->512, 3199)", 8, 512, 512, 3199, 3, stride=2, dims=1),
+    Layer("tcn", "TCN k3 d4 (256->256, 1024)", 8, 256, 256, 1024, 3, padding=4, dilation=4, dims=1),
+]
+
+# 3-D: C3D / R3D-18-style layers of 16-frame 112x112 clips (stem, then
+# 3x3x3 layers as the clip shrinks), and a 3-D U-Net layer at 32^3; batch 2.
+VIDEO = [
+    Layer("r3d-stem", "R3D stem (3,7,7)/(1,2,2) (3->64, 16x112x112)", 2, 3, 64, (16, 112, 112), (3, 7, 7),
+          stride=(1, 2, 2), padding=(1, 3, 3), dims=3),
+    Layer("3x3x3-56", "3x3x3 (64->64, 16x56x56)", 2, 64, 64, (16, 56, 56), 3, padding=1, dims=3),
+    Layer("3x3x3s2", "3x3x3/2 (64->128, 16x56x56)", 2, 64, 128, (16, 56, 56), 3, stride=2, padding=1, dims=3),
+    Layer("3x3x3-28", "3x3x3 (128->128, 8x28x28)", 2, 128, 128, (8, 28, 28), 3, padding=1, dims=3),
+    Layer("3x3x3-14", "3x3x3 (256->256, 4x14x14)", 2, 256, 256, (4, 14, 14), 3, padding=1, dims=3),
+    Layer("1x1x1s2", "1x1x1/2 downsample (64->128, 16x56x56)", 2, 64, 128, (16, 56, 56), 1, stride=2, dims=3),
+    Layer("unet3d", "3-D U-Net 3x3x3 (32->32, 32^3)", 2, 32, 32, 32, 3, padding=1, dims=3),
+]
+
+SUITES = {"resnet": SUITE, "decoder": DECODER, "audio": AUDIO, "video": VIDEO,
+          "all": SUITE + DECODER + AUDIO + VIDEO}
+LAYERS = {layer.key: layer for layer in SUITE + DECODER + AUDIO + VIDEO}
 
 
 def unfold_matmul(x, w, b, stride=1, padding=0, dilation=1, groups=1):
-    """The seed tutorials' recipe: F.unfold + matmul + view (groups == 1 only)."""
-    n = x.shape[0]
-    k = w.shape[-1]
-    oh = (x.shape[2] + 2 * padding - dilation * (k - 1) - 1) // stride + 1
-    ow = (x.shape[3] + 2 * padding - dilation * (k - 1) - 1) // stride + 1
+    """The seed tutorials' recipe: F.unfold + matmul + view (2-D, groups == 1 only)."""
+    stride, padding, dilation = (torch.nn.modules.utils._pair(v) for v in (stride, padding, dilation))
+    k = w.shape[2:]
+    out_size = [(x.shape[2 + i] + 2 * padding[i] - dilation[i] * (k[i] - 1) - 1) // stride[i] + 1 for i in range(2)]
     cols = F.unfold(x, k, dilation, padding, stride)
     out = w.view(w.shape[0], -1) @ cols
     if b is not None:
         out = out + b.view(1, -1, 1)
-    return out.view(n, w.shape[0], oh, ow)
+    return out.view(x.shape[0], w.shape[0], *out_size)
 
 
 def aten_im2col_flags():
-    """ATen's own im2col convolution (slow_conv2d): F.conv2d with oneDNN and
-    cuDNN switched off, for the forward and the backward call alike."""
+    """ATen's own im2col / vol2col convolution (slow_conv2d, slow_conv3d, ...):
+    F.convNd with oneDNN and cuDNN switched off, for the forward and the
+    backward call alike."""
     return _Stack(torch.backends.mkldnn.flags(enabled=False), torch.backends.cudnn.flags(enabled=False))
 
 
@@ -162,26 +204,34 @@ class _Stack:
                 c.__exit__(*exc)
 
 
-# name: (function with F.conv2d's signature, context the whole call runs in)
 def matmul_fold(x, w, b, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
-    """The seed's transposed convolution: matmul + F.fold (col2im) (groups == 1 only)."""
+    """The seed's transposed convolution: matmul + F.fold (col2im) (2-D, groups == 1 only)."""
+    stride, padding, output_padding, dilation = (torch.nn.modules.utils._pair(v)
+                                                 for v in (stride, padding, output_padding, dilation))
     n, c_in, h, wd = x.shape
-    k = w.shape[-1]
-    size = [(s - 1) * stride - 2 * padding + dilation * (k - 1) + output_padding + 1 for s in (h, wd)]
+    k = w.shape[2:]
+    size = [(s - 1) * stride[i] - 2 * padding[i] + dilation[i] * (k[i] - 1) + output_padding[i] + 1
+            for i, s in enumerate((h, wd))]
     cols = w.view(c_in, -1).t() @ x.view(n, c_in, h * wd)
     out = F.fold(cols, size, k, dilation, padding, stride)
     return out if b is None else out + b.view(1, -1, 1, 1)
 
 
-# name: (function with F.conv2d's signature, the same for conv_transpose2d,
-#        context the whole call runs in)
+def _functional(module, layer: Layer):
+    """module's conv1d / conv2d / conv3d or conv_transposeNd for the layer."""
+    return getattr(module, f"conv_transpose{layer.dims}d" if layer.transposed else f"conv{layer.dims}d")
+
+
+# name: (the layer's function with F.convNd's signature, or None where the
+#        implementation has none; the context the whole call runs in)
 IMPLEMENTATIONS: Dict[str, tuple] = {
-    "myconv": (myconv_conv2d, myconv_conv_transpose2d, nullcontext),
-    "F.conv2d": (F.conv2d, F.conv_transpose2d, nullcontext),
-    "aten-im2col": (F.conv2d, F.conv_transpose2d, aten_im2col_flags),
-    "unfold+mm": (unfold_matmul, matmul_fold, nullcontext),
+    "myconv": (lambda layer: _functional(myconv_functional, layer), nullcontext),
+    "F.conv": (lambda layer: _functional(F, layer), nullcontext),
+    "aten-im2col": (lambda layer: _functional(F, layer), aten_im2col_flags),
+    "unfold+mm": (lambda layer: (matmul_fold if layer.transposed else unfold_matmul)
+                  if layer.dims == 2 and layer.groups == 1 else None, nullcontext),
 }
-COMPARATORS = ["F.conv2d", "aten-im2col", "unfold+mm", "gemm"]
+COMPARATORS = ["F.conv", "aten-im2col", "unfold+mm", "gemm"]
 
 
 def timed_blocks(fns: Dict[str, Callable[[], object]], device: str, min_run_time: float,
@@ -252,24 +302,24 @@ def measure(layer: Layer, device: str = "cpu", dtype=torch.float32, backward: bo
     """{implementation: {"samples": [seconds per call, ...], "seconds": median,
     "peak_bytes": CUDA peak or None}}."""
     g = torch.Generator().manual_seed(0)
-    x = torch.randn(layer.n, layer.c_in, layer.size, layer.size, generator=g).to(device, dtype)
+    x = torch.randn(layer.input_shape(), generator=g).to(device, dtype)
     w = torch.randn(layer.weight_shape(), generator=g).to(device, dtype)
     b = torch.randn(layer.c_out, generator=g).to(device, dtype)
-    if channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
-    out_shape = (layer.n, layer.c_out, layer.out_size, layer.out_size)
-    gy = torch.randn(out_shape, generator=g).to(device, dtype)
-    if channels_last:
-        gy = gy.contiguous(memory_format=torch.channels_last)
+    memory_format = {4: torch.channels_last, 5: torch.channels_last_3d}.get(x.dim())
+    if channels_last and memory_format is not None:
+        x = x.contiguous(memory_format=memory_format)
+    gy = torch.randn(layer.output_shape(), generator=g).to(device, dtype)
+    if channels_last and memory_format is not None:
+        gy = gy.contiguous(memory_format=memory_format)
     if backward:
         for t in (x, w, b):
             t.requires_grad_(True)
 
     runs = {}
-    for name, (conv, transposed, context) in IMPLEMENTATIONS.items():
-        if name == "unfold+mm" and layer.groups != 1:
+    for name, (function_of, context) in IMPLEMENTATIONS.items():
+        impl = function_of(layer)
+        if impl is None:
             continue
-        impl = transposed if layer.transposed else conv
 
         def run(impl=impl, context=context):
             with context():
@@ -303,15 +353,15 @@ def format_markdown(rows: List[dict], device: str) -> str:
         return "n/a" if r is None else f"{r:.2f}"
 
     lines = [
-        "| layer | pass | myconv ms | GFLOP/s | F.conv2d ms | aten-im2col ms | unfold+mm ms | gemm ms "
-        "| vs F.conv2d | vs aten-im2col | vs unfold+mm | vs gemm |",
+        "| layer | pass | myconv ms | GFLOP/s | F.convNd ms | aten-im2col ms | unfold+mm ms | gemm ms "
+        "| vs F.convNd | vs aten-im2col | vs unfold+mm | vs gemm |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in rows:
         res = row["results"]
         ms = {k: v["seconds"] * 1e3 for k, v in res.items()}
         gflops = row["flops"] / res["myconv"]["seconds"] / 1e9
-        cells = [f"{ms[k]:.3f}" if k in ms else "n/a" for k in ("F.conv2d", "aten-im2col", "unfold+mm", "gemm")]
+        cells = [f"{ms[k]:.3f}" if k in ms else "n/a" for k in COMPARATORS]
         ratios = [fmt_ratio(ratio(res, k)) for k in COMPARATORS]
         lines.append(f"| {row['layer']['name']} | {row['pass']} | {ms['myconv']:.3f} | {gflops:.1f} | "
                      + " | ".join(cells) + " | " + " | ".join(ratios) + " |")
@@ -319,7 +369,7 @@ def format_markdown(rows: List[dict], device: str) -> str:
             peaks = {k: v["peak_bytes"] / 2**20 for k, v in res.items() if v["peak_bytes"] is not None}
             lines.append("| | peak MiB | " + f"{peaks.get('myconv', float('nan')):.1f} | | "
                          + " | ".join(f"{peaks[k]:.1f}" if k in peaks else "n/a"
-                                      for k in ("F.conv2d", "aten-im2col", "unfold+mm", "gemm"))
+                                      for k in COMPARATORS)
                          + " | | | | |")
     for pass_name in ("forward", "fwd+bwd"):
         sel = [r for r in rows if r["pass"] == pass_name]
@@ -456,7 +506,8 @@ def main(argv=None):
     parser.add_argument("--dtype", default="float32", choices=["float32", "float64", "bfloat16", "float16"])
     parser.add_argument("--suite", default="resnet", choices=sorted(SUITES),
                         help="resnet: ResNet-18-style layers and the seed layer (default); decoder: the "
-                             "transposed convolutions of a small decoder; all: both")
+                             "transposed convolutions of a small decoder; audio: 1-D layers; video: 3-D "
+                             "layers; all: every suite")
     parser.add_argument("--layers", help="comma-separated layer keys (default: the whole suite)")
     parser.add_argument("--list", action="store_true", help="list the layers and exit")
     parser.add_argument("--quick", action="store_true", help="only the seed layer")
@@ -471,7 +522,7 @@ def main(argv=None):
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     if args.list:
-        for suite in ("resnet", "decoder"):
+        for suite in ("resnet", "decoder", "audio", "video"):
             print(f"{suite}:")
             for layer in SUITES[suite]:
                 print(f"  {layer.key:8s} {layer.name}")

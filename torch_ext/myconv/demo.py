@@ -1,7 +1,7 @@
 """What myconv is for, in under a minute:
 
   1. the seed tutorials' worked examples, exact values
-  2. parity with F.conv2d on a few layers (max error)
+  2. parity with F.conv1d / conv2d / conv3d on a few layers (max error)
   3. a float64 gradient check (torch.autograd.gradcheck)
   4. a side-by-side CPU speed comparison on the seed layer
   5. a short training run (3 epochs of python -m myconv.train on the digits)
@@ -38,6 +38,11 @@ def seed_examples():
     w4 = torch.arange(1.0, 5.0).view(1, 1, 2, 2)
     print("conv2d(arange(1,17).view(1,1,4,4), [[1,2],[3,4]]):", myconv.conv2d(x4, w4)[0, 0].int().tolist(),
           "(seed: [[44, 54, 64], [84, 94, 104], [124, 134, 144]])")
+    x1 = torch.arange(1.0, 37.0).view(1, 3, 12)
+    w1 = torch.arange(1.0, 25.0).view(2, 3, 4)
+    print("conv1d(arange(1,37).view(1,3,12), arange(1,25).view(2,3,4), stride=2):",
+          myconv.conv1d(x1, w1, stride=2)[0].int().tolist(),
+          "(seed: [[1530, 1686, 1842, 1998, 2154], [3618, 4062, 4506, 4950, 5394]])")
 
 
 PARITY_LAYERS = [
@@ -46,22 +51,26 @@ PARITY_LAYERS = [
     ("grouped 3x3, groups 4", (3, 8, 12, 12), (12, 2, 3, 3), dict(padding=1, groups=4)),
     ("depthwise 3x3, stride 2", (2, 16, 20, 20), (16, 1, 3, 3), dict(stride=2, padding=1, groups=16)),
     ("1x1 pointwise", (4, 32, 7, 7), (64, 32, 1, 1), dict()),
+    ("1-D k10/5 (wav2vec-style)", (2, 1, 400), (16, 1, 10), dict(stride=5)),
+    ("3-D 3x3x3, padding 1", (2, 4, 6, 8, 8), (8, 4, 3, 3, 3), dict(padding=1)),
+    ("3-D (3,7,7)/(1,2,2) stem", (1, 3, 4, 16, 16), (8, 3, 3, 7, 7), dict(stride=(1, 2, 2), padding=(1, 3, 3))),
 ]
 
 
 def parity():
-    section("2. Parity with F.conv2d (forward and gradients)")
+    section("2. Parity with F.conv1d / conv2d / conv3d (forward and gradients)")
     g = torch.Generator().manual_seed(0)
-    print("relative error = max |myconv - F.conv2d| / max |F.conv2d|, over the output and over all gradients")
+    print("relative error = max |myconv - F| / max |F|, over the output and over all gradients")
     print(f"{'layer':36s} {'dtype':8s} {'output':>10s} {'gradients':>10s}")
     for name, xs, ws, kw in PARITY_LAYERS:
         for dtype in (torch.float32, torch.float64):
             x = torch.randn(xs, generator=g, dtype=dtype, requires_grad=True)
             w = torch.randn(ws, generator=g, dtype=dtype, requires_grad=True)
             b = torch.randn(ws[0], generator=g, dtype=dtype, requires_grad=True)
-            ours = myconv.conv2d(x, w, b, **kw)
+            name_nd = f"conv{len(xs) - 2}d"
+            ours = getattr(myconv, name_nd)(x, w, b, **kw)
             grads = torch.autograd.grad(ours.sum(), (x, w, b))
-            ref = F.conv2d(x, w, b, **kw)
+            ref = getattr(F, name_nd)(x, w, b, **kw)
             ref_grads = torch.autograd.grad(ref.sum(), (x, w, b))
             rel = lambda a, r: ((a - r).abs().max() / r.abs().max()).item()
             out_err = rel(ours, ref)

@@ -1,14 +1,49 @@
-"""Functional API with the signatures of ``torch.nn.functional``."""
+"""Functional API with the signatures of ``torch.nn.functional``: convolutions
+of 1, 2 and 3 spatial dimensions, their transposes, and im2col / col2im."""
 from typing import Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
-from torch.nn.modules.utils import _pair
+from torch.nn.modules.utils import _ntuple, _pair
 
 from . import _library  # noqa: F401  (loads the ops)
 from . import onnx_export
 
+_size_any_t = Union[int, Sequence[int]]
 _size_2_t = Union[int, Tuple[int, int], Sequence[int]]
+
+
+def _conv(dims: int, input: Tensor, weight: Tensor, bias: Optional[Tensor], stride, padding, dilation,
+          groups: int) -> Tensor:
+    tup = _ntuple(dims)
+    stride, dilation = list(tup(stride)), list(tup(dilation))
+    padding = padding if isinstance(padding, str) else list(tup(padding))
+    if onnx_export.exporting():  # an ONNX Conv node
+        return onnx_export.conv_node(dims, input, weight, bias, stride, padding, dilation, groups)
+    op = getattr(torch.ops.myconv, f"conv{dims}d")
+    if isinstance(padding, str):
+        return op.padding(input, weight, bias, stride, padding, dilation, groups)
+    return op(input, weight, bias, stride, padding, dilation, groups)
+
+
+def _conv_transpose(dims: int, input: Tensor, weight: Tensor, bias: Optional[Tensor], stride, padding,
+                    output_padding, groups: int, dilation) -> Tensor:
+    tup = _ntuple(dims)
+    args = (list(tup(stride)), list(tup(padding)), list(tup(output_padding)), groups, list(tup(dilation)))
+    if onnx_export.exporting():  # an ONNX ConvTranspose node
+        return onnx_export.conv_transpose_node(dims, input, weight, bias, *args)
+    return getattr(torch.ops.myconv, f"conv_transpose{dims}d")(input, weight, bias, *args)
+
+
+def conv1d(input: Tensor, weight: Tensor, bias: Optional[Tensor] = None, stride: _size_any_t = 1,
+           padding: Union[str, _size_any_t] = 0, dilation: _size_any_t = 1, groups: int = 1) -> Tensor:
+    """1-D convolution, drop-in for :func:`torch.nn.functional.conv1d`.
+
+    input ``(N, C_in, L)`` or unbatched ``(C_in, L)``; weight
+    ``(C_out, C_in / groups, kW)``; padding an int, a 1-tuple, ``"valid"`` or
+    ``"same"``. Computed as im2col + GEMM by ``torch.ops.myconv.conv1d``.
+    """
+    return _conv(1, input, weight, bias, stride, padding, dilation, groups)
 
 
 def conv2d(
@@ -36,18 +71,28 @@ def conv2d(
         ``(N, C_out, H_out, W_out)`` (or ``(C_out, H_out, W_out)`` when unbatched),
         computed as im2col + GEMM by ``torch.ops.myconv.conv2d``.
     """
-    if not torch.jit.is_scripting():  # (TorchScript skips this block)
-        if onnx_export.exporting():  # an ONNX Conv node
-            return onnx_export.conv2d_node(input, weight, bias, _pair(stride),
-                                           padding if isinstance(padding, str) else _pair(padding),
-                                           _pair(dilation), groups)
-    if isinstance(padding, str):
-        return torch.ops.myconv.conv2d.padding(
-            input, weight, bias, _pair(stride), padding, _pair(dilation), groups
-        )
-    return torch.ops.myconv.conv2d(
-        input, weight, bias, _pair(stride), _pair(padding), _pair(dilation), groups
-    )
+    return _conv(2, input, weight, bias, stride, padding, dilation, groups)
+
+
+def conv3d(input: Tensor, weight: Tensor, bias: Optional[Tensor] = None, stride: _size_any_t = 1,
+           padding: Union[str, _size_any_t] = 0, dilation: _size_any_t = 1, groups: int = 1) -> Tensor:
+    """3-D convolution, drop-in for :func:`torch.nn.functional.conv3d`.
+
+    input ``(N, C_in, D, H, W)`` or unbatched ``(C_in, D, H, W)``; weight
+    ``(C_out, C_in / groups, kT, kH, kW)``; padding an int, a triple,
+    ``"valid"`` or ``"same"``. Computed as vol2col (im2col with a depth axis)
+    + GEMM by ``torch.ops.myconv.conv3d``; channels_last_3d inputs stay
+    channels-last.
+    """
+    return _conv(3, input, weight, bias, stride, padding, dilation, groups)
+
+
+def conv_transpose1d(input: Tensor, weight: Tensor, bias: Optional[Tensor] = None, stride: _size_any_t = 1,
+                     padding: _size_any_t = 0, output_padding: _size_any_t = 0, groups: int = 1,
+                     dilation: _size_any_t = 1) -> Tensor:
+    """1-D transposed convolution, drop-in for :func:`torch.nn.functional.conv_transpose1d`
+    (weight ``(C_in, C_out / groups, kW)``)."""
+    return _conv_transpose(1, input, weight, bias, stride, padding, output_padding, groups, dilation)
 
 
 def conv_transpose2d(
@@ -76,11 +121,15 @@ def conv_transpose2d(
         + dilation * (kH - 1) + output_padding + 1``, computed as conv2d's input
         gradient (GEMM, then col2im) by ``torch.ops.myconv.conv_transpose2d``.
     """
-    args = (_pair(stride), _pair(padding), _pair(output_padding), groups, _pair(dilation))
-    if not torch.jit.is_scripting():  # (TorchScript skips this block)
-        if onnx_export.exporting():  # an ONNX ConvTranspose node
-            return onnx_export.conv_transpose2d_node(input, weight, bias, *args)
-    return torch.ops.myconv.conv_transpose2d(input, weight, bias, *args)
+    return _conv_transpose(2, input, weight, bias, stride, padding, output_padding, groups, dilation)
+
+
+def conv_transpose3d(input: Tensor, weight: Tensor, bias: Optional[Tensor] = None, stride: _size_any_t = 1,
+                     padding: _size_any_t = 0, output_padding: _size_any_t = 0, groups: int = 1,
+                     dilation: _size_any_t = 1) -> Tensor:
+    """3-D transposed convolution, drop-in for :func:`torch.nn.functional.conv_transpose3d`
+    (weight ``(C_in, C_out / groups, kT, kH, kW)``)."""
+    return _conv_transpose(3, input, weight, bias, stride, padding, output_padding, groups, dilation)
 
 
 def im2col(
