@@ -96,10 +96,11 @@ void forward_columns(const Backend& backend, const Tuning& t, const ConvProblem&
     return;
   }
 
-  // Waves of tiles whose columns take at most half the workspace.
+  // Waves of tiles whose columns take at most half the workspace, and at
+  // most kMaxWaveBytes.
   const int64_t column_stride = aligned_elements(column_elems, x.options());
-  const int64_t wave = std::clamp<int64_t>(workspace_limit_bytes() / 2 / std::max<int64_t>(1, column_stride * es),
-                                           1, plan.count);
+  const int64_t wave_bytes = std::min(workspace_limit_bytes() / 2, kMaxWaveBytes);
+  const int64_t wave = std::clamp<int64_t>(wave_bytes / std::max<int64_t>(1, column_stride * es), 1, plan.count);
   const Workspace shared_columns(wave * column_stride, x.options());
   const at::Tensor& shared = shared_columns.tensor();
   const int64_t workers =

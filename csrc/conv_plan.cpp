@@ -87,8 +87,11 @@ TilePlan plan_tiles(const ConvProblem& p, const Tuning& t, int64_t element_size)
   if (t.tile_bytes <= 0) {
     plan.images_per_tile = batch_chunk(p.batch, bytes_per_position * plan.L, plan.L);
   } else {
+    // The larger of a tile's columns and its block of the output (or of
+    // grad_output) fits tile_bytes.
+    const int64_t per_position = std::max(p.geom.rows(), p.out_channels) * element_size;
     const int64_t by_cache = std::max({t.min_tile_positions, 2 * p.group_out_channels(),
-                                      t.tile_bytes / std::max<int64_t>(1, p.geom.rows() * element_size)});
+                                      t.tile_bytes / std::max<int64_t>(1, per_position)});
     // Half the limit: the rest is for partial sums, packed weights, other workers.
     const int64_t by_limit = std::max<int64_t>(1, workspace_limit_bytes() / 2 / bytes_per_position);
     int64_t target = std::max<int64_t>(1, std::min(by_cache, by_limit));

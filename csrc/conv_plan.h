@@ -31,6 +31,11 @@ constexpr int64_t kMinBlockChannels = 16;
 constexpr int64_t kMinChunkPositions = 256;
 // Most memory the partial sums of grad_weight may take.
 constexpr int64_t kMaxPartialBytes = int64_t{64} << 20;
+// Most bytes of columns the forward builds at once to share between blocks of
+// output channels: below glibc's largest mmap threshold (32 MiB), so the
+// buffer comes from the heap and is not page-faulted in afresh on every
+// call, and about what a shared L3 holds.
+constexpr int64_t kMaxWaveBytes = int64_t{16} << 20;
 // Largest per-group K that goes to the direct grouped kernels.
 constexpr int64_t kDirectMaxGroupRows = 32;
 
@@ -128,7 +133,8 @@ struct TilePlan {
 };
 
 // Positions per tile (CPU): as many as the backend's tile_bytes hold of all
-// groups' columns, and at least min_tile_positions and twice a group's output
+// groups' columns, or of the output's channels where there are more of them
+// (tiny K: a wav2vec-style first layer), and at least min_tile_positions and twice a group's output
 // channels (so that packing the weights for each GEMM costs little next to
 // the GEMM), within half the workspace limit for one worker. An image with at
 // least a quarter of that is a tile of its own (or cut into tiles): joining

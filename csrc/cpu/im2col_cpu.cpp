@@ -54,14 +54,17 @@ inline void copy_run(const scalar_t* __restrict src, scalar_t* __restrict dst, i
 }
 
 // What every row of a channels-first column tile needs, computed once per
-// call: the output rows the tile's positions cover, as (od, oh, o_begin,
-// o_end) segments (o counted within the row), and per kernel column kw its
-// offset in an input row and the output columns whose tap lands inside.
+// call: the output rows the tile's positions cover, as (row, o_begin, o_end)
+// segments (row = od * out_h + oh, o counted within the row); for each
+// kernel row (kd, kh) the input row each segment's taps read (-1: padding);
+// and per kernel column kw its offset in an input row and the output columns
+// whose tap lands inside.
 struct TileRows {
   struct Segment {
-    int64_t od, oh, row, o0, o1;  // row: od * out_h + oh, the segment's row of output positions
+    int64_t row, o0, o1;
   };
   std::vector<Segment> segments;
+  std::vector<int64_t> input_rows;  // [(kd * kernel_h + kh) * segments + s]
   std::vector<int64_t> w_offset;
   std::vector<ValidRange> valid;
 
@@ -69,15 +72,24 @@ struct TileRows {
     if (t.l_end > t.l_begin) {
       const int64_t first = t.l_begin / g.out_w, last = (t.l_end - 1) / g.out_w;
       for (int64_t q = first; q <= last; ++q) {
-        const int64_t o0 = q == first ? t.l_begin - q * g.out_w : 0;
-        const int64_t o1 = q == last ? t.l_end - q * g.out_w : g.out_w;
-        segments.push_back({q / g.out_h, q % g.out_h, q, o0, o1});
+        segments.push_back({q, q == first ? t.l_begin - q * g.out_w : 0, q == last ? t.l_end - q * g.out_w : g.out_w});
+      }
+    }
+    for (int64_t kd = 0; kd < g.kernel_d; ++kd) {
+      for (int64_t kh = 0; kh < g.kernel_h; ++kh) {
+        for (const Segment& s : segments) {
+          input_rows.push_back(input_row(g, s.row / g.out_h, s.row % g.out_h, kd, kh));
+        }
       }
     }
     for (int64_t kw = 0; kw < g.kernel_w; ++kw) {
       w_offset.push_back(kw * g.dilation_w - g.pad_w);
       valid.push_back(valid_range(w_offset.back(), g.stride_w, g.width, g.out_w));
     }
+  }
+  // The input rows the segments read for kernel row (kd, kh).
+  const int64_t* rows_for(int64_t kd, int64_t kh, int64_t kernel_h) const {
+    return input_rows.data() + (kd * kernel_h + kh) * static_cast<int64_t>(segments.size());
   }
 };
 
@@ -97,14 +109,16 @@ void im2col_channels_first(const scalar_t* images, int64_t nb, const ConvGeometr
       int64_t r = cc * taps;
       for (int64_t kd = 0; kd < g.kernel_d; ++kd) {
         for (int64_t kh = 0; kh < g.kernel_h; ++kh) {
+          const int64_t* in_rows = rows.rows_for(kd, kh, g.kernel_h);
           for (int64_t kw = 0; kw < g.kernel_w; ++kw, ++r) {
             // Column of position l: dst[l * cs] (dst is offset so that l indexes it).
             scalar_t* dst = columns + b * layout.batch_stride + r * layout.row_stride - t.l_begin * cs;
             const int64_t w_offset = rows.w_offset[kw];
             const ValidRange valid = rows.valid[kw];
-            for (const auto& [od, oh, q, o0, o1] : rows.segments) {
+            for (size_t si = 0; si < rows.segments.size(); ++si) {
+              const auto& [q, o0, o1] = rows.segments[si];
               scalar_t* out_row = dst + q * g.out_w * cs;
-              const int64_t in_row_index = input_row(g, od, oh, kd, kh);
+              const int64_t in_row_index = in_rows[si];
               // Input element of output column o: in_row[o * stride_w + w_offset].
               const scalar_t* in_row = plane + in_row_index * g.width + w_offset;
               const int64_t lo = in_row_index >= 0 ? std::clamp(valid.begin, o0, o1) : o1;
@@ -215,12 +229,14 @@ void col2im_channels_first(const scalar_t* columns, ColumnLayout layout, const C
       int64_t r = cc * taps;
       for (int64_t kd = 0; kd < g.kernel_d; ++kd) {
         for (int64_t kh = 0; kh < g.kernel_h; ++kh) {
+          const int64_t* in_rows = rows.rows_for(kd, kh, g.kernel_h);
           for (int64_t kw = 0; kw < g.kernel_w; ++kw, ++r) {
             const scalar_t* src = columns + b * layout.batch_stride + r * layout.row_stride - t.l_begin * cs;
             const int64_t w_offset = rows.w_offset[kw];
             const ValidRange valid = rows.valid[kw];
-            for (const auto& [od, oh, q, o0, o1] : rows.segments) {
-              const int64_t in_row_index = input_row(g, od, oh, kd, kh);
+            for (size_t si = 0; si < rows.segments.size(); ++si) {
+              const auto& [q, o0, o1] = rows.segments[si];
+              const int64_t in_row_index = in_rows[si];
               if (in_row_index < 0) {
                 continue;
               }
