@@ -15,7 +15,7 @@
 #include <functional>
 #include <optional>
 
-#include "conv_shape.h"
+#include "conv_geometry.h"
 
 namespace myconv::detail {
 

@@ -13,7 +13,7 @@
 #include <utility>
 
 #include "backend.h"
-#include "conv_shape.h"
+#include "conv_geometry.h"
 
 namespace myconv::detail {
 

@@ -25,6 +25,7 @@
 #include "blas_plan.h"
 #include "conv_shape.h"
 #include "myconv.h"
+#include "ops_nd.h"
 
 TORCH_LIBRARY(myconv, m) {
   for (const std::string d : {"1", "2", "3"}) {
@@ -69,23 +70,21 @@ TORCH_LIBRARY(myconv, m) {
 namespace myconv {
 
 // ---- C++ API: typed dispatcher calls -------------------------------------
-// The handles of an op family ("conv", "d_backward" -> myconv::conv1d_backward,
-// ...conv3d_backward), found once; entry D - 1 is the D-dimensional op.
 
+namespace detail {
 namespace {
 
+// The handles of an op family, found once per call site ("conv", "d_backward":
+// myconv::conv1d_backward ... conv3d_backward); entry D - 1 is the
+// D-dimensional op.
 template <class Signature>
-const c10::TypedOperatorHandle<Signature>& nd_op(int64_t dims, const char* prefix, const char* suffix,
-                                                  const char* overload = "") {
-  static const auto handles = [&] {
-    std::vector<c10::TypedOperatorHandle<Signature>> out;
-    for (const char* d : {"1", "2", "3"}) {
-      const std::string name = std::string("myconv::") + prefix + d + suffix;
-      out.push_back(c10::Dispatcher::singleton().findSchemaOrThrow(name.c_str(), overload).typed<Signature>());
-    }
-    return out;
-  }();
-  return handles.at(dims - 1);
+std::array<c10::TypedOperatorHandle<Signature>, 3> find_nd(const char* prefix, const char* suffix,
+                                                           const char* overload = "") {
+  const auto find = [&](const char* d) {
+    const std::string name = std::string("myconv::") + prefix + d + suffix;
+    return c10::Dispatcher::singleton().findSchemaOrThrow(name.c_str(), overload).typed<Signature>();
+  };
+  return {find("1"), find("2"), find("3")};
 }
 
 using ConvSignature = at::Tensor(const at::Tensor&, const at::Tensor&, const std::optional<at::Tensor>&,
@@ -99,35 +98,43 @@ using ConvTransposeSignature = at::Tensor(const at::Tensor&, const at::Tensor&, 
                                           at::IntArrayRef, at::IntArrayRef, at::IntArrayRef, int64_t,
                                           at::IntArrayRef);
 
+} // namespace
+
 at::Tensor conv_nd(int64_t dims, const at::Tensor& input, const at::Tensor& weight,
                    const std::optional<at::Tensor>& bias, at::IntArrayRef stride, at::IntArrayRef padding,
                    at::IntArrayRef dilation, int64_t groups) {
-  return nd_op<ConvSignature>(dims, "conv", "d").call(input, weight, bias, stride, padding, dilation, groups);
+  static const auto ops = find_nd<ConvSignature>("conv", "d");
+  return ops.at(dims - 1).call(input, weight, bias, stride, padding, dilation, groups);
 }
 
 at::Tensor conv_padding_nd(int64_t dims, const at::Tensor& input, const at::Tensor& weight,
                            const std::optional<at::Tensor>& bias, at::IntArrayRef stride, c10::string_view padding,
                            at::IntArrayRef dilation, int64_t groups) {
-  return nd_op<ConvPaddingSignature>(dims, "conv", "d", "padding")
-      .call(input, weight, bias, stride, padding, dilation, groups);
+  static const auto ops = find_nd<ConvPaddingSignature>("conv", "d", "padding");
+  return ops.at(dims - 1).call(input, weight, bias, stride, padding, dilation, groups);
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> conv_backward_nd(
     int64_t dims, const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& weight,
     at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
     std::array<bool, 3> output_mask) {
-  return nd_op<ConvBackwardSignature>(dims, "conv", "d_backward")
-      .call(grad_output, input, weight, stride, padding, dilation, groups, output_mask);
+  static const auto ops = find_nd<ConvBackwardSignature>("conv", "d_backward");
+  return ops.at(dims - 1).call(grad_output, input, weight, stride, padding, dilation, groups, output_mask);
 }
 
 at::Tensor conv_transpose_nd(int64_t dims, const at::Tensor& input, const at::Tensor& weight,
                              const std::optional<at::Tensor>& bias, at::IntArrayRef stride, at::IntArrayRef padding,
                              at::IntArrayRef output_padding, int64_t groups, at::IntArrayRef dilation) {
-  return nd_op<ConvTransposeSignature>(dims, "conv_transpose", "d")
-      .call(input, weight, bias, stride, padding, output_padding, groups, dilation);
+  static const auto ops = find_nd<ConvTransposeSignature>("conv_transpose", "d");
+  return ops.at(dims - 1).call(input, weight, bias, stride, padding, output_padding, groups, dilation);
 }
 
-} // namespace
+} // namespace detail
+
+using detail::conv_backward_nd;
+using detail::conv_nd;
+using detail::conv_padding_nd;
+using detail::conv_transpose_nd;
 
 #define MYCONV_CONV_API(D)                                                                                      \
   at::Tensor conv##D##d(const at::Tensor& input, const at::Tensor& weight, const std::optional<at::Tensor>& bias, \
@@ -232,7 +239,8 @@ template <int64_t D>
 at::Tensor conv_string_padding(const at::Tensor& input, const at::Tensor& weight,
                                const std::optional<at::Tensor>& bias, at::IntArrayRef stride,
                                c10::string_view padding, at::IntArrayRef dilation, int64_t groups) {
-  if (weight.dim() != D + 2) {  // let the convolution report the bad weight
+  if (weight.dim() != D + 2 || (input.dim() != D + 1 && input.dim() != D + 2)) {
+    // let the convolution report the bad weight or input
     return conv_nd(D, input, weight, bias, stride, std::vector<int64_t>(D, 0), dilation, groups);
   }
   std::vector<int64_t> kernel;

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "../myconv.h"
+#include "../ops_nd.h"
 
 namespace myconv {
 namespace {
@@ -29,43 +30,10 @@ std::vector<int64_t> ints(const AutogradContext* ctx, const char* key) {
 at::Tensor conv(int64_t dims, const at::Tensor& input, const at::Tensor& weight,
                 const std::optional<at::Tensor>& bias, at::IntArrayRef stride, at::IntArrayRef padding,
                 at::IntArrayRef dilation, int64_t groups) {
-  switch (dims) {
-    case 1:
-      return myconv::conv1d(input, weight, bias, stride, padding, dilation, groups);
-    case 2:
-      return myconv::conv2d(input, weight, bias, stride, padding, dilation, groups);
-    default:
-      return myconv::conv3d(input, weight, bias, stride, padding, dilation, groups);
-  }
+  return detail::conv_nd(dims, input, weight, bias, stride, padding, dilation, groups);
 }
-
-std::tuple<at::Tensor, at::Tensor, at::Tensor> conv_backward(int64_t dims, const at::Tensor& grad_output,
-                                                             const at::Tensor& input, const at::Tensor& weight,
-                                                             at::IntArrayRef stride, at::IntArrayRef padding,
-                                                             at::IntArrayRef dilation, int64_t groups,
-                                                             std::array<bool, 3> mask) {
-  switch (dims) {
-    case 1:
-      return myconv::conv1d_backward(grad_output, input, weight, stride, padding, dilation, groups, mask);
-    case 2:
-      return myconv::conv2d_backward(grad_output, input, weight, stride, padding, dilation, groups, mask);
-    default:
-      return myconv::conv3d_backward(grad_output, input, weight, stride, padding, dilation, groups, mask);
-  }
-}
-
-at::Tensor conv_transpose(int64_t dims, const at::Tensor& input, const at::Tensor& weight,
-                          const std::optional<at::Tensor>& bias, at::IntArrayRef stride, at::IntArrayRef padding,
-                          at::IntArrayRef output_padding, int64_t groups, at::IntArrayRef dilation) {
-  switch (dims) {
-    case 1:
-      return myconv::conv_transpose1d(input, weight, bias, stride, padding, output_padding, groups, dilation);
-    case 2:
-      return myconv::conv_transpose2d(input, weight, bias, stride, padding, output_padding, groups, dilation);
-    default:
-      return myconv::conv_transpose3d(input, weight, bias, stride, padding, output_padding, groups, dilation);
-  }
-}
+using detail::conv_backward_nd;
+using detail::conv_transpose_nd;
 
 // The dimensions of a (batched or unbatched) convolution tensor other than
 // its channels: what a bias gradient sums over.
@@ -100,7 +68,7 @@ class ConvFunction : public torch::autograd::Function<ConvFunction> {
     const std::array<bool, 3> mask{ctx->needs_input_grad(0), ctx->needs_input_grad(1),
                                    has_bias && ctx->needs_input_grad(2)};
     auto [grad_input, grad_weight, grad_bias] =
-        conv_backward(ctx->saved_data.at("dims").toInt(), grad_output, saved[0], saved[1], ints(ctx, "stride"),
+        conv_backward_nd(ctx->saved_data.at("dims").toInt(), grad_output, saved[0], saved[1], ints(ctx, "stride"),
                       ints(ctx, "padding"), ints(ctx, "dilation"), ctx->saved_data.at("groups").toInt(), mask);
     return {at::Tensor(), grad_input, grad_weight, grad_bias, at::Tensor(), at::Tensor(), at::Tensor(),
             at::Tensor()};
@@ -132,7 +100,7 @@ class ConvBackwardFunction : public torch::autograd::Function<ConvBackwardFuncti
     ctx->saved_data["groups"] = groups;
     ctx->saved_data["output_mask"] = std::vector<bool>(output_mask.begin(), output_mask.end());
     at::AutoDispatchBelowADInplaceOrView below_autograd;
-    auto [gi, gw, gb] = conv_backward(dims, grad_output, input, weight, stride, padding, dilation, groups, output_mask);
+    auto [gi, gw, gb] = conv_backward_nd(dims, grad_output, input, weight, stride, padding, dilation, groups, output_mask);
     variable_list computed;
     for (const at::Tensor& t : {gi, gw, gb}) {
       if (t.defined()) {
@@ -174,10 +142,10 @@ class ConvBackwardFunction : public torch::autograd::Function<ConvBackwardFuncti
       }
     }
     if (ctx->needs_input_grad(1) && ggw.defined()) {
-      d_x = std::get<0>(conv_backward(dims, gy, x, ggw, stride, padding, dilation, groups, {true, false, false}));
+      d_x = std::get<0>(conv_backward_nd(dims, gy, x, ggw, stride, padding, dilation, groups, {true, false, false}));
     }
     if (ctx->needs_input_grad(2) && ggi.defined()) {
-      d_w = std::get<1>(conv_backward(dims, gy, ggi, w, stride, padding, dilation, groups, {false, true, false}));
+      d_w = std::get<1>(conv_backward_nd(dims, gy, ggi, w, stride, padding, dilation, groups, {false, true, false}));
     }
     return {at::Tensor(), d_gy, d_x, d_w, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
   }
@@ -206,7 +174,7 @@ class ConvTransposeFunction : public torch::autograd::Function<ConvTransposeFunc
     ctx->saved_data["groups"] = groups;
     ctx->saved_data["has_bias"] = bias.has_value() && bias->defined();
     at::AutoDispatchBelowADInplaceOrView below_autograd;
-    return conv_transpose(dims, input, weight, bias, stride, padding, output_padding, groups, dilation);
+    return conv_transpose_nd(dims, input, weight, bias, stride, padding, output_padding, groups, dilation);
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
@@ -237,7 +205,7 @@ class ConvTransposeFunction : public torch::autograd::Function<ConvTransposeFunc
     }
     if (ctx->needs_input_grad(1)) {
       const at::Tensor xg = any_extra ? at::constant_pad_nd(x, pads, 0) : x;
-      gw = std::get<1>(conv_backward(dims, xg, g, w, stride, padding, dilation, groups, {false, true, false}));
+      gw = std::get<1>(conv_backward_nd(dims, xg, g, w, stride, padding, dilation, groups, {false, true, false}));
     }
     if (ctx->saved_data.at("has_bias").toBool() && ctx->needs_input_grad(2)) {
       gb = g.sum(all_but_channels(g, dims));
@@ -301,7 +269,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv_backward_autograd(
     at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups, std::array<bool, 3> output_mask) {
   if (!(output_mask[0] || output_mask[1] || output_mask[2])) {  // nothing to differentiate
     at::AutoDispatchBelowADInplaceOrView below_autograd;
-    return conv_backward(D, grad_output, input, weight, stride, padding, dilation, groups, output_mask);
+    return conv_backward_nd(D, grad_output, input, weight, stride, padding, dilation, groups, output_mask);
   }
   const variable_list computed = ConvBackwardFunction::apply(D, grad_output, input, weight, stride, padding,
                                                              dilation, groups, output_mask);

@@ -13,7 +13,7 @@
 #include <cstdint>
 #include <optional>
 
-#include "../conv_shape.h"
+#include "../conv_geometry.h"
 
 // Functions marked MYCONV_VECTOR_CLONES are compiled for AVX-512, AVX2+FMA and
 // baseline x86-64, and the loader picks the best the machine has (GCC

@@ -172,6 +172,32 @@ def test_convert_subclasses_that_keep_the_forward():
     assert type(myconv.convert(copy.deepcopy(ours)).a) is type(ours.a)
 
 
+@pytest.mark.parametrize("lazy", [nn.LazyConv1d, nn.LazyConv2d, nn.LazyConv3d, nn.LazyConvTranspose1d,
+                                  nn.LazyConvTranspose2d, nn.LazyConvTranspose3d], ids=lambda c: c.__name__)
+def test_convert_lazy_convolutions_become_myconvs_on_their_first_call(lazy):
+    dims = int(lazy.__name__[-2])
+    m = myconv.convert(lazy(4, 3))
+    x = torch.randn((2, 3) + (5,) * dims)
+    y = m(x)
+    assert type(m) is getattr(myconv, lazy.__name__.replace("Lazy", ""))
+    ref = getattr(nn, lazy.__name__.replace("Lazy", ""))(3, 4, 3)
+    ref.load_state_dict(m.state_dict())
+    assert_rel_close(y, ref(x), 1e-5)
+
+
+def test_converted_classes_of_local_subclasses_work_and_names_are_probed_safely():
+    def make():
+        class Local(nn.Conv1d):
+            pass
+        return Local(2, 3, 3)
+
+    m = myconv.convert(make())
+    assert isinstance(m, myconv.modules._ConvMixin) and type(m).__name__ == "Local"
+    assert m(torch.randn(1, 2, 5)).shape == (1, 3, 3)
+    for name in ("Converted_zz", "Converted_00ff", "Converted_" + b"nowhere:X".hex()):
+        assert not hasattr(myconv.modules, name)
+
+
 def test_converted_subclass_pickles_and_loads_in_a_fresh_process(tmp_path):
     torch.manual_seed(0)
     model = myconv.convert(VideoNet().double())

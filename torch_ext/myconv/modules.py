@@ -152,23 +152,40 @@ def _conversion_of(cls: type) -> Optional[Type]:
     if cls not in _converted:
         mixin = _ConvTransposeMixin if base.__name__.startswith("ConvTranspose") else _ConvMixin
         name = _converted_name(cls)
-        converted = type(cls.__name__, (mixin, cls), {"__module__": __name__, "__qualname__": name,
-                                                       "__doc__": cls.__doc__})
+        namespace = {"__module__": __name__, "__qualname__": name, "__doc__": cls.__doc__}
+        if getattr(cls, "cls_to_become", None) is not None:
+            # a lazy convolution becomes, on its first call, the converted
+            # version of the class it would have become
+            namespace["cls_to_become"] = _conversion_of(cls.cls_to_become)
+        converted = type(cls.__name__, (mixin, cls), namespace)
         _converted[cls] = converted
-        globals()[name] = converted
+        if _find_class(cls.__module__, cls.__qualname__) is cls:
+            globals()[name] = converted  # picklable (by name) where the original is
     return _converted[cls]
+
+
+def _find_class(module: str, qualname: str) -> Optional[type]:
+    """The class a pickle would find by module and qualified name, or None."""
+    try:
+        found = importlib.import_module(module)
+        for part in qualname.split("."):
+            found = getattr(found, part)
+        return found if isinstance(found, type) else None
+    except Exception:  # not importable, a local class, ...
+        return None
 
 
 def __getattr__(name: str):
     """Recreates a converted subclass by its name (when unpickling a model
     that ``convert`` changed in another process)."""
     if name.startswith(_PREFIX):
-        module, _, qualname = bytes.fromhex(name[len(_PREFIX):]).decode().partition(":")
-        cls = importlib.import_module(module)
-        for part in qualname.split("."):
-            cls = getattr(cls, part)
-        converted = _conversion_of(cls)
-        if converted is not None:
+        try:
+            module, _, qualname = bytes.fromhex(name[len(_PREFIX):]).decode().partition(":")
+        except ValueError:  # not a name convert() made (UnicodeDecodeError is a ValueError)
+            module = qualname = ""
+        cls = _find_class(module, qualname) if module else None
+        converted = _conversion_of(cls) if cls is not None else None
+        if converted is not None and globals().get(name) is converted:
             return converted
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
@@ -183,7 +200,9 @@ def convert(module: nn.Module, inplace: bool = True) -> nn.Module:
     Subclasses of these that keep PyTorch's ``forward`` (and ``_conv_forward``),
     such as torchvision's ``Conv3DSimple``, are converted too: they keep their
     class (``isinstance`` and their own methods still work) with myconv's
-    convolution mixed in. Subclasses that override ``forward`` are left alone.
+    convolution mixed in; lazy ones (``nn.LazyConv2d``...) become the converted
+    class on their first call. Subclasses that override ``forward`` (or
+    ``_conv_forward``) are left alone.
 
     The converted layers keep their parameters, buffers and hooks (the very
     same tensors), so outputs, gradients, optimizers and ``state_dict`` carry
