@@ -7,7 +7,7 @@
 #include <algorithm>
 #include <vector>
 
-#include "myconv.h"
+#include "myconv/ops.h"
 #include "tile_matrices.h"
 #include "workspace.h"
 

@@ -3,7 +3,7 @@
 #include <algorithm>
 #include <limits>
 
-#include "myconv.h"
+#include "myconv/ops.h"
 #include "workspace.h"
 
 namespace myconv::detail {

@@ -24,7 +24,7 @@
 
 #include "blas_plan.h"
 #include "conv_shape.h"
-#include "myconv.h"
+#include "myconv/ops.h"
 #include "ops_nd.h"
 
 TORCH_LIBRARY(myconv, m) {

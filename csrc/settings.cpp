@@ -5,7 +5,7 @@
 #include <atomic>
 #include <cstdlib>
 
-#include "myconv.h"
+#include "myconv/ops.h"
 #include "workspace.h"
 
 namespace myconv {

@@ -7,7 +7,7 @@
 #include <limits>
 #include <utility>
 
-#include "myconv.h"
+#include "myconv/ops.h"
 
 namespace myconv::detail {
 

@@ -13,7 +13,7 @@
 #include <ATen/OpMathType.h>
 #include <ATen/core/Tensor.h>
 
-#include "../csrc/conv_shape.h"
+#include "../csrc/conv_geometry.h"
 #include "im2col_elements.h"
 
 namespace myconv::cuda {

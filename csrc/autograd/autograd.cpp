@@ -13,7 +13,7 @@
 #include <numeric>
 #include <vector>
 
-#include "../myconv.h"
+#include "myconv/ops.h"
 #include "../ops_nd.h"
 
 namespace myconv {

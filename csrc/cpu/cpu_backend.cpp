@@ -18,7 +18,7 @@
 
 #include "../blas_plan.h"
 #include "../convolution.h"
-#include "../myconv.h"
+#include "myconv/ops.h"
 #include "cpu_kernels.h"
 
 namespace myconv::detail {

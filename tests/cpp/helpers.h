@@ -7,7 +7,7 @@
 #include <functional>
 #include <string>
 
-#include "myconv.h"
+#include <myconv/myconv.h>
 
 namespace myconv_test {
 

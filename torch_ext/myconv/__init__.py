@@ -12,6 +12,7 @@ and their ONNX export (myconv.onnx_export).
     >>> conv(x).sum().backward()
 """
 from ._library import (
+    cmake_prefix_path,
     cuda_built,
     get_tile_bytes,
     get_workspace_limit,
@@ -39,6 +40,7 @@ __all__ = [
     "ConvTranspose1d",
     "ConvTranspose2d",
     "ConvTranspose3d",
+    "cmake_prefix_path",
     "col2im",
     "conv1d",
     "conv2d",

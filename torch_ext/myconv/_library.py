@@ -23,6 +23,12 @@ def library_path() -> str:
 
 torch.ops.load_library(library_path())
 
+#: The prefix to put in CMAKE_PREFIX_PATH for ``find_package(myconv)`` in a
+#: C++ program (like ``torch.utils.cmake_prefix_path``): the package carries
+#: the headers and a CMake config whose ``myconv::myconv`` target links the
+#: very library this package loads.
+cmake_prefix_path = os.path.join(_HERE, "share", "cmake")
+
 
 def cuda_built() -> bool:
     """True when the library was built with its CUDA kernels."""

@@ -1,10 +1,10 @@
-// myconv public C++ API.
-//
-// Every function here calls the operator through the PyTorch dispatcher, so it
-// gets the same device dispatch (CPU / CUDA / Meta) and the same autograd as
-// `torch.ops.myconv.*` in Python. Link against the myconv library (or load it
-// with torch.ops.load_library) before calling them; the operator schemas are
-// registered when the library is loaded.
+// myconv's functional C++ API: the operators, called through the PyTorch
+// dispatcher, so each gets the same device dispatch (CPU / CUDA / Meta) and the
+// same autograd as `torch.ops.myconv.*` in Python; and the process-wide
+// settings. Link against the myconv library (find_package(myconv):
+// myconv::myconv) before calling them: the operator schemas are registered when
+// the library is loaded. The LibTorch modules are in <myconv/nn.h>; the entry
+// point <myconv/myconv.h> includes both.
 #pragma once
 
 #include <ATen/core/Tensor.h>
