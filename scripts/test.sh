@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Sets everything up from nothing, then runs every test:
 #   1. GoogleTest (ctest), linked against the very library the Python package loads
-#   2. GoogleTest again, library and tests built with ASan + UBSan (CPU sources)
-#   3. pytest (tests/python)
+#   2. the C++ package: cmake --install, an out-of-tree consumer against it and
+#      against the Python package, the C++ example (2 epochs), a wheel in a
+#      fresh virtual environment (tests/cpp_package/run.sh)
+#   3. GoogleTest again, library and tests built with ASan + UBSan (CPU sources)
+#   4. pytest (tests/python)
 # CUDA tests skip cleanly where there is no GPU.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -24,9 +27,12 @@ configure build/cmake -DCMAKE_PREFIX_PATH="$prefix" -DMYCONV_LIBRARY="$lib"
 cmake --build build/cmake
 ctest --test-dir build/cmake --output-on-failure
 
+printf '\n== The C++ package (install, find_package consumers, example, wheel)\n'
+bash tests/cpp_package/run.sh
+
 printf '\n== GoogleTest, library and tests built with AddressSanitizer + UndefinedBehaviorSanitizer\n'
 configure build/sanitize -DCMAKE_PREFIX_PATH="$prefix" -DMYCONV_WITH_CUDA=OFF \
-  -DMYCONV_SANITIZE=address,undefined
+  -DMYCONV_SANITIZE=address,undefined -DMYCONV_BUILD_EXAMPLES=OFF
 cmake --build build/sanitize
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
   ctest --test-dir build/sanitize --output-on-failure
