@@ -73,32 +73,50 @@ def configure(template: str, out: str, values: dict) -> None:
         text = f.read()
     for key, value in values.items():
         text = text.replace(f"@{key}@", value)
+    left = re.findall(r"@[A-Z_]+@", text)
+    assert not left, f"{template}: no value for {left}"
     os.makedirs(os.path.dirname(out), exist_ok=True)
     with open(out, "w") as f:
         f.write(text)
 
 
+def write_cpp_package(package: str) -> None:
+    """The C++ side of the Python package in the folder `package`: the public
+    headers, and the CMake config whose myconv::myconv target links this
+    package's _C.abi3.so (myconv.cmake_prefix_path points there)."""
+    headers = os.path.join(package, "include", "myconv")
+    shutil.rmtree(headers, ignore_errors=True)  # no stale headers from an earlier build
+    shutil.copytree(os.path.join(ROOT, "csrc", "include", "myconv"), headers)
+    cmake_dir = os.path.join(package, "share", "cmake", "myconv")
+    v = version()
+    major, minor = v.split(".")[:2]
+    values = dict(PROJECT_VERSION=v, PROJECT_VERSION_MAJOR=major, PROJECT_VERSION_MINOR=minor,
+                  MYCONV_LIBRARY_RELPATH="_C.abi3.so", MYCONV_LIBRARY_NO_SONAME="FALSE",
+                  MYCONV_TORCH_VERSION=torch.__version__,
+                  MYCONV_BUILT_WITH_CUDA="TRUE" if cuda_build_wanted() else "FALSE")
+    configure("cmake/myconvConfig.cmake.in", os.path.join(cmake_dir, "myconvConfig.cmake"), values)
+    configure("cmake/myconvConfigVersion.cmake.in", os.path.join(cmake_dir, "myconvConfigVersion.cmake"), values)
+    shutil.copy(os.path.join(ROOT, "cmake", "myconvTorchHints.cmake"), cmake_dir)
+
+
 class BuildPyWithCppPackage(build_py):
-    """build_py, plus the C++ side of the package: the public headers and the
-    CMake config whose myconv::myconv target links this package's _C.abi3.so."""
+    """build_py, plus the C++ side of the package (write_cpp_package)."""
 
     def run(self):
         super().run()
         # an editable install uses the source package folder (the files are gitignored there)
         base = os.path.join(ROOT, "torch_ext") if getattr(self, "editable_mode", False) else self.build_lib
-        package = os.path.join(base, "myconv")
-        headers = os.path.join(package, "include", "myconv")
-        shutil.rmtree(headers, ignore_errors=True)  # no stale headers from an earlier build
-        shutil.copytree(os.path.join(ROOT, "csrc", "include", "myconv"), headers)
-        cmake_dir = os.path.join(package, "share", "cmake", "myconv")
-        v = version()
-        major, minor = v.split(".")[:2]
-        values = dict(PROJECT_VERSION=v, PROJECT_VERSION_MAJOR=major, PROJECT_VERSION_MINOR=minor,
-                      MYCONV_LIBRARY_RELPATH="_C.abi3.so", MYCONV_LIBRARY_NO_SONAME="FALSE",
-                      MYCONV_TORCH_VERSION=torch.__version__)
-        configure("cmake/myconvConfig.cmake.in", os.path.join(cmake_dir, "myconvConfig.cmake"), values)
-        configure("cmake/myconvConfigVersion.cmake.in", os.path.join(cmake_dir, "myconvConfigVersion.cmake"), values)
-        shutil.copy(os.path.join(ROOT, "cmake", "myconvTorchHints.cmake"), cmake_dir)
+        write_cpp_package(os.path.join(base, "myconv"))
+
+
+class BuildExtWithCppPackage(BuildExtension):
+    """torch's BuildExtension; `build_ext --inplace` (the library built into
+    torch_ext/myconv) also writes the C++ side of the package there."""
+
+    def run(self):
+        super().run()
+        if self.inplace:
+            write_cpp_package(os.path.join(ROOT, "torch_ext", "myconv"))
 
 
 def extension():
@@ -133,7 +151,7 @@ setup(
     packages=["myconv"],
     package_dir={"": "torch_ext"},
     ext_modules=[extension()],
-    cmdclass={"build_ext": BuildExtension, "build_py": BuildPyWithCppPackage},
+    cmdclass={"build_ext": BuildExtWithCppPackage, "build_py": BuildPyWithCppPackage},
     options={"bdist_wheel": {"py_limited_api": "cp311"}},
     python_requires=">=3.10",
     install_requires=["torch>=2.9"],

@@ -7,8 +7,9 @@
 # toolkit root. Torch's own config is located the way find_package would (the
 # CMAKE_PREFIX_PATH variable or environment variable, <prefix> being
 # .../torch/share/cmake or .../torch, or Torch_DIR); its site-packages' nvidia/*
-# folders are then MYCONV_NVIDIA_DIRS. Without GPU probing, TORCH_CUDA_ARCH_LIST
-# defaults to "8.0;9.0+PTX" (A100, H100, PTX for newer GPUs) where it is unset.
+# folders are then MYCONV_NVIDIA_DIRS. The user's choices win: Torch_DIR,
+# CUDA_TOOLKIT_ROOT_DIR, CMAKE_CUDA_COMPILER, the CUDACXX and CUDA_HOME
+# environment variables.
 function(myconv_torch_hints)
   set(config_dirs "")
   if(Torch_DIR)
@@ -22,8 +23,12 @@ function(myconv_torch_hints)
   set(nvidia_dirs "")
   foreach(dir IN LISTS config_dirs)
     # <site-packages>/torch/share/cmake/Torch -> <site-packages>/nvidia/<pkg>
-    file(GLOB found LIST_DIRECTORIES true "${dir}/../../../../nvidia/*")
-    list(APPEND nvidia_dirs ${found})
+    # (pip's torch only: not a LibTorch folder that merely has a neighbour
+    # called nvidia)
+    if(EXISTS "${dir}/../../../__init__.py")
+      file(GLOB found LIST_DIRECTORIES true "${dir}/../../../../nvidia/*")
+      list(APPEND nvidia_dirs ${found})
+    endif()
   endforeach()
   list(REMOVE_DUPLICATES nvidia_dirs)
   set(MYCONV_NVIDIA_DIRS "${nvidia_dirs}" PARENT_SCOPE)
@@ -37,13 +42,10 @@ function(myconv_torch_hints)
     endif()
     set(CUDA_TOOLKIT_ROOT_DIR "${root}" PARENT_SCOPE)
   endif()
-  if(root AND NOT DEFINED CMAKE_CUDA_COMPILER AND EXISTS "${root}/bin/nvcc")
+  if(root AND NOT DEFINED CMAKE_CUDA_COMPILER AND NOT DEFINED ENV{CUDACXX} AND EXISTS "${root}/bin/nvcc")
     set(CMAKE_CUDA_COMPILER "${root}/bin/nvcc" PARENT_SCOPE)
   endif()
   find_library(CUDA_nvrtc_LIBRARY NAMES nvrtc libnvrtc.so.13 libnvrtc.so.12
                HINTS ${root}/lib64 ${nvidia_dirs} PATH_SUFFIXES lib)
-  if(NOT DEFINED ENV{TORCH_CUDA_ARCH_LIST})
-    set(ENV{TORCH_CUDA_ARCH_LIST} "8.0;9.0+PTX")
-  endif()
 endfunction()
 myconv_torch_hints()

@@ -35,6 +35,17 @@ struct Args {
   double lr = 0.05;
 };
 
+// The whole of `text` as a number, or an error that names the option.
+template <class T>
+T number(const std::string& option, const std::string& text) {
+  std::istringstream in(text);
+  T v{};
+  if (!(in >> v) || !(in >> std::ws).eof()) {
+    throw std::invalid_argument(option + ": expected a number, got '" + text + "'");
+  }
+  return v;
+}
+
 Args parse(int argc, char** argv) {
   Args a;
   for (int i = 1; i < argc; ++i) {
@@ -52,15 +63,15 @@ Args parse(int argc, char** argv) {
     } else if (key == "--out") {
       a.out = value();
     } else if (key == "--epochs") {
-      a.epochs = std::stoll(value());
+      a.epochs = number<int64_t>(key, value());
     } else if (key == "--batch-size") {
-      a.batch_size = std::stoll(value());
+      a.batch_size = number<int64_t>(key, value());
     } else if (key == "--seed") {
-      a.seed = std::stoll(value());
+      a.seed = number<int64_t>(key, value());
     } else if (key == "--threads") {
-      a.threads = std::stoll(value());
+      a.threads = number<int64_t>(key, value());
     } else if (key == "--lr") {
-      a.lr = std::stod(value());
+      a.lr = number<double>(key, value());
     } else {
       throw std::invalid_argument("unknown option " + key +
                                   " (--data PATH --conv myconv|torch --epochs N --batch-size N --lr X --seed N "
@@ -80,7 +91,7 @@ Args parse(int argc, char** argv) {
 }
 
 // The digits: rows of 64 pixel values (0..16) and a label, comma-separated,
-// gzip-compressed (read through gzip -dc) or plain.
+// gzip-compressed (read through `gzip -dc`: gzip must be on the PATH) or plain.
 std::pair<at::Tensor, at::Tensor> load_digits(const std::string& path) {
   if (!std::filesystem::exists(path)) {
     throw std::runtime_error("no such file: " + path);
@@ -114,7 +125,7 @@ std::pair<at::Tensor, at::Tensor> load_digits(const std::string& path) {
     std::vector<float> row;
     std::istringstream cells(line);
     for (std::string cell; std::getline(cells, cell, ',');) {
-      row.push_back(std::stof(cell));
+      row.push_back(number<float>("a value in " + path, cell));
     }
     if (row.size() != 65) {
       throw std::runtime_error("expected 65 values a row (64 pixels and a label) in " + path);

@@ -65,13 +65,17 @@ run_logged example-configure cmake -S examples/cpp -B "$work/example" -G Ninja \
 run_logged example-build cmake --build "$work/example"
 digits=$("$PY" -c 'import os, sklearn; print(os.path.join(os.path.dirname(sklearn.__file__), "datasets", "data", "digits.csv.gz"))')
 "$work/example/myconv_train_digits" --data "$digits" --epochs 2 --out "$work/example-run" | tee "$work/example.txt"
-"$work/example/myconv_train_digits" --data "$digits" --epochs 1 --conv torch --out "$work/example-run" | tail -n 1
-"$PY" - "$work/example.txt" <<'PYEOF'
+"$work/example/myconv_train_digits" --data "$digits" --epochs 1 --conv torch --out "$work/example-run" |
+  tail -n 1 | tee "$work/example-torch.txt"
+test -s "$work/example-run/checkpoint-myconv.pt" && test -s "$work/example-run/checkpoint-torch.pt"
+"$PY" - "$work/example.txt" "$work/example-torch.txt" <<'PYEOF'
 import re, sys
-text = open(sys.argv[1]).read()
-accuracy = float(re.search(r"final test accuracy: ([0-9.]+) %", text).group(1))
-assert accuracy >= 50.0, f"2 epochs gave {accuracy} %: expected far above chance (10 %)"
-print(f"example: {accuracy} % after 2 epochs (chance: 10 %)")
+def accuracy(path):
+    return float(re.search(r"final test accuracy: ([0-9.]+) %", open(path).read()).group(1))
+ours, theirs = accuracy(sys.argv[1]), accuracy(sys.argv[2])
+assert ours >= 50.0, f"2 epochs gave {ours} %: expected far above chance (10 %)"
+assert theirs >= 25.0, f"--conv torch, 1 epoch, gave {theirs} %: expected above chance (10 %)"
+print(f"example: {ours} % after 2 epochs, {theirs} % after 1 epoch with --conv torch (chance: 10 %)")
 PYEOF
 
 log "4. a wheel, installed into a fresh virtual environment that already has torch"

@@ -10,10 +10,14 @@
 // are held like torch's modules (myconv::nn::Conv2d is a ModuleHolder:
 // ->forward(x), ->to(device / dtype), torch::nn::Sequential). So parameters
 // and torch::save'd state move between torch::nn::Conv2d and
-// myconv::nn::Conv2d unchanged.
+// myconv::nn::Conv2d unchanged. They are not torch::nn::Conv2dImpl, so
+// module->as<torch::nn::Conv2d>() does not find them (use
+// ->as<myconv::nn::Conv2d>()). One difference from torch::nn: padding
+// torch::kSame with a non-zeros padding_mode pads as Python's nn.Conv2d does
+// (torch's C++ module pads the dimensions in the wrong order).
 //
 //   myconv::nn::Conv2d conv(myconv::nn::Conv2dOptions(3, 16, 3).stride(2).padding(1));
-//   myconv::nn::ConvTranspose2d up(myconv::nn::ConvTranspose2dOptions(16, 3, 3).stride(2));
+//   myconv::nn::ConvTranspose2d up(myconv::nn::ConvTranspose2dOptions(16, 3, 3).stride(2).padding(1));
 //   at::Tensor y = up->forward(conv->forward(x), std::vector<int64_t>{64, 64});  // output_size
 #pragma once
 
@@ -126,7 +130,14 @@ class ConvImpl : public torch::nn::ConvNdImpl<D, ConvImpl<D>> {
                  .output_padding(0)
                  .groups(options_.groups())
                  .bias(options_.bias())
-                 .padding_mode(options_.padding_mode())) {}
+                 .padding_mode(options_.padding_mode())) {
+    order_same_padding();
+  }
+
+  void reset() override {
+    Base::reset();
+    order_same_padding();
+  }
 
   at::Tensor forward(const at::Tensor& input) {
     const auto& o = this->options;
@@ -158,6 +169,26 @@ class ConvImpl : public torch::nn::ConvNdImpl<D, ConvImpl<D>> {
     std::ostringstream text;
     Base::pretty_print(text);
     detail::print_as_myconv(text.str(), stream);
+  }
+
+ private:
+  // The F::pad amounts of 'same' padding (for a non-zeros padding_mode) last
+  // dimension first, as F::pad reads them and as Python's nn.ConvNd lists
+  // them (torch's C++ ConvNdImpl lists them first dimension first, which pads
+  // the wrong sides of a non-square kernel). The extra zero of an odd total
+  // goes after, as for padding="same" in myconv's and torch's ops.
+  void order_same_padding() {
+    const auto& o = this->options;
+    if (!std::holds_alternative<torch::enumtype::kSame>(o.padding())) {
+      return;
+    }
+    auto& pad = this->_reversed_padding_repeated_twice;
+    pad.assign(2 * D, 0);
+    for (size_t d = 0; d < D; ++d) {
+      const int64_t total = (*o.dilation())[d] * ((*o.kernel_size())[d] - 1), before = total / 2;
+      pad[2 * (D - 1 - d)] = before;
+      pad[2 * (D - 1 - d) + 1] = total - before;
+    }
   }
 };
 
