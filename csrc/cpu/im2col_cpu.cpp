@@ -12,6 +12,13 @@
 
 #include "cpu_kernels.h"
 
+// Short copy and zero loops stay loops: without this, GCC turns each into a
+// memcpy / memset call, which costs more than a row of a small image. (Long
+// rows call std::copy / std::fill, the library, on purpose.)
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC optimize("no-tree-loop-distribute-patterns")
+#endif
+
 namespace myconv::detail {
 namespace {
 
@@ -37,9 +44,12 @@ MYCONV_ROW_KERNELS(float)
 MYCONV_ROW_KERNELS(double)
 #undef MYCONV_ROW_KERNELS
 
-// Rows shorter than this are copied / added element by element: a library
-// or multiversioned call per row would cost more than the row (small images).
+// Rows shorter than this are added element by element: a multiversioned
+// call per row would cost more than the row (small images).
 constexpr int64_t kShortRow = 16;
+// Rows shorter than this are copied by the compiler's own (vectorised) loop:
+// a library call per row costs more than the copy up to a few cache lines.
+constexpr int64_t kShortCopy = 64;
 
 // Copies n elements; short runs (a few channels) without a library call.
 template <typename scalar_t>
@@ -50,6 +60,55 @@ inline void copy_run(const scalar_t* __restrict src, scalar_t* __restrict dst, i
     for (int64_t i = 0; i < n; ++i) {
       dst[i] = src[i];
     }
+  }
+}
+
+// out_row[o * cs] for o in [o0, o1): in_row[o * sw] for o in [lo, hi), zero
+// elsewhere. Long contiguous rows through the library's fill / copy; shorter
+// ones and strided ones in plain loops, each a zero run, a
+// copy and a zero run: no test per element, and the compiler vectorises the
+// contiguous copy.
+template <typename scalar_t>
+inline void gather_row(const scalar_t* __restrict in_row, int64_t sw, scalar_t* __restrict out_row, int64_t cs,
+                       int64_t o0, int64_t lo, int64_t hi, int64_t o1) {
+  if (cs == 1) {
+    if (o1 - o0 >= kShortCopy) {
+      std::fill(out_row + o0, out_row + lo, scalar_t(0));
+      if (sw == 1) {
+        std::copy(in_row + lo, in_row + hi, out_row + lo);
+      } else {
+        for (int64_t o = lo; o < hi; ++o) {
+          out_row[o] = in_row[o * sw];
+        }
+      }
+      std::fill(out_row + hi, out_row + o1, scalar_t(0));
+      return;
+    }
+    for (int64_t o = o0; o < lo; ++o) {
+      out_row[o] = scalar_t(0);
+    }
+    if (sw == 1) {
+      for (int64_t o = lo; o < hi; ++o) {
+        out_row[o] = in_row[o];
+      }
+    } else {
+      for (int64_t o = lo; o < hi; ++o) {
+        out_row[o] = in_row[o * sw];
+      }
+    }
+    for (int64_t o = hi; o < o1; ++o) {
+      out_row[o] = scalar_t(0);
+    }
+    return;
+  }
+  for (int64_t o = o0; o < lo; ++o) {
+    out_row[o * cs] = scalar_t(0);
+  }
+  for (int64_t o = lo; o < hi; ++o) {
+    out_row[o * cs] = in_row[o * sw];
+  }
+  for (int64_t o = hi; o < o1; ++o) {
+    out_row[o * cs] = scalar_t(0);
   }
 }
 
@@ -123,21 +182,7 @@ void im2col_channels_first(const scalar_t* images, int64_t nb, const ConvGeometr
               const scalar_t* in_row = plane + in_row_index * g.width + w_offset;
               const int64_t lo = in_row_index >= 0 ? std::clamp(valid.begin, o0, o1) : o1;
               const int64_t hi = in_row_index >= 0 ? std::clamp(valid.end, lo, o1) : o1;
-              if (cs == 1 && o1 - o0 >= kShortRow) {
-                std::fill(out_row + o0, out_row + lo, scalar_t(0));
-                if (sw == 1) {
-                  std::copy(in_row + lo, in_row + hi, out_row + lo);
-                } else {
-                  for (int64_t o = lo; o < hi; ++o) {
-                    out_row[o] = in_row[o * sw];
-                  }
-                }
-                std::fill(out_row + hi, out_row + o1, scalar_t(0));
-              } else {  // strided columns, or a short row: no library calls
-                for (int64_t o = o0; o < o1; ++o) {
-                  out_row[o * cs] = o >= lo && o < hi ? in_row[o * sw] : scalar_t(0);
-                }
-              }
+              gather_row(in_row, sw, out_row, cs, o0, lo, hi, o1);
             }
           }
         }
