@@ -28,7 +28,7 @@ void forward_columns(const Backend& backend, const Tuning& t, const ConvProblem&
   const int64_t es = x.element_size();
   const bool cl = p.channels_last();
   const at::Tensor w = weight_matrix(p, weight);  // (G, M, K)
-  const at::Tensor wt = w.transpose(1, 2);        // (G, K, M)
+  const at::Tensor wt = cl ? w.transpose(1, 2) : at::Tensor();  // (G, K, M)
   const bool has_bias = bias.has_value() && bias->defined();
   const at::Tensor b = has_bias ? bias->reshape({G, M}) : at::Tensor();
   const Block all{0, G, 0, p.group_channels()};
@@ -54,16 +54,16 @@ void forward_columns(const Backend& backend, const Tuning& t, const ConvProblem&
   const auto gemm_item = [&](const Tile& tile, const at::Tensor& cols, int64_t m0, int64_t rows,
                              const at::Tensor& scratch) {
     const int64_t n = tile.positions();
-    const at::Tensor dst = output_in_place ? output_view(p, out, tile, 0, G).narrow(cl ? 2 : 1, m0, rows)
+    const at::Tensor dst = output_in_place ? part(output_view(p, out, tile, 0, G), cl ? 2 : 1, m0, rows)
                                            : scratch.view({G, rows, n});
     if (has_bias) {
-      const at::Tensor bb = b.narrow(1, m0, rows);
+      const at::Tensor bb = part(b, 1, m0, rows);
       dst.copy_(cl ? bb.unsqueeze(1).expand_as(dst) : bb.unsqueeze(2).expand_as(dst));
     }
     if (cl) {
-      backend.bmm(cols, wt.narrow(2, m0, rows), dst, /*accumulate=*/has_bias);
+      backend.bmm(cols, part(wt, 2, m0, rows), dst, /*accumulate=*/has_bias);
     } else {
-      backend.bmm(w.narrow(1, m0, rows), cols, dst, /*accumulate=*/has_bias);
+      backend.bmm(part(w, 1, m0, rows), cols, dst, /*accumulate=*/has_bias);
     }
     if (!output_in_place) {
       // (G, rows, nb, L) -> the images' (nb, G, rows, L)

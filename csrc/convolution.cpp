@@ -17,13 +17,23 @@ namespace {
 
 // A convolution's tensor ((N, C, *spatial), or unbatched (C, *spatial)) as a
 // 5-D (N, C, D, H, W) view: unit leading spatial sizes for fewer than three
-// spatial dimensions, a unit batch for an unbatched one.
+// spatial dimensions, a unit batch for an unbatched one. The strides are
+// unsqueeze's; one view op, not one per inserted dimension (a tiny call pays
+// for each).
 at::Tensor as_5d(const at::Tensor& t, int64_t dims, bool batched) {
-  at::Tensor v = batched ? t : t.unsqueeze(0);
-  for (int64_t i = dims; i < kMaxSpatialDims; ++i) {
-    v = v.unsqueeze(2);
+  std::vector<int64_t> sizes(t.sizes().begin(), t.sizes().end()), strides(t.strides().begin(), t.strides().end());
+  const auto insert = [&](size_t at) {
+    const int64_t stride = at < sizes.size() ? sizes[at] * strides[at] : 1;
+    sizes.insert(sizes.begin() + at, 1);
+    strides.insert(strides.begin() + at, stride);
+  };
+  if (!batched) {
+    insert(0);
   }
-  return v;
+  for (int64_t i = dims; i < kMaxSpatialDims; ++i) {
+    insert(2);
+  }
+  return sizes.size() == static_cast<size_t>(t.dim()) ? t : t.as_strided(sizes, strides, t.storage_offset());
 }
 
 // A weight (C_out, C_in/G, *kernel) as (C_out, C_in/G, kD, kH, kW).
@@ -31,13 +41,17 @@ at::Tensor weight_5d(const at::Tensor& w, int64_t dims) {
   return as_5d(w, dims, /*batched=*/true);
 }
 
-// The inverse of as_5d: a 5-D result back to the op's dimensions.
+// The inverse of as_5d: a 5-D result back to the op's dimensions (one view op).
 at::Tensor from_5d(const at::Tensor& t, int64_t dims, bool batched) {
-  at::Tensor v = t;
-  for (int64_t i = dims; i < kMaxSpatialDims; ++i) {
-    v = v.squeeze(2);
+  std::vector<int64_t> sizes, strides;
+  for (int64_t d = 0; d < 5; ++d) {
+    const bool dropped = (d == 0 && !batched) || (d >= 2 && d < 2 + kMaxSpatialDims - dims);
+    if (!dropped) {
+      sizes.push_back(t.size(d));
+      strides.push_back(t.stride(d));
+    }
   }
-  return batched ? v : v.squeeze(0);
+  return sizes.size() == 5 ? t : t.as_strided(sizes, strides, t.storage_offset());
 }
 
 // Whether the op's input is channels-last (channels_last for 2-D,

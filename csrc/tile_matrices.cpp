@@ -26,32 +26,25 @@ at::Tensor block_weight(const ConvProblem& p, const at::Tensor& w, const Block& 
 
 namespace {
 
-// A channels-last (N, C, D, H, W) tensor as its (N*D*H*W, C) matrix of rows.
-at::Tensor rows_of(const at::Tensor& t) {
-  return t.permute({0, 2, 3, 4, 1}).view({-1, t.size(1)});
-}
-
 // The tile's part of an image-shaped tensor t with `per_group` channels per
 // group, for groups [g0, g0 + ng) and channels [c0, c0 + nc) of each: the
 // GEMM's view of it, (G', nc, P) channels-first (a tile within one image) or
-// (G', P, nc) channels-last (any tile).
+// (G', P, nc) channels-last (any tile, its positions running across images).
+// One view op from t's strides (a tiny call pays for every view it makes).
 at::Tensor tile_view(const ConvProblem& p, const at::Tensor& t, const Tile& tile, int64_t per_group, int64_t g0,
                      int64_t ng, int64_t c0, int64_t nc) {
-  const int64_t P = tile.positions();
+  // t is contiguous in its layout, so its strides are the layout's (those t
+  // reports for size-1 dimensions may be anything).
+  const int64_t P = tile.positions(), C = t.size(1), L = p.L();
+  const int64_t first_channel = g0 * per_group + c0;
   if (p.channels_last()) {
-    return rows_of(t)
-        .narrow(0, tile.n0 * p.L() + tile.l_begin, P)
-        .view({P, p.groups, per_group})
-        .permute({1, 0, 2})
-        .narrow(0, g0, ng)
-        .narrow(2, c0, nc);
+    TORCH_INTERNAL_ASSERT(t.is_contiguous(at::MemoryFormat::ChannelsLast3d));
+    return t.as_strided({ng, P, nc}, {per_group, C, 1},
+                        t.storage_offset() + (tile.n0 * L + tile.l_begin) * C + first_channel);
   }
-  TORCH_INTERNAL_ASSERT(tile.nb == 1);
-  return t.select(0, tile.n0)
-      .view({p.groups, per_group, p.L()})
-      .narrow(0, g0, ng)
-      .narrow(1, c0, nc)
-      .narrow(2, tile.l_begin, P);
+  TORCH_INTERNAL_ASSERT(tile.nb == 1 && t.is_contiguous());
+  return t.as_strided({ng, nc, P}, {per_group * L, L, 1},
+                      t.storage_offset() + (tile.n0 * C + first_channel) * L + tile.l_begin);
 }
 
 // The column layout of a tile buffer for blocks of `channels` channels:

@@ -14,6 +14,12 @@
 
 namespace myconv::detail {
 
+// t.narrow(dim, start, length), or t itself when that is all of it (no view
+// op: a tiny call pays for each).
+inline at::Tensor part(const at::Tensor& t, int64_t dim, int64_t start, int64_t length) {
+  return start == 0 && length == t.size(dim) ? t : t.narrow(dim, start, length);
+}
+
 // (G, M, K) weight matrices, K in the layout's row order: (c, kd, kh, kw) or
 // (kd, kh, kw, c).
 at::Tensor weight_matrix(const ConvProblem& p, const at::Tensor& weight5d);

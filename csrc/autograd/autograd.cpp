@@ -257,9 +257,26 @@ class Col2imFunction : public torch::autograd::Function<Col2imFunction> {
   }
 };
 
+// Whether a call needs its autograd Function: a tensor argument that
+// requires grad while grad mode is on, or one that carries a forward-mode
+// tangent (the Function then says forward AD is unsupported). Otherwise the
+// kernel runs directly below autograd: an inference call builds no graph node
+// and saves nothing it would never use.
+bool needs_autograd(const at::Tensor& input, const at::Tensor& weight, const std::optional<at::Tensor>& bias) {
+  const auto tracked = [](const at::Tensor& t, bool grad_mode) {
+    return t.defined() && ((grad_mode && t.requires_grad()) || t._fw_grad(/*level=*/0).defined());
+  };
+  const bool grad_mode = at::GradMode::is_enabled();
+  return tracked(input, grad_mode) || tracked(weight, grad_mode) || (bias.has_value() && tracked(*bias, grad_mode));
+}
+
 template <int64_t D>
 at::Tensor conv_autograd(const at::Tensor& input, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
                          at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups) {
+  if (!needs_autograd(input, weight, bias)) {
+    at::AutoDispatchBelowADInplaceOrView below_autograd;
+    return conv(D, input, weight, bias, stride, padding, dilation, groups);
+  }
   return ConvFunction::apply(D, input, weight, bias, stride, padding, dilation, groups);
 }
 
@@ -287,6 +304,10 @@ at::Tensor conv_transpose_autograd(const at::Tensor& input, const at::Tensor& we
                                    const std::optional<at::Tensor>& bias, at::IntArrayRef stride,
                                    at::IntArrayRef padding, at::IntArrayRef output_padding, int64_t groups,
                                    at::IntArrayRef dilation) {
+  if (!needs_autograd(input, weight, bias)) {
+    at::AutoDispatchBelowADInplaceOrView below_autograd;
+    return conv_transpose_nd(D, input, weight, bias, stride, padding, output_padding, groups, dilation);
+  }
   return ConvTransposeFunction::apply(D, input, weight, bias, stride, padding, output_padding, groups, dilation);
 }
 

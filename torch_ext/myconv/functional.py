@@ -1,10 +1,11 @@
 """Functional API with the signatures of ``torch.nn.functional``: convolutions
 of 1, 2 and 3 spatial dimensions, their transposes, and im2col / col2im."""
+from collections.abc import Iterable
 from typing import Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
-from torch.nn.modules.utils import _ntuple, _pair
+from torch.nn.modules.utils import _pair
 
 from . import _library  # noqa: F401  (loads the ops)
 from . import onnx_export
@@ -13,14 +14,29 @@ _size_any_t = Union[int, Sequence[int]]
 _size_2_t = Union[int, Tuple[int, int], Sequence[int]]
 
 
+# The ops, looked up once (torch.ops attribute lookups cost a tiny call
+# noticeable time).
+_CONV = {d: getattr(torch.ops.myconv, f"conv{d}d") for d in (1, 2, 3)}
+_CONV_TRANSPOSE = {d: getattr(torch.ops.myconv, f"conv_transpose{d}d") for d in (1, 2, 3)}
+
+
+def _ints(value, dims: int) -> list:
+    """An int, or a sequence of them, as a list of ``dims`` ints: what
+    ``torch.nn.modules.utils._ntuple(dims)`` gives, at a fraction of its cost."""
+    if isinstance(value, int):
+        return [value] * dims
+    if isinstance(value, Iterable):
+        return list(value)
+    return [value] * dims
+
+
 def _conv(dims: int, input: Tensor, weight: Tensor, bias: Optional[Tensor], stride, padding, dilation,
           groups: int) -> Tensor:
-    tup = _ntuple(dims)
-    stride, dilation = list(tup(stride)), list(tup(dilation))
-    padding = padding if isinstance(padding, str) else list(tup(padding))
+    stride, dilation = _ints(stride, dims), _ints(dilation, dims)
+    padding = padding if isinstance(padding, str) else _ints(padding, dims)
     if onnx_export.exporting():  # an ONNX Conv node
         return onnx_export.conv_node(dims, input, weight, bias, stride, padding, dilation, groups)
-    op = getattr(torch.ops.myconv, f"conv{dims}d")
+    op = _CONV[dims]
     if isinstance(padding, str):
         return op.padding(input, weight, bias, stride, padding, dilation, groups)
     return op(input, weight, bias, stride, padding, dilation, groups)
@@ -28,11 +44,10 @@ def _conv(dims: int, input: Tensor, weight: Tensor, bias: Optional[Tensor], stri
 
 def _conv_transpose(dims: int, input: Tensor, weight: Tensor, bias: Optional[Tensor], stride, padding,
                     output_padding, groups: int, dilation) -> Tensor:
-    tup = _ntuple(dims)
-    args = (list(tup(stride)), list(tup(padding)), list(tup(output_padding)), groups, list(tup(dilation)))
+    args = (_ints(stride, dims), _ints(padding, dims), _ints(output_padding, dims), groups, _ints(dilation, dims))
     if onnx_export.exporting():  # an ONNX ConvTranspose node
         return onnx_export.conv_transpose_node(dims, input, weight, bias, *args)
-    return getattr(torch.ops.myconv, f"conv_transpose{dims}d")(input, weight, bias, *args)
+    return _CONV_TRANSPOSE[dims](input, weight, bias, *args)
 
 
 def conv1d(input: Tensor, weight: Tensor, bias: Optional[Tensor] = None, stride: _size_any_t = 1,
