@@ -7,6 +7,7 @@
 
 #include <vector>
 
+#include "autotune.h"
 #include "conv_passes.h"
 #include "conv_plan.h"
 #include "conv_shape.h"
@@ -85,7 +86,10 @@ at::Tensor conv(const Backend& backend, int64_t dims, const at::Tensor& input, c
                               has_bias ? std::optional<at::Tensor>(bias->contiguous()) : std::nullopt, g, groups,
                               p.channels_last(), out);
     } else {
-      forward_columns(backend, t, p, x, w5, bias, out);
+      const Tuning tuned = autotuned(t, Pass::kForward, p, x.scalar_type(), [&](const Tuning& c) {
+        forward_columns(backend, c, p, x, w5, bias, out);
+      });
+      forward_columns(backend, tuned, p, x, w5, bias, out);
     }
   }
   return from_5d(out, dims, batched).contiguous(conv_memory_format(dims, input, weight));
@@ -134,10 +138,16 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv_backward(
       }
     } else {
       if (need_input) {
-        grad_input_columns(backend, t, p, gy, w5, grad_input);
+        const Tuning tuned = autotuned(t, Pass::kGradInput, p, gy.scalar_type(), [&](const Tuning& c) {
+          grad_input_columns(backend, c, p, gy, w5, grad_input);
+        });
+        grad_input_columns(backend, tuned, p, gy, w5, grad_input);
       }
       if (need_weight) {
-        grad_weight = grad_weight_columns(backend, t, p, x, gy);
+        const Tuning tuned = autotuned(t, Pass::kGradWeight, p, gy.scalar_type(), [&](const Tuning& c) {
+          grad_weight_columns(backend, c, p, x, gy);
+        });
+        grad_weight = grad_weight_columns(backend, tuned, p, x, gy);
       }
     }
   }
@@ -179,7 +189,10 @@ at::Tensor conv_transpose(const Backend& backend, int64_t dims, const at::Tensor
     if (use_direct_grouped(t, p)) {
       backend.grouped_grad_input(gy, w5.contiguous(), p.geom, groups, p.channels_last(), out);
     } else {
-      grad_input_columns(backend, t, p, gy, w5, out);
+      const Tuning tuned = autotuned(t, Pass::kGradInput, p, gy.scalar_type(), [&](const Tuning& c) {
+        grad_input_columns(backend, c, p, gy, w5, out);
+      });
+      grad_input_columns(backend, tuned, p, gy, w5, out);
     }
     if (bias.has_value() && bias->defined()) {
       out.add_(bias->view({1, -1, 1, 1, 1}));

@@ -22,7 +22,9 @@
 #include <string>
 #include <vector>
 
+#include "autotune.h"
 #include "blas_plan.h"
+#include "cpu/cpu_gemm.h"
 #include "conv_shape.h"
 #include "myconv/ops.h"
 #include "ops_nd.h"
@@ -55,6 +57,22 @@ TORCH_LIBRARY(myconv, m) {
   // Process-wide setting: the CPU column-tile size (0: from the L2 cache).
   m.def("_get_tile_bytes() -> int", &myconv::tile_bytes);
   m.def("_set_tile_bytes(int bytes) -> ()", &myconv::set_tile_bytes);
+  // Process-wide setting: the CPU backend's GEMM engine ("auto", "onednn", "blas", "aten").
+  m.def("_get_cpu_gemm_engine() -> str", &myconv::cpu_gemm_engine);
+  m.def("_set_cpu_gemm_engine(str engine) -> ()", [](c10::string_view engine) {
+    myconv::set_cpu_gemm_engine(std::string(engine));
+  });
+  // For tests and benchmarks: the engine the CPU backend gives an (m x k) @ (k x n) GEMM.
+  m.def("_cpu_gemm_engine_for(ScalarType dtype, int m, int n, int k) -> str",
+        [](c10::ScalarType dtype, int64_t m, int64_t n, int64_t k) {
+          return std::string(myconv::detail::cpu_gemm_engine_name(myconv::detail::choose_cpu_gemm_engine(dtype, m, n, k)));
+        });
+  // Process-wide setting: autotuning of the CPU work plan (off by default).
+  m.def("_get_autotune() -> bool", &myconv::autotune);
+  m.def("_set_autotune(bool on) -> ()", &myconv::set_autotune);
+  // For tests: the problems tuned so far, and forgetting them.
+  m.def("_autotune_cache_size() -> int", &myconv::detail::autotune_cache_size);
+  m.def("_clear_autotune_cache() -> ()", &myconv::detail::clear_autotune_cache);
   // For tests: the CPU backend with the CUDA backend's work plan.
   m.def("_set_cpu_whole_image_plan(bool on) -> ()", &myconv::set_cpu_whole_image_plan);
   // For tests: the peak workspace of this thread's latest convolution call.

@@ -1,16 +1,18 @@
 // The CPU backend: the column kernels of im2col_cpu.cpp and the direct
-// grouped kernels of grouped_cpu.cpp, GEMM through ATen's BLAS (MKL here),
+// grouped kernels of grouped_cpu.cpp, the GEMM engines of cpu_gemm.cpp,
 // work items spread over ATen's threads, and the CPU registration of the
 // composed ops.
 //
-// Inside a work item everything runs on the item's thread: the GEMM library
-// sees a call from inside a parallel region and stays single-threaded, the
-// ATen kernels here see at::in_parallel_region() and run serially.
+// Inside a work item the GEMM runs on the item's thread: the GEMM library
+// sees a call from inside a parallel region (or is held to one thread, see
+// run_items) and stays single-threaded. The column kernels may spread a lone
+// item over the threads; their results never depend on it.
 #include <ATen/Parallel.h>
 #include <ATen/ThreadLocalState.h>
-#include <ATen/ops/mm.h>
+#include <c10/util/ScopeExit.h>
 #include <torch/library.h>
 
+#include <omp.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -19,7 +21,13 @@
 #include "../blas_plan.h"
 #include "../convolution.h"
 #include "myconv/ops.h"
+#include "cpu_gemm.h"
 #include "cpu_kernels.h"
+
+// MKL's thread count for the calling thread alone (mkl_set_num_threads_local;
+// 0 restores the global one). A weak reference: null where torch's BLAS is
+// not MKL.
+extern "C" int MKL_Set_Num_Threads_Local(int threads) __attribute__((weak));
 
 namespace myconv::detail {
 namespace {
@@ -54,7 +62,10 @@ class CpuBackend final : public Backend {
     }
     Tuning t;
     t.workers = at::get_num_threads();
-    t.tile_bytes = tile_bytes() > 0 ? tile_bytes() : l2_cache_bytes() / 2;
+    // the L2 cache of a core: im2col writes a tile and the GEMM reads it
+    // back from there (with oneDNN's matmul, a whole L2 of columns beats half
+    // of one: fewer, wider GEMMs; docs/benchmarks.md)
+    t.tile_bytes = tile_bytes() > 0 ? tile_bytes() : l2_cache_bytes();
     t.min_tile_positions = 64;
     t.split_images = true;
     t.split_work = true;
@@ -74,8 +85,8 @@ class CpuBackend final : public Backend {
     col2im_cpu(columns, layout, tile, g, images, accumulate);
   }
 
-  // One GEMM per batch entry through ATen (MKL for float / double), on views:
-  // strided operands and results need no copies. With the CUDA backend's work
+  // One GEMM per batch entry on views (strided operands and results need no
+  // copies), by the engine cpu_gemm.h chooses. With the CUDA backend's work
   // plan, the CUDA backend's cuBLAS call instead, replayed on the CPU
   // (csrc/blas_plan.h): every operand is read only as cuBLAS would read it.
   void bmm(const at::Tensor& a, const at::Tensor& b, const at::Tensor& c, bool accumulate) const override {
@@ -83,27 +94,41 @@ class CpuBackend final : public Backend {
       run_column_major_gemm_on_cpu(plan_column_major_gemm(a, b, c, accumulate));
       return;
     }
-    for (int64_t i = 0; i < c.size(0); ++i) {
-      at::Tensor ci = c.select(0, i);
-      if (accumulate) {
-        ci.addmm_(a.select(0, i), b.select(0, i));
-      } else {
-        at::mm_out(ci, a.select(0, i), b.select(0, i));
-      }
-    }
+    cpu_bmm(a, b, c, accumulate);
   }
 
-  // Items always run inside a parallel region (unless torch runs on one
-  // thread, or the call comes from inside a parallel region already): there
-  // the GEMM library stays single-threaded, so every product is computed the
-  // same way whatever the thread count, even when there is a single item.
+  // Every GEMM runs single-threaded, so every product is computed the same
+  // way whatever the thread count. Items run inside a parallel region (where
+  // the GEMM libraries stay single-threaded), unless torch runs on one
+  // thread, the call comes from inside a parallel region already, or there is
+  // one worker: then on the caller's thread, with MKL and OpenMP (oneDNN,
+  // ATen's loops) held to one thread for that thread alone (no thread wake-up
+  // for a problem too small to share).
   // Workers take items from a shared counter, so a slow item does not hold
   // the others back; which worker runs an item never changes its result.
   // Each worker takes the caller's thread-local state (grad mode, dispatch
   // keys excluded below autograd, ...), since the items call ATen ops.
   void run_items(int64_t items, int64_t workers, const std::function<void(int64_t, int64_t)>& fn) const override {
+    // ATen sets a thread's OpenMP and MKL thread counts on its first parallel
+    // call (at::init_num_threads): done now, before an item, not inside one
+    // where it would undo the single-threaded GEMM below (a fresh Python
+    // thread's first call). Both copies of the once-per-thread flag: ours
+    // (inlined from ATen/Parallel.h) and libtorch's (get_num_threads).
+    at::internal::lazy_init_num_threads();
     const int64_t threads = at::get_num_threads();
-    if (threads <= 1 || at::in_parallel_region()) {
+    const bool inline_items = threads <= 1 || at::in_parallel_region();
+    if (inline_items || (workers <= 1 && MKL_Set_Num_Threads_Local != nullptr)) {
+      const int previous_mkl = inline_items ? 0 : MKL_Set_Num_Threads_Local(1);
+      const int previous_omp = omp_get_max_threads();
+      if (!inline_items) {
+        omp_set_num_threads(1);
+      }
+      const auto restore = c10::make_scope_exit([&] {
+        if (!inline_items) {
+          MKL_Set_Num_Threads_Local(previous_mkl);
+          omp_set_num_threads(previous_omp);
+        }
+      });
       for (int64_t i = 0; i < items; ++i) {
         fn(i, 0);
       }

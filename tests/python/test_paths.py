@@ -287,3 +287,132 @@ def test_the_cuda_backends_plan_in_bfloat16(case):
     ref = forward_backward(F.conv2d, x.double(), w.double(), b.double(), kw)
     for name, a, e in zip(("output", "grad_input", "grad_weight", "grad_bias"), ours, ref):
         assert_rel_close(a, e, 3e-2, name)
+
+
+# --- the CPU GEMM engines (csrc/cpu/cpu_gemm.h) --------------------------------
+
+@contextlib.contextmanager
+def gemm_engine(engine):
+    saved = myconv.get_cpu_gemm_engine()
+    try:
+        myconv.set_cpu_gemm_engine(engine)
+        yield
+    finally:
+        myconv.set_cpu_gemm_engine(saved)
+
+
+ENGINES = ["auto", "onednn", "blas", "aten"]
+
+
+def resnet_layer(channels_last, dtype=torch.float32, seed=0):
+    # big enough that "auto" gives its GEMMs to oneDNN (float32, >= 4M multiply-adds)
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(3, 64, 28, 28, generator=g, dtype=dtype)
+    w = torch.randn(96, 64, 3, 3, generator=g, dtype=dtype)
+    b = torch.randn(96, generator=g, dtype=dtype)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x, w, b, dict(padding=1)
+
+
+def test_auto_gives_large_float32_gemms_to_onednn_and_the_rest_to_the_blas():
+    engine_for = torch.ops.myconv._cpu_gemm_engine_for
+    big = engine_for(torch.float32, 96, 784, 576)
+    assert big in ("onednn", "blas", "aten")  # oneDNN where this torch has it
+    if torch.backends.mkldnn.is_available():
+        assert big == "onednn"
+    assert engine_for(torch.float32, 16, 900, 72) in ("blas", "aten")
+    assert engine_for(torch.float64, 96, 784, 576) in ("blas", "aten")
+    assert engine_for(torch.bfloat16, 96, 784, 576) == "aten"
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
+def test_every_gemm_engine_matches_f_conv2d(engine, channels_last):
+    x, w, b, kw = resnet_layer(channels_last)
+    with gemm_engine(engine):
+        ours = forward_backward(myconv.conv2d, x, w, b, kw)
+        small = make(CASES[0], torch.float32, channels_last)
+        small_ours = forward_backward(myconv.conv2d, *small[:3], small[3])
+    ref = forward_backward(F.conv2d, x.double(), w.double(), b.double(), kw)
+    for name, a, e in zip(("output", "grad_input", "grad_weight", "grad_bias"), ours, ref):
+        assert_rel_close(a, e, 2e-5, name)
+    small_ref = forward_backward(F.conv2d, *(t.double() for t in small[:3]), small[3])
+    for name, a, e in zip(("output", "grad_input", "grad_weight", "grad_bias"), small_ours, small_ref):
+        assert_rel_close(a, e, 2e-5, name)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
+def test_every_gemm_engine_is_bitwise_identical_for_1_2_3_threads(engine, channels_last):
+    x, w, b, kw = resnet_layer(channels_last, seed=1)
+    results = []
+    with gemm_engine(engine):
+        for threads in (1, 2, 3):
+            with settings(threads=threads):
+                results.append(forward_backward(myconv.conv2d, x, w, b, kw))
+    for other in results[1:]:
+        for a, e in zip(other, results[0]):
+            assert torch.equal(a, e)
+
+
+def test_gemm_engine_setting_round_trips_and_rejects_unknown_names():
+    assert myconv.get_cpu_gemm_engine() == "auto"
+    with gemm_engine("blas"):
+        assert myconv.get_cpu_gemm_engine() == "blas"
+    assert myconv.get_cpu_gemm_engine() == "auto"
+    with pytest.raises(RuntimeError, match="expected a CPU GEMM engine 'auto', 'onednn', 'blas' or 'aten', but got 'mkl'"):
+        myconv.set_cpu_gemm_engine("mkl")
+    assert myconv.get_cpu_gemm_engine() == "auto"
+
+
+# --- autotuning (csrc/autotune.h) ----------------------------------------------
+
+@contextlib.contextmanager
+def autotuning():
+    torch.ops.myconv._clear_autotune_cache()
+    myconv.set_autotune(True)
+    try:
+        yield
+    finally:
+        myconv.set_autotune(False)
+        torch.ops.myconv._clear_autotune_cache()
+
+
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
+def test_autotuned_plans_match_f_conv2d_and_are_cached_per_pass(channels_last):
+    assert not myconv.get_autotune()  # off by default
+    x, w, b, kw = resnet_layer(channels_last, torch.float64)
+    with autotuning():
+        first = forward_backward(myconv.conv2d, x, w, b, kw)
+        # forward, grad_input, grad_weight: one tuned plan each
+        assert torch.ops.myconv._autotune_cache_size() == 3
+        again = forward_backward(myconv.conv2d, x, w, b, kw)
+        assert torch.ops.myconv._autotune_cache_size() == 3
+        # another problem: its own plans
+        forward_backward(myconv.conv2d, x[:2], w, b, kw)
+        assert torch.ops.myconv._autotune_cache_size() == 6
+    ref = forward_backward(F.conv2d, x, w, b, kw)
+    for name, a, e, r in zip(("output", "grad_input", "grad_weight", "grad_bias"), first, again, ref):
+        assert torch.equal(a, e), name  # the cached plan is the one the first call ran
+        assert_rel_close(a, r, 1e-11, name)
+
+
+def test_autotuning_leaves_a_set_tile_size_and_the_direct_kernels_alone():
+    x, w, b, kw = resnet_layer(False, torch.float64)
+    with autotuning(), settings(tile_bytes=4096):
+        forward_backward(myconv.conv2d, x, w, b, kw)
+        assert torch.ops.myconv._autotune_cache_size() == 0
+    xd, wd, bd = torch.randn(2, 8, 9, 9, dtype=torch.float64), torch.randn(8, 1, 3, 3, dtype=torch.float64), None
+    with autotuning():
+        forward_backward(myconv.conv2d, xd, wd, torch.zeros(8, dtype=torch.float64), dict(groups=8))
+        assert torch.ops.myconv._autotune_cache_size() == 0  # depthwise: direct kernels, no tiles
+
+
+def test_a_tuned_plan_is_bitwise_deterministic():
+    x, w, b, kw = resnet_layer(False, seed=2)
+    with autotuning():
+        results = [forward_backward(myconv.conv2d, x, w, b, kw) for _ in range(3)]
+    for other in results[1:]:
+        for a, e in zip(other, results[0]):
+            assert torch.equal(a, e)

@@ -55,6 +55,26 @@ def test_eight_python_threads_get_the_single_threaded_results():
             assert torch.equal(a, b)
 
 
+@pytest.mark.parametrize("shape", [(1, 3, 6, 6), (5, 8, 17, 15), (2, 64, 30, 30)],
+                         ids=["tiny, on the caller's thread", "small", "several tiles in parallel"])
+def test_a_fresh_threads_first_call_gets_the_main_threads_results(shape):
+    # torch.set_num_threads makes ATen set each new thread's OpenMP and MKL
+    # thread counts on its first parallel call; that must not happen inside a
+    # work item, where the GEMM is held to one thread.
+    torch.set_num_threads(torch.get_num_threads())
+    g = torch.Generator().manual_seed(11)
+    x = torch.randn(*shape, generator=g)
+    w = torch.randn(shape[1] * 2, shape[1], 3, 3, generator=g)
+    b = torch.randn(shape[1] * 2, generator=g)
+    expected = myconv.conv2d(x, w, b, padding=1)
+    for _ in range(3):  # a new thread each time: its first and second call
+        got = []
+        t = threading.Thread(target=lambda: got.extend(myconv.conv2d(x, w, b, padding=1) for _ in range(2)))
+        t.start()
+        t.join()
+        assert len(got) == 2 and all(torch.equal(y, expected) for y in got)
+
+
 @pytest.mark.parametrize("dtype, tol", [(torch.float64, 1e-13), (torch.float32, 1e-5)])
 def test_results_across_thread_counts_agree_within_tolerance(dtype, tol):
     # Bitwise identical at a fixed thread count (tests above); across thread

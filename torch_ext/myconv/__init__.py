@@ -14,9 +14,13 @@ and their ONNX export (myconv.onnx_export).
 from ._library import (
     cmake_prefix_path,
     cuda_built,
+    get_autotune,
+    get_cpu_gemm_engine,
     get_tile_bytes,
     get_workspace_limit,
     library_path,
+    set_autotune,
+    set_cpu_gemm_engine,
     set_tile_bytes,
     set_workspace_limit,
 )
@@ -50,10 +54,14 @@ __all__ = [
     "conv_transpose3d",
     "convert",
     "cuda_built",
+    "get_autotune",
+    "get_cpu_gemm_engine",
     "get_tile_bytes",
     "get_workspace_limit",
     "im2col",
     "library_path",
+    "set_autotune",
+    "set_cpu_gemm_engine",
     "set_tile_bytes",
     "set_workspace_limit",
 ]

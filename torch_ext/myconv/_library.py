@@ -48,8 +48,41 @@ def set_workspace_limit(nbytes: int) -> None:
     torch.ops.myconv._set_workspace_limit(int(nbytes))
 
 
+def get_cpu_gemm_engine() -> str:
+    """The CPU backend's GEMM engine: ``"auto"`` (default) or the forced one."""
+    return torch.ops.myconv._get_cpu_gemm_engine()
+
+
+def set_cpu_gemm_engine(engine: str) -> None:
+    """Forces the engine of the CPU backend's GEMMs: ``"onednn"`` (oneDNN's
+    matmul, float32), ``"blas"`` (the BLAS's sgemm / dgemm: MKL in torch's x86
+    builds), ``"aten"`` (``torch.mm``'s own path), or ``"auto"`` (default:
+    oneDNN for float32 GEMMs with enough work, the BLAS for the rest). An engine
+    that cannot take a GEMM (dtype, strides, missing from this torch) hands it
+    to the next. Each engine is deterministic and independent of the thread
+    count; engines may differ from each other in the last bits."""
+    torch.ops.myconv._set_cpu_gemm_engine(engine)
+
+
+def get_autotune() -> bool:
+    """Whether the CPU work plan is autotuned (off by default)."""
+    return torch.ops.myconv._get_autotune()
+
+
+def set_autotune(on: bool) -> None:
+    """Autotuning of the CPU work plan. With it on, the first call of a new
+    problem (per pass, sizes, window, dtype, layout and thread count) times the
+    candidate tile sizes (half, once, twice and four times the L2 cache of a
+    core) on the real pass and keeps the fastest for later calls of that
+    problem; the first call costs about eight passes. A tuned plan is
+    deterministic like the default one, but may differ from it (and from the
+    plan tuned for another thread count) in the last bits. A tile size set with
+    :func:`set_tile_bytes` is never tuned."""
+    torch.ops.myconv._set_autotune(bool(on))
+
+
 def get_tile_bytes() -> int:
-    """Target size, in bytes, of one CPU column tile (0: half the L2 cache of a core)."""
+    """Target size, in bytes, of one CPU column tile (0: the L2 cache of a core)."""
     return torch.ops.myconv._get_tile_bytes()
 
 

@@ -15,6 +15,7 @@
 #include <array>
 #include <cstdint>
 #include <optional>
+#include <string>
 #include <tuple>
 
 namespace myconv {
@@ -191,11 +192,29 @@ int64_t workspace_limit_bytes();
 void set_workspace_limit_bytes(int64_t bytes);
 
 // Target size, in bytes, of one CPU column tile: the columns im2col writes and
-// the GEMM reads while they are still in cache. 0 (default): half the L2 cache
+// the GEMM reads while they are still in cache. 0 (default): the L2 cache
 // of a core. A tuning and testing knob; results do not depend on the thread
 // count whatever its value.
 int64_t tile_bytes();
 void set_tile_bytes(int64_t bytes);
+
+// The engine of the CPU backend's GEMMs: "auto" (default: oneDNN's matmul
+// for float32 GEMMs with enough work, the BLAS's sgemm / dgemm for the rest,
+// ATen where neither takes the operands or torch was built without them), or
+// "onednn", "blas", "aten" for every GEMM it can take (benchmarks, tests).
+// Each engine is deterministic and independent of the thread count; engines
+// may differ from each other in the last bits.
+std::string cpu_gemm_engine();
+void set_cpu_gemm_engine(const std::string& engine);
+
+// Autotuning of the CPU work plan, off by default: with it on, the first call
+// of a new problem (per pass, sizes, window, dtype, layout and thread count)
+// times the candidate tile sizes on the real pass and keeps the fastest for
+// later calls. A tuned plan is deterministic like the default one, but may
+// differ from it, and from the plan tuned for another thread count, in the
+// last bits. A tile size set with set_tile_bytes is never tuned.
+bool autotune();
+void set_autotune(bool on);
 
 // For tests: run the CPU backend with the CUDA backend's work plan (chunks
 // of whole images, one item per pass, all groups in one batched GEMM, NCHW

@@ -1,0 +1,39 @@
+// Opt-in autotuning of the work plan (myconv::set_autotune, off by default):
+// the first call of a new problem times each candidate tile size of the
+// backend's cache tiling on the real pass and keeps the fastest, cached per
+// (pass, problem sizes and window, dtype, layout, threads). Later calls of
+// that problem take the cached plan. A plan's results are deterministic and
+// independent of the thread count, like the default plan's; a tuned plan may
+// differ from the default one in the last bits (other tiles, other GEMM
+// shapes). Backends without cache tiling (Tuning::tile_bytes == 0: CUDA) are
+// never tuned.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+#include <functional>
+#include <vector>
+
+#include "backend.h"
+#include "conv_plan.h"
+
+namespace myconv::detail {
+
+enum class Pass { kForward, kGradInput, kGradWeight };
+
+// t, or, with autotuning on, t with the problem's tuned tile size: looked up,
+// or found now by calling run(candidate) twice for every candidate (the
+// second call timed). The caller then runs its pass with the returned tuning
+// (run's results are scratch).
+Tuning autotuned(const Tuning& t, Pass pass, const ConvProblem& p, at::ScalarType dtype,
+                 const std::function<void(const Tuning&)>& run);
+
+// The tile sizes autotuning tries for a backend's default tile size.
+std::vector<int64_t> autotune_candidates(int64_t default_tile_bytes);
+
+// For tests: the number of tuned problems, and forgetting them.
+int64_t autotune_cache_size();
+void clear_autotune_cache();
+
+} // namespace myconv::detail
