@@ -67,3 +67,15 @@ def test_cli_runs_a_layer_with_options(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "seed 3x3" in out and "1 threads" in out
     assert (tmp_path / "benchmark.json").exists()
+
+
+def test_cli_runs_several_batch_sizes(tmp_path, capsys):
+    benchmark.main(["--layers", "seed", "--batch", "1,2", "--pass", "forward", "--min-run-time", "0.001",
+                    "--no-progress", "--out", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert "## batch 1" in out and "## batch 2" in out
+    for b in (1, 2):
+        rows = json.loads((tmp_path / f"batch-{b}" / "benchmark.json").read_text())["rows"]
+        assert [r["layer"]["n"] for r in rows] == [b]
+    with pytest.raises(SystemExit, match="--batch expects integers"):
+        benchmark.main(["--batch", "8,x"])

@@ -45,6 +45,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 import torch
 import torch.nn.functional as F
 
+from . import _library
 from . import functional as myconv_functional
 
 _Size = Union[int, Tuple[int, ...]]
@@ -389,6 +390,7 @@ def machine_info(device: str) -> dict:
         "platform": platform.platform(),
         "machine": platform.machine(),
         "threads": torch.get_num_threads(),
+        "cpu_gemm_engine": _library.get_cpu_gemm_engine(),
         "cpu_count": os.cpu_count(),
     }
     try:
@@ -432,9 +434,13 @@ def plot(rows: List[dict], path: str, title: str) -> None:
             xs = [j + (i - (len(COMPARATORS) - 1) / 2) * width for j in range(len(labels))]
             ax.bar(xs, vals, width, label=f"{other} time / myconv time")
         ax.axhline(1.0, color="black", linewidth=0.8)
+        # a log axis: ratios of 0.5 and 2 are as far from 1, and one large
+        # ratio (depthwise against ATen) does not flatten the others
+        ax.set_yscale("log")
+        ax.set_ylim(min(0.1, ax.get_ylim()[0]), max(10.0, ax.get_ylim()[1]))
         ax.set_xticks(range(len(labels)))
         ax.set_xticklabels(labels, rotation=20)
-        ax.set_ylabel("speed ratio (> 1: myconv faster)")
+        ax.set_ylabel("speed ratio, log scale (> 1: myconv faster)")
         ax.set_title(f"{title} — {pass_name}")
         ax.legend(fontsize=8)
     fig.tight_layout()
@@ -472,7 +478,8 @@ def run(layers: Optional[List[Layer]] = None, device: str = "cpu", dtype=torch.f
     info.update(device=device, dtype=str(dtype).replace("torch.", ""), channels_last=channels_last,
                 min_run_time=min_run_time)
     header = (f"torch {info['torch']}, {device}"
-              + (f" ({info.get('gpu')})" if device == "cuda" else f" ({info.get('cpu', '?')}), {info['threads']} threads")
+              + (f" ({info.get('gpu')})" if device == "cuda"
+                 else f" ({info.get('cpu', '?')}), {info['threads']} threads, CPU GEMM engine {info['cpu_gemm_engine']}")
               + f", {info['dtype']}{', channels_last' if channels_last else ''}; "
               "median ms; ratios = other time / myconv time (> 1: myconv faster)")
     table = format_markdown(rows, device)
@@ -486,6 +493,19 @@ def run(layers: Optional[List[Layer]] = None, device: str = "cpu", dtype=torch.f
         plot(rows, os.path.join(out_dir, "benchmark.png"),
              f"myconv vs others, {device}, {info['dtype']}{', channels_last' if channels_last else ''}")
     return rows
+
+
+def parse_batches(spec: Optional[str]) -> List[Optional[int]]:
+    """--batch: one size or a comma-separated list (None: each layer's own)."""
+    if not spec:
+        return [None]
+    try:
+        batches = [int(b) for b in spec.split(",")]
+    except ValueError:
+        raise SystemExit(f"--batch expects integers, like 8 or 1,8,32; got {spec!r}")
+    if any(b < 0 for b in batches):
+        raise SystemExit("--batch sizes must be >= 0")
+    return batches
 
 
 def parse_layers(spec: Optional[str], batch: Optional[int], suite: str = "resnet") -> List[Layer]:
@@ -511,8 +531,11 @@ def main(argv=None):
     parser.add_argument("--layers", help="comma-separated layer keys (default: the whole suite)")
     parser.add_argument("--list", action="store_true", help="list the layers and exit")
     parser.add_argument("--quick", action="store_true", help="only the seed layer")
-    parser.add_argument("--batch", type=int, help="batch size of every layer")
+    parser.add_argument("--batch", help="batch size of every layer, or a comma-separated list (1,8,32): one "
+                                        "run each, written to --out/batch-N/ when there are several")
     parser.add_argument("--threads", type=int, help="torch.set_num_threads (CPU)")
+    parser.add_argument("--cpu-gemm-engine", default="auto", choices=["auto", "onednn", "blas", "aten"],
+                        help="myconv's CPU GEMM engine (myconv.set_cpu_gemm_engine; default auto)")
     parser.add_argument("--channels-last", action="store_true", help="channels_last inputs")
     parser.add_argument("--pass", dest="passes", default="forward,fwd+bwd",
                         help="forward, fwd+bwd or both (default)")
@@ -529,14 +552,22 @@ def main(argv=None):
         return
     if args.threads:
         torch.set_num_threads(args.threads)
+    _library.set_cpu_gemm_engine(args.cpu_gemm_engine)
     if args.device == "cuda":
         # PyTorch's current precision API (the legacy flags' getters raise once it is used)
         precision = "tf32" if args.tf32 else "ieee"
         torch.backends.cuda.matmul.fp32_precision = precision
         torch.backends.cudnn.conv.fp32_precision = precision
-    layers = [SEED_LAYER] if args.quick else parse_layers(args.layers, args.batch, args.suite)
-    run(layers, args.device, getattr(torch, args.dtype), args.min_run_time, args.channels_last,
-        tuple(args.passes.split(",")), args.out, progress=not args.no_progress)
+    batches = parse_batches(args.batch)
+    for batch in batches:
+        layers = [SEED_LAYER] if args.quick else parse_layers(args.layers, batch, args.suite)
+        out = args.out
+        if out and len(batches) > 1:
+            out = os.path.join(out, f"batch-{batch}")
+        if len(batches) > 1:
+            print(f"\n## batch {batch}\n")
+        run(layers, args.device, getattr(torch, args.dtype), args.min_run_time, args.channels_last,
+            tuple(args.passes.split(",")), out, progress=not args.no_progress)
 
 
 if __name__ == "__main__":
