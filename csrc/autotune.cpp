@@ -45,8 +45,8 @@ Cache& cache() {
   return c;
 }
 
-// Everything the plan of a pass depends on, and the thread count (timings
-// depend on it).
+// Everything the plan of a pass depends on, and what the timings depend on
+// (the thread count, the CPU GEMM engine setting).
 std::string key_of(Pass pass, const ConvProblem& p, at::ScalarType dtype, int64_t default_tile_bytes) {
   const ConvGeometry& g = p.geom;
   std::string key;
@@ -59,6 +59,7 @@ std::string key_of(Pass pass, const ConvProblem& p, at::ScalarType dtype, int64_
     key += std::to_string(v);
     key += ',';
   }
+  key += cpu_gemm_engine();  // a forced CPU GEMM engine times differently
   return key;
 }
 
@@ -103,8 +104,10 @@ Tuning autotuned(const Tuning& t, Pass pass, const ConvProblem& p, at::ScalarTyp
     }
   }
   {
+    // another thread may have tuned the same problem meanwhile, and timed
+    // another winner: every call takes the one plan the cache keeps
     const std::lock_guard<std::mutex> lock(cache().mutex);
-    cache().tile_bytes.emplace(key, best);
+    best = cache().tile_bytes.emplace(key, best).first->second;
   }
   Tuning tuned = t;
   tuned.tile_bytes = best;

@@ -1,12 +1,13 @@
 // Opt-in autotuning of the work plan (myconv::set_autotune, off by default):
 // the first call of a new problem times each candidate tile size of the
 // backend's cache tiling on the real pass and keeps the fastest, cached per
-// (pass, problem sizes and window, dtype, layout, threads). Later calls of
-// that problem take the cached plan. A plan's results are deterministic and
-// independent of the thread count, like the default plan's; a tuned plan may
-// differ from the default one in the last bits (other tiles, other GEMM
-// shapes). Backends without cache tiling (Tuning::tile_bytes == 0: CUDA) are
-// never tuned.
+// (pass, problem sizes and window, dtype, layout, threads, CPU GEMM engine
+// setting). Later calls of that problem, from any thread, take the cached
+// plan. A plan's results are deterministic, like the default plan's; but the
+// plan is chosen by a clock, so a tuned plan may differ from the default one,
+// and from the plan another process or another thread count picked, in the
+// last bits (other tiles, other GEMM shapes). Backends without cache tiling
+// (Tuning::tile_bytes == 0: CUDA) are never tuned.
 #pragma once
 
 #include <ATen/core/Tensor.h>

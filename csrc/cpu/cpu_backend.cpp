@@ -3,10 +3,9 @@
 // work items spread over ATen's threads, and the CPU registration of the
 // composed ops.
 //
-// Inside a work item the GEMM runs on the item's thread: the GEMM library
-// sees a call from inside a parallel region (or is held to one thread, see
-// run_items) and stays single-threaded. The column kernels may spread a lone
-// item over the threads; their results never depend on it.
+// Inside a work item everything runs on the item's thread: the GEMM library
+// and ATen's loops see a call from inside a parallel region, or are held to
+// one thread (see run_items), and stay single-threaded.
 #include <ATen/Parallel.h>
 #include <ATen/ThreadLocalState.h>
 #include <c10/util/ScopeExit.h>

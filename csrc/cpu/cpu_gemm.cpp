@@ -1,8 +1,11 @@
 // The CPU backend's GEMM engines and the choice between them (cpu_gemm.h).
 #include "cpu_gemm.h"
 
+#include <ATen/Context.h>
 #include <ATen/ops/addmm.h>
+#include <ATen/ops/empty.h>
 #include <ATen/ops/mm.h>
+#include <ATen/ops/ones.h>
 #include <c10/util/Exception.h>
 
 #include <atomic>
@@ -47,11 +50,40 @@ std::atomic<int>& forced_engine() {
   return engine;
 }
 
-// Cleared when this torch's oneDNN matmul turns float32 down (older builds
-// take only bfloat16 / float16): then BLAS for good.
-std::atomic<bool>& onednn_float_ok() {
-  static std::atomic<bool> ok{true};
+// Whether this torch's oneDNN matmul takes float32 on this CPU (older
+// builds take only bfloat16 / float16, and ATen's oneDNN float32 path wants
+// certain CPU features): found out once, by one small product, so that a
+// failure later on is an error, never a silent switch of engine mid-process.
+bool onednn_takes_float() {
+  static const bool ok = [] {
+    if (at::native::mkldnn_matmul == nullptr) {
+      return false;
+    }
+    try {
+      const at::Tensor a = at::ones({kOneDnnMinSide, kOneDnnMinSide}, at::kFloat);
+      const at::Tensor c = at::empty({kOneDnnMinSide, kOneDnnMinSide}, at::kFloat);
+      at::native::mkldnn_matmul(a, a, c, 0.f, 1.f);
+      return c.eq(static_cast<float>(kOneDnnMinSide)).all().item<bool>();
+    } catch (const std::exception&) {
+      return false;
+    }
+  }();
   return ok;
+}
+
+// Whether oneDNN would compute a float32 product in float32 now: torch lets
+// oneDNN's float32 matmuls run in bfloat16 or TF32
+// (torch.backends.mkldnn.matmul.fp32_precision, set also by
+// torch.set_float32_matmul_precision), and lets users switch oneDNN off
+// (torch.backends.mkldnn.enabled). A convolution keeps full float32 either
+// way: the BLAS then.
+bool onednn_float_now() {
+  const at::Context& ctx = at::globalContext();
+  if (!ctx.userEnabledMkldnn()) {
+    return false;
+  }
+  const at::Float32Precision precision = ctx.float32Precision(at::Float32Backend::MKLDNN, at::Float32Op::MATMUL);
+  return precision == at::Float32Precision::IEEE || precision == at::Float32Precision::NONE;
 }
 
 // A 2-D view oneDNN reads without a copy: row-major, or the transpose of a
@@ -97,13 +129,12 @@ bool blas_bmm(Gemm gemm, const at::Tensor& a, const at::Tensor& b, const at::Ten
 
 // oneDNN's matmul, batch entry by batch entry. Returns how many entries it
 // computed (the first ones): all, or fewer where an operand would need a copy
-// or this torch's oneDNN takes no float32.
+// (then the BLAS takes the rest).
 int64_t onednn_bmm(const at::Tensor& a, const at::Tensor& b, const at::Tensor& c, bool accumulate) {
   const int64_t batch = c.size(0);
   // (an empty inner dimension leaves oneDNN's result unwritten: the BLAS
   // writes beta * c)
-  if (c.scalar_type() != at::kFloat || !onednn_float_ok().load(std::memory_order_relaxed) || c.stride(2) != 1 ||
-      a.size(2) == 0) {
+  if (c.scalar_type() != at::kFloat || c.stride(2) != 1 || a.size(2) == 0) {
     return 0;
   }
   for (int64_t i = 0; i < batch; ++i) {
@@ -111,13 +142,7 @@ int64_t onednn_bmm(const at::Tensor& a, const at::Tensor& b, const at::Tensor& c
     if (!onednn_reads(ai) || !onednn_reads(bi)) {
       return i;
     }
-    try {
-      at::native::mkldnn_matmul(ai, bi, ci, accumulate ? 1.f : 0.f, 1.f);
-    } catch (const c10::Error&) {
-      // this torch's oneDNN matmul takes no float32 (it checks before writing)
-      onednn_float_ok().store(false, std::memory_order_relaxed);
-      return i;
-    }
+    at::native::mkldnn_matmul(ai, bi, ci, accumulate ? 1.f : 0.f, 1.f);
   }
   return batch;
 }
@@ -138,7 +163,7 @@ void aten_bmm(const at::Tensor& a, const at::Tensor& b, const at::Tensor& c, boo
 bool cpu_has_gemm_engine(CpuGemmEngine engine) {
   switch (engine) {
     case CpuGemmEngine::kOneDnn:
-      return at::native::mkldnn_matmul != nullptr && onednn_float_ok().load(std::memory_order_relaxed);
+      return onednn_takes_float() && onednn_float_now();
     case CpuGemmEngine::kBlas:
       return sgemm_ != nullptr && dgemm_ != nullptr;
     case CpuGemmEngine::kAten:
@@ -148,18 +173,20 @@ bool cpu_has_gemm_engine(CpuGemmEngine engine) {
 }
 
 CpuGemmEngine choose_cpu_gemm_engine(at::ScalarType dtype, int64_t m, int64_t n, int64_t k) {
+  const bool onednn = dtype == at::kFloat && cpu_has_gemm_engine(CpuGemmEngine::kOneDnn);
+  const bool blas = (dtype == at::kFloat || dtype == at::kDouble) && cpu_has_gemm_engine(CpuGemmEngine::kBlas);
   const int forced = forced_engine().load(std::memory_order_relaxed);
-  if (forced >= 0) {
-    return static_cast<CpuGemmEngine>(forced);
+  if (forced >= 0) {  // that engine where it takes the dtype, else the next one down
+    const auto engine = static_cast<CpuGemmEngine>(forced);
+    if (engine == CpuGemmEngine::kOneDnn && onednn) {
+      return engine;
+    }
+    return engine != CpuGemmEngine::kAten && blas ? CpuGemmEngine::kBlas : CpuGemmEngine::kAten;
   }
-  if (dtype == at::kFloat && m * n * k >= kOneDnnMinMacs && std::min(m, k) >= kOneDnnMinSide &&
-      cpu_has_gemm_engine(CpuGemmEngine::kOneDnn)) {
+  if (onednn && m * n * k >= kOneDnnMinMacs && std::min(m, k) >= kOneDnnMinSide) {
     return CpuGemmEngine::kOneDnn;
   }
-  if ((dtype == at::kFloat || dtype == at::kDouble) && cpu_has_gemm_engine(CpuGemmEngine::kBlas)) {
-    return CpuGemmEngine::kBlas;
-  }
-  return CpuGemmEngine::kAten;
+  return blas ? CpuGemmEngine::kBlas : CpuGemmEngine::kAten;
 }
 
 const char* cpu_gemm_engine_name(CpuGemmEngine engine) {

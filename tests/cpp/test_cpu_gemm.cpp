@@ -3,6 +3,8 @@
 // and empty dimensions, accumulate or overwrite) against ATen in float64, the
 // hand-over to the next engine where one cannot take the operands, and the
 // choice per shape and dtype.
+#include <ATen/Context.h>
+
 #include "helpers.h"
 
 #include "cpu/cpu_gemm.h"
@@ -117,10 +119,27 @@ TEST(CpuGemm, TheChoiceFollowsDtypeAndWork) {
   myconv::set_cpu_gemm_engine("aten");
   EXPECT_EQ(myconv::cpu_gemm_engine(), "aten");
   EXPECT_EQ(choose_cpu_gemm_engine(at::kFloat, 128, 227, 1152), CpuGemmEngine::kAten);
+  myconv::set_cpu_gemm_engine("onednn");  // float32 only: float64 goes down to the BLAS
+  EXPECT_EQ(choose_cpu_gemm_engine(at::kFloat, 1, 16, 1), onednn ? CpuGemmEngine::kOneDnn : small);
+  EXPECT_EQ(choose_cpu_gemm_engine(at::kDouble, 128, 227, 1152), small);
+  EXPECT_EQ(choose_cpu_gemm_engine(at::kBFloat16, 128, 227, 1152), CpuGemmEngine::kAten);
   myconv::set_cpu_gemm_engine("auto");
   EXPECT_EQ(myconv::cpu_gemm_engine(), "auto");
   myconv_test::expect_error([] { myconv::set_cpu_gemm_engine("mkl"); },
                             "expected a CPU GEMM engine 'auto', 'onednn', 'blas' or 'aten', but got 'mkl'");
+}
+
+TEST(CpuGemm, OneDnnOnlyWhileTorchHasItComputeFloat32InFloat32) {
+  if (!cpu_has_gemm_engine(CpuGemmEngine::kOneDnn)) {
+    GTEST_SKIP() << "no oneDNN float32 matmul in this torch, on this CPU";
+  }
+  at::Context& ctx = at::globalContext();
+  const at::Float32Precision saved = ctx.float32Precision(at::Float32Backend::MKLDNN, at::Float32Op::MATMUL);
+  ctx.setFloat32Precision(at::Float32Backend::MKLDNN, at::Float32Op::MATMUL, at::Float32Precision::BF16);
+  const CpuGemmEngine rounded = choose_cpu_gemm_engine(at::kFloat, 128, 227, 1152);
+  ctx.setFloat32Precision(at::Float32Backend::MKLDNN, at::Float32Op::MATMUL, saved);
+  EXPECT_EQ(rounded, CpuGemmEngine::kBlas);
+  EXPECT_EQ(choose_cpu_gemm_engine(at::kFloat, 128, 227, 1152), CpuGemmEngine::kOneDnn);
 }
 
 } // namespace

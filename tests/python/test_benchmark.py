@@ -43,12 +43,13 @@ def test_benchmark_writes_table_samples_and_plot(tmp_path, channels_last):
 def test_cli_lists_the_suite_and_rejects_unknown_layers(capsys):
     benchmark.main(["--list"])
     out = capsys.readouterr().out
-    assert all(layer.key in out for layer in benchmark.SUITE + benchmark.DECODER + benchmark.AUDIO + benchmark.VIDEO)
+    assert all(layer.key in out for layer in benchmark.SUITES["all"])
+    assert "small:" in out and "tiny" in out
     with pytest.raises(SystemExit, match="unknown layer"):
         benchmark.main(["--layers", "nope", "--no-progress"])
 
 
-@pytest.mark.parametrize("layer", benchmark.DECODER + benchmark.AUDIO + benchmark.VIDEO + TINY, ids=lambda l: l.key)
+@pytest.mark.parametrize("layer", benchmark.SUITES["all"] + TINY, ids=lambda l: l.key)
 def test_layer_sizes_match_torch_functional(layer):
     x = torch.zeros((1,) + layer.input_shape()[1:], device="meta")
     w = torch.zeros(layer.weight_shape(), device="meta")
@@ -67,6 +68,24 @@ def test_cli_runs_a_layer_with_options(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "seed 3x3" in out and "1 threads" in out
     assert (tmp_path / "benchmark.json").exists()
+
+
+def test_cli_sets_the_engine_for_its_run_only(tmp_path, capsys):
+    import myconv
+    myconv.set_cpu_gemm_engine("aten")
+    try:
+        benchmark.main(["--quick", "--batch", "1", "--cpu-gemm-engine", "blas", "--pass", "forward",
+                        "--min-run-time", "0.001", "--no-progress", "--out", str(tmp_path)])
+        assert myconv.get_cpu_gemm_engine() == "aten"
+        assert json.loads((tmp_path / "benchmark.json").read_text())["machine"]["cpu_gemm_engine"] == "blas"
+        benchmark.main(["--quick", "--batch", "2", "--pass", "forward", "--min-run-time", "0.001",
+                        "--no-progress", "--out", str(tmp_path)])
+        data = json.loads((tmp_path / "benchmark.json").read_text())
+        assert data["machine"]["cpu_gemm_engine"] == "aten"  # the caller's setting
+        assert [r["layer"]["n"] for r in data["rows"]] == [2]  # --quick takes --batch
+    finally:
+        myconv.set_cpu_gemm_engine("auto")
+    assert "seed 3x3" in capsys.readouterr().out
 
 
 def test_cli_runs_several_batch_sizes(tmp_path, capsys):

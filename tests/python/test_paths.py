@@ -1,6 +1,6 @@
 """Every path of the CPU composition against F.conv2d, and its determinism.
 
-The CPU backend chooses, per call (csrc/conv2d_impl.cpp):
+The CPU backend chooses, per call (csrc/convolution.cpp, csrc/conv_plan.cpp):
   * im2col + GEMM on cache-sized tiles (parts of an image, or runs of small images),
   * 1x1 / stride 1 / no padding: GEMMs straight on the input (no columns),
   * channels_last input: NHWC columns and output,
@@ -9,9 +9,11 @@ and cuts each pass into work items (tiles, channel blocks, partial-sum chunks)
 that run on the threads. These tests reach each path with odd sizes, several
 tiles per image (set_tile_bytes), tile edges, batch 0, non-contiguous and
 channels_last tensors, 1 / 2 / 3 threads, and check forward and all three
-gradients against F.conv2d in float64, and bitwise equality across thread counts.
+gradients against F.conv2d in float64, and bitwise equality across thread counts;
+also each CPU GEMM engine (csrc/cpu/cpu_gemm.h) and autotuned plans (csrc/autotune.h).
 """
 import contextlib
+import threading
 
 import pytest
 import torch
@@ -326,6 +328,66 @@ def test_auto_gives_large_float32_gemms_to_onednn_and_the_rest_to_the_blas():
     assert engine_for(torch.bfloat16, 96, 784, 576) == "aten"
 
 
+def test_a_forced_engine_that_cannot_take_the_dtype_hands_the_gemm_down():
+    engine_for = torch.ops.myconv._cpu_gemm_engine_for
+    with gemm_engine("onednn"):
+        assert engine_for(torch.float32, 16, 900, 72) in ("onednn", "blas", "aten")  # any size
+        assert engine_for(torch.float64, 96, 784, 576) in ("blas", "aten")
+        assert engine_for(torch.bfloat16, 96, 784, 576) == "aten"
+    with gemm_engine("blas"):
+        assert engine_for(torch.float32, 96, 784, 576) in ("blas", "aten")
+        assert engine_for(torch.bfloat16, 96, 784, 576) == "aten"
+    with gemm_engine("aten"):
+        assert engine_for(torch.float32, 96, 784, 576) == "aten"
+
+
+@contextlib.contextmanager
+def mkldnn_matmul_precision(precision):
+    saved = torch.backends.mkldnn.matmul.fp32_precision
+    try:
+        torch.backends.mkldnn.matmul.fp32_precision = precision
+        yield
+    finally:
+        torch.backends.mkldnn.matmul.fp32_precision = saved
+
+
+@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="torch built without oneDNN")
+@pytest.mark.filterwarnings("ignore:TF32 acceleration on top of oneDNN")
+@pytest.mark.parametrize("how", ["bf16 matmuls", "tf32 matmuls", "oneDNN off"])
+def test_convolutions_stay_float32_when_torch_lets_onednn_matmuls_round(how):
+    # torch.backends.mkldnn.matmul.fp32_precision = "bf16" lets oneDNN run
+    # float32 matmuls in bfloat16: a convolution keeps float32 (the BLAS), as
+    # it does where oneDNN is switched off.
+    engine_for = torch.ops.myconv._cpu_gemm_engine_for
+    assert engine_for(torch.float32, 96, 784, 576) == "onednn"
+    if how == "oneDNN off":
+        context = torch.backends.mkldnn.flags(enabled=False)
+    else:
+        context = mkldnn_matmul_precision(how.split()[0])
+    x, w, b, kw = resnet_layer(False)
+    with context:
+        assert engine_for(torch.float32, 96, 784, 576) == "blas"
+        ours = forward_backward(myconv.conv2d, x, w, b, kw)
+    assert engine_for(torch.float32, 96, 784, 576) == "onednn"
+    ref = forward_backward(F.conv2d, x.double(), w.double(), b.double(), kw)
+    for name, a, e in zip(("output", "grad_input", "grad_weight", "grad_bias"), ours, ref):
+        assert_rel_close(a, e, 2e-5, name)
+
+
+def test_set_float32_matmul_precision_medium_keeps_convolutions_float32():
+    saved = torch.get_float32_matmul_precision()
+    try:
+        torch.set_float32_matmul_precision("medium")
+        assert torch.ops.myconv._cpu_gemm_engine_for(torch.float32, 96, 784, 576) in ("blas", "aten")
+        x, w, b, kw = resnet_layer(False)
+        ours = forward_backward(myconv.conv2d, x, w, b, kw)
+    finally:
+        torch.set_float32_matmul_precision(saved)
+    ref = forward_backward(F.conv2d, x.double(), w.double(), b.double(), kw)
+    for name, a, e in zip(("output", "grad_input", "grad_weight", "grad_bias"), ours, ref):
+        assert_rel_close(a, e, 2e-5, name)
+
+
 @pytest.mark.parametrize("engine", ENGINES)
 @pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
 def test_every_gemm_engine_matches_f_conv2d(engine, channels_last):
@@ -407,6 +469,25 @@ def test_autotuning_leaves_a_set_tile_size_and_the_direct_kernels_alone():
     with autotuning():
         forward_backward(myconv.conv2d, xd, wd, torch.zeros(8, dtype=torch.float64), dict(groups=8))
         assert torch.ops.myconv._autotune_cache_size() == 0  # depthwise: direct kernels, no tiles
+
+
+def test_threads_tuning_one_problem_at_once_all_run_the_plan_the_cache_keeps():
+    # each call's result is the cached plan's, whichever thread's timing won
+    x, w, b, kw = resnet_layer(False, seed=3)
+    results = [None] * 4
+
+    def call(i):
+        results[i] = myconv.conv2d(x, w, b, **kw)
+
+    with autotuning():
+        threads = [threading.Thread(target=call, args=(i,)) for i in range(len(results))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert torch.ops.myconv._autotune_cache_size() == 1
+        again = myconv.conv2d(x, w, b, **kw)
+    assert all(torch.equal(r, again) for r in results)
 
 
 def test_a_tuned_plan_is_bitwise_deterministic():

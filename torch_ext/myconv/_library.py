@@ -59,8 +59,12 @@ def set_cpu_gemm_engine(engine: str) -> None:
     builds), ``"aten"`` (``torch.mm``'s own path), or ``"auto"`` (default:
     oneDNN for float32 GEMMs with enough work, the BLAS for the rest). An engine
     that cannot take a GEMM (dtype, strides, missing from this torch) hands it
-    to the next. Each engine is deterministic and independent of the thread
-    count; engines may differ from each other in the last bits."""
+    to the next. oneDNN runs only while torch lets it compute float32 in
+    float32 (``torch.backends.mkldnn.matmul.fp32_precision`` "ieee" or "none",
+    which ``torch.set_float32_matmul_precision("medium")`` changes) and
+    ``torch.backends.mkldnn.enabled``; otherwise the BLAS does: a convolution
+    stays in full float32. Each engine is deterministic and independent of the
+    thread count; engines may differ from each other in the last bits."""
     torch.ops.myconv._set_cpu_gemm_engine(engine)
 
 
@@ -74,9 +78,11 @@ def set_autotune(on: bool) -> None:
     problem (per pass, sizes, window, dtype, layout and thread count) times the
     candidate tile sizes (half, once, twice and four times the L2 cache of a
     core) on the real pass and keeps the fastest for later calls of that
-    problem; the first call costs about eight passes. A tuned plan is
-    deterministic like the default one, but may differ from it (and from the
-    plan tuned for another thread count) in the last bits. A tile size set with
+    problem, from any thread; the first call costs about eight passes. Each
+    plan's results are deterministic, but the plan is picked by a clock: a
+    tuned plan may differ from the default one, and from the plan another
+    process or another thread count picked, in the last bits. Leave it off
+    where runs must reproduce bit for bit. A tile size set with
     :func:`set_tile_bytes` is never tuned."""
     torch.ops.myconv._set_autotune(bool(on))
 

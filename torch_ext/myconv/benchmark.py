@@ -164,9 +164,20 @@ VIDEO = [
     Layer("unet3d", "3-D U-Net 3x3x3 (32->32, 32^3)", 2, 32, 32, 32, 3, padding=1, dims=3),
 ]
 
-SUITES = {"resnet": SUITE, "decoder": DECODER, "audio": AUDIO, "video": VIDEO,
-          "all": SUITE + DECODER + AUDIO + VIDEO}
-LAYERS = {layer.key: layer for layer in SUITE + DECODER + AUDIO + VIDEO}
+# Small calls, where the fixed cost of a call shows: a 1x1 convolution of a
+# 1x1x4x4 image (almost nothing but that cost), and the convolutions of the
+# training script's model (myconv.train: 8x8 digits, batch 64).
+SMALL = [
+    Layer("tiny", "tiny 1x1 (1->1, 4x4, batch 1)", 1, 1, 1, 4, 1),
+    Layer("digits-1", "digits 3x3 (1->32, 8, batch 64)", 64, 1, 32, 8, 3, padding=1),
+    Layer("digits-2", "digits 3x3/2 (32->64, 8, batch 64)", 64, 32, 64, 8, 3, stride=2, padding=1),
+    Layer("digits-res", "digits 3x3 (64->64, 4, batch 64)", 64, 64, 64, 4, 3, padding=1),
+    Layer("digits-3", "digits 3x3/2 (64->128, 4, batch 64)", 64, 64, 128, 4, 3, stride=2, padding=1),
+]
+
+SUITES = {"resnet": SUITE, "decoder": DECODER, "audio": AUDIO, "video": VIDEO, "small": SMALL,
+          "all": SUITE + DECODER + AUDIO + VIDEO + SMALL}
+LAYERS = {layer.key: layer for layer in SUITE + DECODER + AUDIO + VIDEO + SMALL}
 
 
 def unfold_matmul(x, w, b, stride=1, padding=0, dilation=1, groups=1):
@@ -527,15 +538,17 @@ def main(argv=None):
     parser.add_argument("--suite", default="resnet", choices=sorted(SUITES),
                         help="resnet: ResNet-18-style layers and the seed layer (default); decoder: the "
                              "transposed convolutions of a small decoder; audio: 1-D layers; video: 3-D "
-                             "layers; all: every suite")
+                             "layers; small: a tiny call and the training script's layers (the fixed cost of a call); "
+                             "all: every suite")
     parser.add_argument("--layers", help="comma-separated layer keys (default: the whole suite)")
     parser.add_argument("--list", action="store_true", help="list the layers and exit")
     parser.add_argument("--quick", action="store_true", help="only the seed layer")
     parser.add_argument("--batch", help="batch size of every layer, or a comma-separated list (1,8,32): one "
                                         "run each, written to --out/batch-N/ when there are several")
     parser.add_argument("--threads", type=int, help="torch.set_num_threads (CPU)")
-    parser.add_argument("--cpu-gemm-engine", default="auto", choices=["auto", "onednn", "blas", "aten"],
-                        help="myconv's CPU GEMM engine (myconv.set_cpu_gemm_engine; default auto)")
+    parser.add_argument("--cpu-gemm-engine", choices=["auto", "onednn", "blas", "aten"],
+                        help="myconv's CPU GEMM engine for this run (myconv.set_cpu_gemm_engine; default: "
+                             "the current setting, auto unless set)")
     parser.add_argument("--channels-last", action="store_true", help="channels_last inputs")
     parser.add_argument("--pass", dest="passes", default="forward,fwd+bwd",
                         help="forward, fwd+bwd or both (default)")
@@ -545,29 +558,34 @@ def main(argv=None):
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     if args.list:
-        for suite in ("resnet", "decoder", "audio", "video"):
+        for suite in (s for s in SUITES if s != "all"):
             print(f"{suite}:")
             for layer in SUITES[suite]:
                 print(f"  {layer.key:8s} {layer.name}")
         return
     if args.threads:
         torch.set_num_threads(args.threads)
-    _library.set_cpu_gemm_engine(args.cpu_gemm_engine)
     if args.device == "cuda":
         # PyTorch's current precision API (the legacy flags' getters raise once it is used)
         precision = "tf32" if args.tf32 else "ieee"
         torch.backends.cuda.matmul.fp32_precision = precision
         torch.backends.cudnn.conv.fp32_precision = precision
     batches = parse_batches(args.batch)
-    for batch in batches:
-        layers = [SEED_LAYER] if args.quick else parse_layers(args.layers, batch, args.suite)
-        out = args.out
-        if out and len(batches) > 1:
-            out = os.path.join(out, f"batch-{batch}")
-        if len(batches) > 1:
-            print(f"\n## batch {batch}\n")
-        run(layers, args.device, getattr(torch, args.dtype), args.min_run_time, args.channels_last,
-            tuple(args.passes.split(",")), out, progress=not args.no_progress)
+    engine = _library.get_cpu_gemm_engine()
+    try:
+        if args.cpu_gemm_engine:
+            _library.set_cpu_gemm_engine(args.cpu_gemm_engine)
+        for batch in batches:
+            layers = parse_layers(SEED_LAYER.key if args.quick else args.layers, batch, args.suite)
+            out = args.out
+            if out and len(batches) > 1:
+                out = os.path.join(out, f"batch-{batch}")
+            if len(batches) > 1:
+                print(f"\n## batch {batch}\n")
+            run(layers, args.device, getattr(torch, args.dtype), args.min_run_time, args.channels_last,
+                tuple(args.passes.split(",")), out, progress=not args.no_progress)
+    finally:
+        _library.set_cpu_gemm_engine(engine)  # the caller's setting (main may be called in-process)
 
 
 if __name__ == "__main__":

@@ -202,6 +202,9 @@ void set_tile_bytes(int64_t bytes);
 // for float32 GEMMs with enough work, the BLAS's sgemm / dgemm for the rest,
 // ATen where neither takes the operands or torch was built without them), or
 // "onednn", "blas", "aten" for every GEMM it can take (benchmarks, tests).
+// oneDNN is used only while it computes float32 in float32 (torch's
+// torch.backends.mkldnn.matmul.fp32_precision "ieee" or "none") and is
+// enabled (torch.backends.mkldnn.enabled); otherwise the BLAS runs its GEMMs.
 // Each engine is deterministic and independent of the thread count; engines
 // may differ from each other in the last bits.
 std::string cpu_gemm_engine();
@@ -210,9 +213,10 @@ void set_cpu_gemm_engine(const std::string& engine);
 // Autotuning of the CPU work plan, off by default: with it on, the first call
 // of a new problem (per pass, sizes, window, dtype, layout and thread count)
 // times the candidate tile sizes on the real pass and keeps the fastest for
-// later calls. A tuned plan is deterministic like the default one, but may
-// differ from it, and from the plan tuned for another thread count, in the
-// last bits. A tile size set with set_tile_bytes is never tuned.
+// later calls. Each plan's results are deterministic, but the plan is picked
+// by a clock: a tuned plan may differ from the default one, and from the plan
+// another process or thread count picked, in the last bits. A tile size set
+// with set_tile_bytes is never tuned.
 bool autotune();
 void set_autotune(bool on);
 
