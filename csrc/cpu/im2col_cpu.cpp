@@ -7,7 +7,11 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <cstdint>
+#include <limits>
+#include <optional>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "cpu_kernels.h"
@@ -152,6 +156,40 @@ struct TileRows {
   }
 };
 
+// Small images (output rows shorter than kShortRow, the digits of the
+// training script, late layers of a small CNN): the plane element each
+// (tap, position) of a tile reads, -1 in the padding, computed once per call.
+// Every channel and image of the call reads through the same table: one
+// branch-free pass per column row instead of a zero / copy / zero run per
+// output row of a few elements. Built only where it is small (at most
+// kMaxTapTable entries, planes indexable by int32).
+constexpr int64_t kMaxTapTable = int64_t{1} << 16;
+
+struct TapTable {
+  std::vector<int32_t> index;  // [tap * positions + (l - l_begin)]
+
+  static bool worth_it(const ConvGeometry& g, const ColumnTile& t, int64_t col_stride) {
+    return col_stride == 1 && g.out_w < kShortRow && g.taps() * t.positions() <= kMaxTapTable &&
+           g.pixels() <= std::numeric_limits<int32_t>::max();
+  }
+
+  TapTable(const ConvGeometry& g, const ColumnTile& t) {
+    index.reserve(g.taps() * t.positions());
+    for (int64_t kd = 0; kd < g.kernel_d; ++kd) {
+      for (int64_t kh = 0; kh < g.kernel_h; ++kh) {
+        for (int64_t kw = 0; kw < g.kernel_w; ++kw) {
+          for (int64_t l = t.l_begin; l < t.l_end; ++l) {
+            const int64_t q = l / g.out_w, ow = l % g.out_w;
+            const int64_t row = input_row(g, q / g.out_h, q % g.out_h, kd, kh);
+            const int64_t iw = ow * g.stride_w - g.pad_w + kw * g.dilation_w;
+            index.push_back(row >= 0 && iw >= 0 && iw < g.width ? static_cast<int32_t>(row * g.width + iw) : -1);
+          }
+        }
+      }
+    }
+  }
+};
+
 // Channels-first images, rows (c, kd, kh, kw). One task per (image, channel);
 // the common col_stride 1 copies runs of input rows (element by element when
 // short).
@@ -160,6 +198,24 @@ void im2col_channels_first(const scalar_t* images, int64_t nb, const ConvGeometr
                            scalar_t* columns, ColumnLayout layout) {
   const int64_t taps = g.taps(), plane_size = g.pixels();
   const int64_t cs = layout.col_stride, sw = g.stride_w;
+  if (TapTable::worth_it(g, t, cs)) {
+    const TapTable table(g, t);
+    const int64_t P = t.positions();
+    at::parallel_for(0, nb * t.channels(), grain_for(P * taps), [&](int64_t begin, int64_t end) {
+      for (int64_t p = begin; p < end; ++p) {
+        const int64_t b = p / t.channels(), cc = p % t.channels();
+        const scalar_t* __restrict plane = images + (b * g.channels + t.c_begin + cc) * plane_size;
+        for (int64_t r = 0; r < taps; ++r) {
+          scalar_t* __restrict dst = columns + b * layout.batch_stride + (cc * taps + r) * layout.row_stride;
+          const int32_t* __restrict ix = table.index.data() + r * P;
+          for (int64_t j = 0; j < P; ++j) {
+            dst[j] = ix[j] >= 0 ? plane[ix[j]] : scalar_t(0);
+          }
+        }
+      }
+    });
+    return;
+  }
   const TileRows rows(g, t);
   at::parallel_for(0, nb * t.channels(), grain_for(t.positions() * taps), [&](int64_t begin, int64_t end) {
     for (int64_t p = begin; p < end; ++p) {
@@ -254,6 +310,8 @@ void col2im_channels_first(const scalar_t* columns, ColumnLayout layout, const C
   const int64_t plane_size = g.pixels(), taps = g.taps();
   const int64_t cs = layout.col_stride;
   const TileRows rows(g, t);
+  const std::optional<TapTable> table =
+      TapTable::worth_it(g, t, cs) ? std::optional<TapTable>(std::in_place, g, t) : std::nullopt;
   at::parallel_for(0, nb * t.channels(), grain_for(t.positions() * taps), [&](int64_t begin, int64_t end) {
     std::vector<acc_t> wide(kWide ? plane_size : 0);
     for (int64_t p = begin; p < end; ++p) {
@@ -272,7 +330,19 @@ void col2im_channels_first(const scalar_t* columns, ColumnLayout layout, const C
         std::fill(acc, acc + plane_size, acc_t(0));
       }
       int64_t r = cc * taps;
-      for (int64_t kd = 0; kd < g.kernel_d; ++kd) {
+      if (table) {  // the same order: tap by tap, position by position
+        const int64_t P = t.positions();
+        for (int64_t tap = 0; tap < taps; ++tap, ++r) {
+          const scalar_t* src = columns + b * layout.batch_stride + r * layout.row_stride;
+          const int32_t* ix = table->index.data() + tap * P;
+          for (int64_t j = 0; j < P; ++j) {
+            if (ix[j] >= 0) {
+              acc[ix[j]] += static_cast<acc_t>(src[j]);
+            }
+          }
+        }
+      }
+      for (int64_t kd = 0; kd < g.kernel_d && !table; ++kd) {
         for (int64_t kh = 0; kh < g.kernel_h; ++kh) {
           const int64_t* in_rows = rows.rows_for(kd, kh, g.kernel_h);
           for (int64_t kw = 0; kw < g.kernel_w; ++kw, ++r) {
