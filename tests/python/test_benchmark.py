@@ -70,14 +70,15 @@ def test_cli_runs_a_layer_with_options(tmp_path, capsys):
     assert (tmp_path / "benchmark.json").exists()
 
 
-def test_cli_sets_the_engine_for_its_run_only(tmp_path, capsys):
+def test_cli_sets_the_engine_and_tile_size_for_its_run_only(tmp_path, capsys):
     import myconv
     myconv.set_cpu_gemm_engine("aten")
     try:
-        benchmark.main(["--quick", "--batch", "1", "--cpu-gemm-engine", "blas", "--pass", "forward",
-                        "--min-run-time", "0.001", "--no-progress", "--out", str(tmp_path)])
-        assert myconv.get_cpu_gemm_engine() == "aten"
-        assert json.loads((tmp_path / "benchmark.json").read_text())["machine"]["cpu_gemm_engine"] == "blas"
+        benchmark.main(["--quick", "--batch", "1", "--cpu-gemm-engine", "blas", "--tile-bytes", "65536",
+                        "--pass", "forward", "--min-run-time", "0.001", "--no-progress", "--out", str(tmp_path)])
+        assert myconv.get_cpu_gemm_engine() == "aten" and myconv.get_tile_bytes() == 0
+        machine = json.loads((tmp_path / "benchmark.json").read_text())["machine"]
+        assert machine["cpu_gemm_engine"] == "blas" and machine["tile_bytes"] == 65536
         benchmark.main(["--quick", "--batch", "2", "--pass", "forward", "--min-run-time", "0.001",
                         "--no-progress", "--out", str(tmp_path)])
         data = json.loads((tmp_path / "benchmark.json").read_text())

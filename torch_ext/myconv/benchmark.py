@@ -402,6 +402,7 @@ def machine_info(device: str) -> dict:
         "machine": platform.machine(),
         "threads": torch.get_num_threads(),
         "cpu_gemm_engine": _library.get_cpu_gemm_engine(),
+        "tile_bytes": _library.get_tile_bytes(),
         "cpu_count": os.cpu_count(),
     }
     try:
@@ -490,7 +491,8 @@ def run(layers: Optional[List[Layer]] = None, device: str = "cpu", dtype=torch.f
                 min_run_time=min_run_time)
     header = (f"torch {info['torch']}, {device}"
               + (f" ({info.get('gpu')})" if device == "cuda"
-                 else f" ({info.get('cpu', '?')}), {info['threads']} threads, CPU GEMM engine {info['cpu_gemm_engine']}")
+                 else f" ({info.get('cpu', '?')}), {info['threads']} threads, CPU GEMM engine {info['cpu_gemm_engine']}"
+                    + (f", tile {info['tile_bytes']} B" if info.get("tile_bytes") else ""))
               + f", {info['dtype']}{', channels_last' if channels_last else ''}; "
               "median ms; ratios = other time / myconv time (> 1: myconv faster)")
     table = format_markdown(rows, device)
@@ -549,6 +551,9 @@ def main(argv=None):
     parser.add_argument("--cpu-gemm-engine", choices=["auto", "onednn", "blas", "aten"],
                         help="myconv's CPU GEMM engine for this run (myconv.set_cpu_gemm_engine; default: "
                              "the current setting, auto unless set)")
+    parser.add_argument("--tile-bytes", type=int,
+                        help="myconv's CPU column-tile size for this run (myconv.set_tile_bytes; default: the "
+                             "current setting, 0 = from the L2 cache)")
     parser.add_argument("--channels-last", action="store_true", help="channels_last inputs")
     parser.add_argument("--pass", dest="passes", default="forward,fwd+bwd",
                         help="forward, fwd+bwd or both (default)")
@@ -571,10 +576,12 @@ def main(argv=None):
         torch.backends.cuda.matmul.fp32_precision = precision
         torch.backends.cudnn.conv.fp32_precision = precision
     batches = parse_batches(args.batch)
-    engine = _library.get_cpu_gemm_engine()
+    engine, tile_bytes = _library.get_cpu_gemm_engine(), _library.get_tile_bytes()
     try:
         if args.cpu_gemm_engine:
             _library.set_cpu_gemm_engine(args.cpu_gemm_engine)
+        if args.tile_bytes is not None:
+            _library.set_tile_bytes(args.tile_bytes)
         for batch in batches:
             layers = parse_layers(SEED_LAYER.key if args.quick else args.layers, batch, args.suite)
             out = args.out
@@ -585,7 +592,9 @@ def main(argv=None):
             run(layers, args.device, getattr(torch, args.dtype), args.min_run_time, args.channels_last,
                 tuple(args.passes.split(",")), out, progress=not args.no_progress)
     finally:
-        _library.set_cpu_gemm_engine(engine)  # the caller's setting (main may be called in-process)
+        # the caller's settings (main may be called in-process)
+        _library.set_cpu_gemm_engine(engine)
+        _library.set_tile_bytes(tile_bytes)
 
 
 if __name__ == "__main__":
