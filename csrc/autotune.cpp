@@ -66,8 +66,9 @@ std::string key_of(Pass pass, const ConvProblem& p, at::ScalarType dtype, int64_
 } // namespace
 
 std::vector<int64_t> autotune_candidates(int64_t default_tile_bytes) {
-  // half, once, twice and four times the default (the L2 of a core on CPUs)
-  return {default_tile_bytes / 2, default_tile_bytes, 2 * default_tile_bytes, 4 * default_tile_bytes};
+  // a quarter, half, once and twice the default (on CPUs: half, once, twice
+  // and four times the L2 of a core)
+  return {default_tile_bytes / 4, default_tile_bytes / 2, default_tile_bytes, 2 * default_tile_bytes};
 }
 
 Tuning autotuned(const Tuning& t, Pass pass, const ConvProblem& p, at::ScalarType dtype,

@@ -110,10 +110,13 @@ TilePlan plan_tiles(const ConvProblem& p, const Tuning& t, int64_t element_size)
       plan.tile_positions = tile;
       plan.tiles_per_image = ceil_div(plan.L, tile);
     } else if (4 * plan.L < target) {
-      // Joined images: at most target positions, tiles of equal size.
+      // Joined images: at most target positions, tiles of equal size, and
+      // at least kMinJoinedTiles tiles while each keeps min_tile_positions
+      // (work for every thread, not one tile on one of them).
       const int64_t L = std::max<int64_t>(plan.L, 1);
       const int64_t by_blas = std::numeric_limits<int32_t>::max() / L;
-      int64_t images = std::clamp<int64_t>(std::min(target / L, by_blas), 1, std::max<int64_t>(p.batch, 1));
+      const int64_t by_items = std::max(ceil_div(p.batch, kMinJoinedTiles), ceil_div(t.min_tile_positions, L));
+      int64_t images = std::clamp<int64_t>(std::min({target / L, by_blas, by_items}), 1, std::max<int64_t>(p.batch, 1));
       images = ceil_div(p.batch, ceil_div(p.batch, images));
       plan.images_per_tile = std::max<int64_t>(images, 1);
     }

@@ -21,6 +21,9 @@ namespace myconv::detail {
 // threads of a usual machine to share it. A constant, so that the way work is
 // cut (and therefore every sum) never depends on the thread count.
 constexpr int64_t kTargetItems = 16;
+// Fewest tiles small images are joined into (while each tile keeps
+// Tuning::min_tile_positions positions).
+constexpr int64_t kMinJoinedTiles = 8;
 // Fewest column rows of a channel block (a GEMM needs some width to run fast).
 constexpr int64_t kMinBlockRows = 64;
 // Fewest channels of a channels-last block: each tap's run of channels is one

@@ -61,10 +61,11 @@ class CpuBackend final : public Backend {
     }
     Tuning t;
     t.workers = at::get_num_threads();
-    // the L2 cache of a core: im2col writes a tile and the GEMM reads it
-    // back from there (with oneDNN's matmul, a whole L2 of columns beats half
-    // of one: fewer, wider GEMMs; docs/benchmarks.md)
-    t.tile_bytes = tile_bytes() > 0 ? tile_bytes() : l2_cache_bytes();
+    // twice the L2 cache of a core: im2col writes a tile, the GEMM packs it
+    // into its own cache blocks while it is still in L2 / L3 (with oneDNN's
+    // matmul, fewer, wider GEMMs beat tiles of half or one L2:
+    // docs/benchmarks.md, "CPU speed, round 2")
+    t.tile_bytes = tile_bytes() > 0 ? tile_bytes() : 2 * l2_cache_bytes();
     t.min_tile_positions = 64;
     t.split_images = true;
     t.split_work = true;

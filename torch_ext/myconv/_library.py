@@ -76,8 +76,8 @@ def get_autotune() -> bool:
 def set_autotune(on: bool) -> None:
     """Autotuning of the CPU work plan. With it on, the first call of a new
     problem (per pass, sizes, window, dtype, layout and thread count) times the
-    candidate tile sizes (half, once, twice and four times the L2 cache of a
-    core) on the real pass and keeps the fastest for later calls of that
+    candidate tile sizes (a quarter, half, once and twice the default, which is
+    twice the L2 cache of a core) on the real pass and keeps the fastest for later calls of that
     problem, from any thread; the first call costs about eight passes. Each
     plan's results are deterministic, but the plan is picked by a clock: a
     tuned plan may differ from the default one, and from the plan another
@@ -88,13 +88,13 @@ def set_autotune(on: bool) -> None:
 
 
 def get_tile_bytes() -> int:
-    """Target size, in bytes, of one CPU column tile (0: the L2 cache of a core)."""
+    """Target size, in bytes, of one CPU column tile (0: twice the L2 cache of a core)."""
     return torch.ops.myconv._get_tile_bytes()
 
 
 def set_tile_bytes(nbytes: int) -> None:
     """Sets the CPU column-tile size in bytes; 0 (the default) sizes tiles from
-    the L2 cache. Columns are written by im2col and read by the GEMM tile by
+    the L2 cache (twice its size). Columns are written by im2col and read by the GEMM tile by
     tile, while they are still in cache. A tuning and testing knob: results do
     not depend on the thread count, whatever its value."""
     torch.ops.myconv._set_tile_bytes(int(nbytes))

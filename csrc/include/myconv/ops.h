@@ -192,8 +192,8 @@ int64_t workspace_limit_bytes();
 void set_workspace_limit_bytes(int64_t bytes);
 
 // Target size, in bytes, of one CPU column tile: the columns im2col writes and
-// the GEMM reads while they are still in cache. 0 (default): the L2 cache
-// of a core. A tuning and testing knob; results do not depend on the thread
+// the GEMM reads while they are still in cache. 0 (default): twice the L2
+// cache of a core. A tuning and testing knob; results do not depend on the thread
 // count whatever its value.
 int64_t tile_bytes();
 void set_tile_bytes(int64_t bytes);
