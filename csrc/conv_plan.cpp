@@ -115,7 +115,8 @@ TilePlan plan_tiles(const ConvProblem& p, const Tuning& t, int64_t element_size)
       // (work for every thread, not one tile on one of them).
       const int64_t L = std::max<int64_t>(plan.L, 1);
       const int64_t by_blas = std::numeric_limits<int32_t>::max() / L;
-      const int64_t by_items = std::max(ceil_div(p.batch, kMinJoinedTiles), ceil_div(t.min_tile_positions, L));
+      const int64_t by_items =
+          std::max({int64_t{1}, p.batch / kMinJoinedTiles, ceil_div(t.min_tile_positions, L)});
       int64_t images = std::clamp<int64_t>(std::min({target / L, by_blas, by_items}), 1, std::max<int64_t>(p.batch, 1));
       images = ceil_div(p.batch, ceil_div(p.batch, images));
       plan.images_per_tile = std::max<int64_t>(images, 1);

@@ -309,9 +309,10 @@ void col2im_channels_first(const scalar_t* columns, ColumnLayout layout, const C
   constexpr bool kWide = !std::is_same_v<acc_t, scalar_t>;
   const int64_t plane_size = g.pixels(), taps = g.taps();
   const int64_t cs = layout.col_stride;
-  const TileRows rows(g, t);
   const std::optional<TapTable> table =
       TapTable::worth_it(g, t, cs) ? std::optional<TapTable>(std::in_place, g, t) : std::nullopt;
+  const std::optional<TileRows> rows_storage =
+      table ? std::nullopt : std::optional<TileRows>(std::in_place, g, t);
   at::parallel_for(0, nb * t.channels(), grain_for(t.positions() * taps), [&](int64_t begin, int64_t end) {
     std::vector<acc_t> wide(kWide ? plane_size : 0);
     for (int64_t p = begin; p < end; ++p) {
@@ -342,7 +343,8 @@ void col2im_channels_first(const scalar_t* columns, ColumnLayout layout, const C
           }
         }
       }
-      for (int64_t kd = 0; kd < g.kernel_d && !table; ++kd) {
+      for (int64_t kd = 0; kd < g.kernel_d && rows_storage; ++kd) {
+        const TileRows& rows = *rows_storage;
         for (int64_t kh = 0; kh < g.kernel_h; ++kh) {
           const int64_t* in_rows = rows.rows_for(kd, kh, g.kernel_h);
           for (int64_t kw = 0; kw < g.kernel_w; ++kw, ++r) {

@@ -49,7 +49,8 @@ CASES = [
     ("small-images", (9, 4, 5, 6), (6, 4, 3, 3), dict(padding=1)),
     # output rows shorter than 16: im2col / col2im through a table of the taps' plane elements
     ("short-rows", (3, 5, 9, 7), (7, 5, 3, 3), dict(stride=(1, 2), padding=(1, 2), dilation=(2, 1))),
-    # short rows, but a table (taps x tile positions) too large at the default tile size: row by row
+    # short rows, but a table (taps x tile positions) too large for tiles of 1 MiB and more: row by row
+    # (test_short_rows_row_by_row makes sure of the tile size)
     ("short-rows-tall", (2, 1, 600, 9), (4, 1, 7, 7), dict(padding=3)),
     # grouped, K per group above the direct threshold: per-group GEMMs
     ("grouped", (2, 12, 11, 9), (8, 6, 3, 3), dict(padding=1, groups=2)),
@@ -114,6 +115,16 @@ def test_paths_match_f_conv2d(case, channels_last, tile_bytes):
     ref_format = F.conv2d(x, w, b, **kw)
     assert y.stride() == ref_format.stride()
     assert gx.stride() == x.stride()
+
+
+@pytest.mark.parametrize("dtype, tol", [(torch.float64, 1e-11), (torch.float32, 2e-5)])
+def test_short_rows_row_by_row(dtype, tol):
+    # tiles of whole 600x9 images: 49 taps x 5400 positions, past the table's
+    # size, whatever this machine's L2 (the default tile size follows it)
+    case = next(c for c in CASES if c[0] == "short-rows-tall")
+    x, w, b, kw = make(case, dtype)
+    with settings(tile_bytes=8 << 20):
+        check_against_reference(x, w, b, kw, tol)
 
 
 @pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
