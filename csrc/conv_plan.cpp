@@ -111,12 +111,17 @@ TilePlan plan_tiles(const ConvProblem& p, const Tuning& t, int64_t element_size)
       plan.tiles_per_image = ceil_div(plan.L, tile);
     } else if (4 * plan.L < target) {
       // Joined images: at most target positions, tiles of equal size, and
-      // at least kMinJoinedTiles tiles while each keeps min_tile_positions
-      // (work for every thread, not one tile on one of them).
+      // at least kMinJoinedTiles tiles (work for every thread, not one tile
+      // on one of them) while each keeps min_tile_positions, or 2 * C_out/G
+      // where the weights outgrow a tile (their packing must stay small next
+      // to each GEMM: 3x3 512->512 at 7x7).
       const int64_t L = std::max<int64_t>(plan.L, 1);
       const int64_t by_blas = std::numeric_limits<int32_t>::max() / L;
-      const int64_t by_items =
-          std::max({int64_t{1}, p.batch / kMinJoinedTiles, ceil_div(t.min_tile_positions, L)});
+      const int64_t weight_bytes = p.group_out_channels() * p.group_rows() * element_size;
+      const int64_t fewest_positions = weight_bytes > t.tile_bytes
+                                           ? std::max(t.min_tile_positions, 2 * p.group_out_channels())
+                                           : t.min_tile_positions;
+      const int64_t by_items = std::max({int64_t{1}, p.batch / kMinJoinedTiles, ceil_div(fewest_positions, L)});
       int64_t images = std::clamp<int64_t>(std::min({target / L, by_blas, by_items}), 1, std::max<int64_t>(p.batch, 1));
       images = ceil_div(p.batch, ceil_div(p.batch, images));
       plan.images_per_tile = std::max<int64_t>(images, 1);
