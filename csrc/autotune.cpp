@@ -72,7 +72,7 @@ std::vector<int64_t> autotune_candidates(int64_t default_tile_bytes) {
 }
 
 Tuning autotuned(const Tuning& t, Pass pass, const ConvProblem& p, at::ScalarType dtype,
-                 const std::function<void(const Tuning&)>& run) {
+                 c10::function_ref<void(const Tuning&)> run) {
   // (a tile size set by myconv::set_tile_bytes is the user's choice: kept)
   if (!autotune() || t.tile_bytes <= 0 || tile_bytes() > 0) {
     return t;

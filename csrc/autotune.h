@@ -11,9 +11,9 @@
 #pragma once
 
 #include <ATen/core/Tensor.h>
+#include <c10/util/FunctionRef.h>
 
 #include <cstdint>
-#include <functional>
 #include <vector>
 
 #include "backend.h"
@@ -28,7 +28,14 @@ enum class Pass { kForward, kGradInput, kGradWeight };
 // second call timed). The caller then runs its pass with the returned tuning
 // (run's results are scratch).
 Tuning autotuned(const Tuning& t, Pass pass, const ConvProblem& p, at::ScalarType dtype,
-                 const std::function<void(const Tuning&)>& run);
+                 c10::function_ref<void(const Tuning&)> run);
+
+// Runs a pass, run_pass(tuning), with the plan autotuned() gives: t itself
+// unless autotuning is on. Returns what the pass returns.
+template <typename RunPass>
+auto run_tuned(const Tuning& t, Pass pass, const ConvProblem& p, at::ScalarType dtype, const RunPass& run_pass) {
+  return run_pass(autotuned(t, pass, p, dtype, [&](const Tuning& candidate) { run_pass(candidate); }));
+}
 
 // The tile sizes autotuning tries for a backend's default tile size.
 std::vector<int64_t> autotune_candidates(int64_t default_tile_bytes);

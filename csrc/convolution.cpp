@@ -4,6 +4,7 @@
 #include <ATen/ops/zeros.h>
 #include <c10/core/DeviceGuard.h>
 #include <c10/util/Exception.h>
+#include <c10/util/SmallVector.h>
 
 #include <vector>
 
@@ -22,7 +23,7 @@ namespace {
 // unsqueeze's; one view op, not one per inserted dimension (a tiny call pays
 // for each).
 at::Tensor as_5d(const at::Tensor& t, int64_t dims, bool batched) {
-  std::vector<int64_t> sizes(t.sizes().begin(), t.sizes().end()), strides(t.strides().begin(), t.strides().end());
+  c10::SmallVector<int64_t, 5> sizes(t.sizes().begin(), t.sizes().end()), strides(t.strides().begin(), t.strides().end());
   const auto insert = [&](size_t at) {
     const int64_t stride = at < sizes.size() ? sizes[at] * strides[at] : 1;
     sizes.insert(sizes.begin() + at, 1);
@@ -44,7 +45,7 @@ at::Tensor weight_5d(const at::Tensor& w, int64_t dims) {
 
 // The inverse of as_5d: a 5-D result back to the op's dimensions (one view op).
 at::Tensor from_5d(const at::Tensor& t, int64_t dims, bool batched) {
-  std::vector<int64_t> sizes, strides;
+  c10::SmallVector<int64_t, 5> sizes, strides;
   for (int64_t d = 0; d < 5; ++d) {
     const bool dropped = (d == 0 && !batched) || (d >= 2 && d < 2 + kMaxSpatialDims - dims);
     if (!dropped) {
@@ -86,10 +87,8 @@ at::Tensor conv(const Backend& backend, int64_t dims, const at::Tensor& input, c
                               has_bias ? std::optional<at::Tensor>(bias->contiguous()) : std::nullopt, g, groups,
                               p.channels_last(), out);
     } else {
-      const Tuning tuned = autotuned(t, Pass::kForward, p, x.scalar_type(), [&](const Tuning& c) {
-        forward_columns(backend, c, p, x, w5, bias, out);
-      });
-      forward_columns(backend, tuned, p, x, w5, bias, out);
+      run_tuned(t, Pass::kForward, p, x.scalar_type(),
+                [&](const Tuning& c) { forward_columns(backend, c, p, x, w5, bias, out); });
     }
   }
   return from_5d(out, dims, batched).contiguous(conv_memory_format(dims, input, weight));
@@ -138,16 +137,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv_backward(
       }
     } else {
       if (need_input) {
-        const Tuning tuned = autotuned(t, Pass::kGradInput, p, gy.scalar_type(), [&](const Tuning& c) {
-          grad_input_columns(backend, c, p, gy, w5, grad_input);
-        });
-        grad_input_columns(backend, tuned, p, gy, w5, grad_input);
+        run_tuned(t, Pass::kGradInput, p, gy.scalar_type(),
+                  [&](const Tuning& c) { grad_input_columns(backend, c, p, gy, w5, grad_input); });
       }
       if (need_weight) {
-        const Tuning tuned = autotuned(t, Pass::kGradWeight, p, gy.scalar_type(), [&](const Tuning& c) {
-          grad_weight_columns(backend, c, p, x, gy);
-        });
-        grad_weight = grad_weight_columns(backend, tuned, p, x, gy);
+        grad_weight = run_tuned(t, Pass::kGradWeight, p, gy.scalar_type(),
+                                [&](const Tuning& c) { return grad_weight_columns(backend, c, p, x, gy); });
       }
     }
   }
@@ -189,10 +184,8 @@ at::Tensor conv_transpose(const Backend& backend, int64_t dims, const at::Tensor
     if (use_direct_grouped(t, p)) {
       backend.grouped_grad_input(gy, w5.contiguous(), p.geom, groups, p.channels_last(), out);
     } else {
-      const Tuning tuned = autotuned(t, Pass::kGradInput, p, gy.scalar_type(), [&](const Tuning& c) {
-        grad_input_columns(backend, c, p, gy, w5, out);
-      });
-      grad_input_columns(backend, tuned, p, gy, w5, out);
+      run_tuned(t, Pass::kGradInput, p, gy.scalar_type(),
+                [&](const Tuning& c) { grad_input_columns(backend, c, p, gy, w5, out); });
     }
     if (bias.has_value() && bias->defined()) {
       out.add_(bias->view({1, -1, 1, 1, 1}));

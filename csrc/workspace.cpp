@@ -4,9 +4,9 @@
 #include <c10/util/Exception.h>
 
 #include <algorithm>
+#include <array>
 #include <limits>
 #include <utility>
-#include <vector>
 
 #include "myconv/ops.h"
 
@@ -49,11 +49,16 @@ at::Tensor WorkerBuffers::get(int64_t worker, int64_t offset, at::IntArrayRef sh
   }
   TORCH_INTERNAL_ASSERT(offset + numel <= per_worker_);
   // one view op (a tiny call pays for each): the contiguous (shape) at the offset
-  std::vector<int64_t> strides(shape.size(), 1);
+  // (no heap allocation: buffers have at most kMaxDims dimensions)
+  constexpr size_t kMaxDims = 8;
+  TORCH_INTERNAL_ASSERT(!shape.empty() && shape.size() <= kMaxDims);
+  std::array<int64_t, kMaxDims> strides{};
+  strides[shape.size() - 1] = 1;
   for (int64_t d = static_cast<int64_t>(shape.size()) - 2; d >= 0; --d) {
     strides[d] = strides[d + 1] * std::max<int64_t>(shape[d + 1], 1);
   }
-  return storage_.as_strided(shape, strides, storage_.storage_offset() + worker * per_worker_ + offset);
+  return storage_.as_strided(shape, at::IntArrayRef(strides.data(), shape.size()),
+                             storage_.storage_offset() + worker * per_worker_ + offset);
 }
 
 int64_t workers_for(int64_t max_workers, int64_t items, int64_t bytes_per_worker, int64_t reserved) {
