@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cstdint>
 #include <limits>
 #include <utility>
 
@@ -30,12 +31,22 @@ WorkspaceCharge::~WorkspaceCharge() {
 WorkspaceCharge::WorkspaceCharge(WorkspaceCharge&& other) noexcept : bytes_(std::exchange(other.bytes_, 0)) {}
 
 Workspace::Workspace(int64_t elements, const at::TensorOptions& options)
-    : tensor_(elements > 0 ? at::empty({elements}, options) : at::Tensor()),
+    : tensor_(elements > 0 ? aligned_empty(elements, options) : at::Tensor()),
       charge_(elements > 0 ? elements * tensor_.element_size() : 0) {}
 
+at::Tensor aligned_empty(int64_t elements, const at::TensorOptions& options) {
+  const int64_t item = static_cast<int64_t>(options.dtype().itemsize());
+  TORCH_INTERNAL_ASSERT(kBufferAlignment % item == 0);
+  const at::Tensor raw = at::empty({elements + kBufferAlignment / item}, options);
+  const auto address = reinterpret_cast<uintptr_t>(raw.data_ptr());
+  TORCH_INTERNAL_ASSERT(address % item == 0);
+  const int64_t skip = static_cast<int64_t>((kBufferAlignment - address % kBufferAlignment) % kBufferAlignment) / item;
+  return raw.narrow(0, skip, elements);
+}
+
 int64_t aligned_elements(int64_t elements, const at::TensorOptions& options) {
-  const int64_t per_line = std::max<int64_t>(1, 64 / static_cast<int64_t>(options.dtype().itemsize()));
-  return (elements + per_line - 1) / per_line * per_line;
+  const int64_t per_page = std::max<int64_t>(1, kBufferAlignment / static_cast<int64_t>(options.dtype().itemsize()));
+  return (elements + per_page - 1) / per_page * per_page;
 }
 
 WorkerBuffers::WorkerBuffers(int64_t workers, int64_t elements, const at::TensorOptions& options)

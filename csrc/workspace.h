@@ -49,11 +49,22 @@ class Workspace {
   WorkspaceCharge charge_;
 };
 
-// Elements rounded up to whole 64-byte lines: every worker's buffer (and
-// every tile of shared columns) starts at the same alignment, so the GEMM
-// library sees the same operand alignment, and takes the same code path,
-// whichever worker runs an item (measured: MKL's results differed in the last
-// bits between buffers 36 bytes apart).
+// Every buffer the composition allocates starts at a multiple of this many
+// bytes (a page), and every worker's buffer and every tile of shared columns
+// is a whole number of them: a GEMM sees each operand it reads from or writes
+// to our buffers at the same address modulo a page, whichever worker runs an
+// item, however many workers there are, from call to call. The GEMM
+// libraries pick code paths by operand alignment (measured: MKL's results
+// differed in the last bits between buffers 36 bytes apart), and MKL promises
+// the same bits only for the same alignment.
+constexpr int64_t kBufferAlignment = 4096;
+
+// An uninitialised 1-D tensor of `elements` elements whose first element lies
+// at a multiple of kBufferAlignment bytes (a view into a slightly larger
+// allocation).
+at::Tensor aligned_empty(int64_t elements, const at::TensorOptions& options);
+
+// Elements rounded up to whole multiples of kBufferAlignment bytes.
 int64_t aligned_elements(int64_t elements, const at::TensorOptions& options);
 
 // One flat buffer per worker, handed out as views.

@@ -11,6 +11,9 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash scripts/setup.sh
 PY=.venv/bin/python
+# results must be bitwise independent of the thread count with MKL as users
+# run it: never under MKL's reproducibility mode inherited from outside
+unset MKL_CBWR
 export PATH="$PWD/.venv/bin:$PATH"
 mkdir -p build
 # cmake configure, its chatter (torch's CUDA notes) kept in a log shown on failure

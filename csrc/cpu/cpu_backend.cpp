@@ -8,7 +8,6 @@
 // one thread (see run_items), and stay single-threaded.
 #include <ATen/Parallel.h>
 #include <ATen/ThreadLocalState.h>
-#include <c10/util/ScopeExit.h>
 #include <torch/library.h>
 
 #include <omp.h>
@@ -52,6 +51,36 @@ int64_t l2_cache_bytes() {
   }();
   return bytes;
 }
+
+// While it lives, MKL (where torch's BLAS is MKL) and OpenMP are told one
+// thread for the calling thread alone; then their settings are restored.
+// ATen sets a thread's OpenMP and MKL thread counts on the thread's first
+// parallel call (at::init_num_threads, which also resets MKL's setting for
+// that thread): done first, so that no ATen loop inside an item (im2col's
+// at::parallel_for on a fresh worker thread) undoes the single thread. Both
+// copies of the once-per-thread flag: ours (inlined from ATen/Parallel.h) and
+// libtorch's (get_num_threads).
+class SingleThreadedItems {
+ public:
+  SingleThreadedItems() {
+    at::internal::lazy_init_num_threads();
+    (void)at::get_num_threads();
+    previous_mkl_ = MKL_Set_Num_Threads_Local != nullptr ? MKL_Set_Num_Threads_Local(1) : 0;
+    previous_omp_ = omp_get_max_threads();
+    omp_set_num_threads(1);
+  }
+  ~SingleThreadedItems() {
+    if (MKL_Set_Num_Threads_Local != nullptr) {
+      MKL_Set_Num_Threads_Local(previous_mkl_);
+    }
+    omp_set_num_threads(previous_omp_);
+  }
+  SingleThreadedItems(const SingleThreadedItems&) = delete;
+  SingleThreadedItems& operator=(const SingleThreadedItems&) = delete;
+
+ private:
+  int previous_mkl_ = 0, previous_omp_ = 1;
+};
 
 class CpuBackend final : public Backend {
  public:
@@ -98,37 +127,27 @@ class CpuBackend final : public Backend {
   }
 
   // Every GEMM runs single-threaded, so every product is computed the same
-  // way whatever the thread count. Items run inside a parallel region (where
-  // the GEMM libraries stay single-threaded), unless torch runs on one
-  // thread, the call comes from inside a parallel region already, or there is
-  // one worker: then on the caller's thread, with MKL and OpenMP (oneDNN,
-  // ATen's loops) held to one thread for that thread alone (no thread wake-up
-  // for a problem too small to share).
+  // way whatever the thread count: on whichever thread runs an item, MKL and
+  // OpenMP (oneDNN, ATen's loops) are told one thread for that thread alone
+  // while it runs items (SingleThreadedItems). Inside a parallel region the
+  // libraries would run sequentially anyway, but MKL still plans a GEMM for
+  // the thread count it believes it has (MKL_VERBOSE: NThr:2 inside a worker
+  // of two threads, NThr:1 with one), and on AVX-512 CPUs that plan sums a
+  // long reduction differently (grad_weight's GEMMs differed in the last bits
+  // between 1 and 2 threads).
+  // Items run inside a parallel region, unless torch runs on one thread, the
+  // call comes from inside a parallel region already, or there is one
+  // worker: then on the caller's thread (no thread wake-up for a problem too
+  // small to share).
   // Workers take items from a shared counter, so a slow item does not hold
   // the others back; which worker runs an item never changes its result.
   // Each worker takes the caller's thread-local state (grad mode, dispatch
   // keys excluded below autograd, ...), since the items call ATen ops.
   void run_items(int64_t items, int64_t workers, const std::function<void(int64_t, int64_t)>& fn) const override {
-    // ATen sets a thread's OpenMP and MKL thread counts on its first parallel
-    // call (at::init_num_threads): done now, before an item, not inside one
-    // where it would undo the single-threaded GEMM below (a fresh Python
-    // thread's first call). Both copies of the once-per-thread flag: ours
-    // (inlined from ATen/Parallel.h) and libtorch's (get_num_threads).
-    at::internal::lazy_init_num_threads();
+    at::internal::lazy_init_num_threads();  // (see SingleThreadedItems)
     const int64_t threads = at::get_num_threads();
-    const bool inline_items = threads <= 1 || at::in_parallel_region();
-    if (inline_items || (workers <= 1 && MKL_Set_Num_Threads_Local != nullptr)) {
-      const int previous_mkl = inline_items ? 0 : MKL_Set_Num_Threads_Local(1);
-      const int previous_omp = omp_get_max_threads();
-      if (!inline_items) {
-        omp_set_num_threads(1);
-      }
-      const auto restore = c10::make_scope_exit([&] {
-        if (!inline_items) {
-          MKL_Set_Num_Threads_Local(previous_mkl);
-          omp_set_num_threads(previous_omp);
-        }
-      });
+    if (threads <= 1 || at::in_parallel_region() || workers <= 1) {
+      const SingleThreadedItems single;
       for (int64_t i = 0; i < items; ++i) {
         fn(i, 0);
       }
@@ -138,6 +157,7 @@ class CpuBackend final : public Backend {
     const at::ThreadLocalState caller_state;
     at::parallel_for(0, threads, 1, [&](int64_t begin, int64_t end) {
       const at::ThreadLocalStateGuard state_guard(caller_state);
+      const SingleThreadedItems single;
       for (int64_t w = begin; w < std::min(end, workers); ++w) {
         for (int64_t i = next.fetch_add(1); i < items; i = next.fetch_add(1)) {
           fn(i, w);

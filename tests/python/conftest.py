@@ -1,14 +1,21 @@
 """Shared helpers of the pytest suite: the seeded configuration grid and the
 tolerance-aware comparison against torch.nn.functional."""
-import random
-import zlib
-from dataclasses import dataclass
-from typing import List, Optional
+import os
 
-import pytest
-import torch
+# MKL's conditional numerical reproducibility mode would hide a thread-count
+# dependence of MKL's GEMMs from the bitwise tests: removed before MKL starts
+# (test_thread_independence.py checks that MKL runs with it off).
+os.environ.pop("MKL_CBWR", None)
 
-import myconv  # noqa: F401  (loads the ops)
+import random  # noqa: E402
+import zlib  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+from typing import List, Optional  # noqa: E402
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+import myconv  # noqa: E402,F401  (loads the ops)
 
 # Relative tolerance (max |ours - ref| / max |ref|) per dtype.
 REL_TOL = {torch.float64: 1e-10, torch.float32: 1e-4, torch.float16: 1e-2, torch.bfloat16: 3e-2}
