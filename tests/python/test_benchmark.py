@@ -99,3 +99,80 @@ def test_cli_runs_several_batch_sizes(tmp_path, capsys):
         assert [r["layer"]["n"] for r in rows] == [b]
     with pytest.raises(SystemExit, match="--batch expects integers"):
         benchmark.main(["--batch", "8,x"])
+
+
+@pytest.fixture
+def precision_flags_restored():
+    """The process's TF32 settings (current API) as they were before the test."""
+    saved = (torch.backends.cuda.matmul.fp32_precision, torch.backends.cudnn.conv.fp32_precision,
+             torch.backends.cudnn.rnn.fp32_precision)
+    yield saved
+    (torch.backends.cuda.matmul.fp32_precision, torch.backends.cudnn.conv.fp32_precision,
+     torch.backends.cudnn.rnn.fp32_precision) = saved
+
+
+def test_the_legacy_tf32_trap_is_real_here(precision_flags_restored):
+    # What killed `--device cuda` on its first case: cuDNN's precision set
+    # through the current API, then torch.backends.cudnn.flags(), which reads
+    # the legacy getter. It raises on the CPU too, so the benchmark's own
+    # handling (next tests) is checked without a GPU.
+    torch.backends.cudnn.conv.fp32_precision = "ieee"
+    with pytest.raises(RuntimeError, match="legacy and new APIs"):
+        with torch.backends.cudnn.flags(enabled=False):
+            pass
+
+
+@pytest.mark.parametrize("tf32", [False, True], ids=["ieee", "tf32"])
+def test_the_aten_comparator_runs_under_the_cuda_precision_setting(tf32, precision_flags_restored):
+    # the benchmark's CUDA set-up, then every implementation of a case
+    # (aten-im2col switches cuDNN and oneDNN off) on the CPU
+    with benchmark.cuda_fp32_precision(tf32):
+        want = "tf32" if tf32 else "ieee"
+        assert torch.backends.cuda.matmul.fp32_precision == want
+        assert torch.backends.cudnn.conv.fp32_precision == want
+        rows = benchmark.run(TINY[:1], min_run_time=0.001, progress=False, print_fn=lambda *_: None)
+        assert {"myconv", "F.conv", "aten-im2col", "unfold+mm", "gemm"} <= set(rows[0]["results"])
+        with benchmark.aten_im2col_flags():
+            assert not torch.backends.cudnn.enabled and not torch.backends.mkldnn.enabled
+        assert torch.backends.cuda.matmul.fp32_precision == want  # the comparator left TF32 alone
+    saved = precision_flags_restored
+    assert (torch.backends.cuda.matmul.fp32_precision, torch.backends.cudnn.conv.fp32_precision) == saved[:2]
+    assert torch.backends.cudnn.enabled and torch.backends.mkldnn.enabled
+
+
+def test_cpu_and_cuda_side_by_side_in_one_report(tmp_path, capsys, precision_flags_restored):
+    benchmark.main(["--device", "cpu,cuda", "--quick", "--batch", "1", "--pass", "forward", "--min-run-time",
+                    "0.001", "--no-progress", "--out", str(tmp_path)])
+    out = capsys.readouterr().out
+    data = json.loads((tmp_path / "benchmark.json").read_text())
+    measured = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    assert list(data["devices"]) == measured
+    assert [r["device"] for r in data["rows"]] == measured
+    if not torch.cuda.is_available():
+        assert data["skipped"] == {"cuda": "no CUDA device: skipped"} and "cuda: no CUDA device" in out
+    assert (tmp_path / "benchmark.png").exists()
+    # main restores the precision it set for CUDA
+    assert (torch.backends.cuda.matmul.fp32_precision,
+            torch.backends.cudnn.conv.fp32_precision) == precision_flags_restored[:2]
+    with pytest.raises(SystemExit, match="--device expects"):
+        benchmark.main(["--device", "cpu,tpu"])
+
+
+def test_a_table_of_two_devices_has_a_device_column_and_means_per_device():
+    def row(device, seconds, peak):
+        results = {k: {"seconds": seconds * f, "samples": [seconds * f] * 5, "peak_bytes": peak}
+                   for k, f in (("myconv", 1.0), ("F.conv", 2.0), ("aten-im2col", 3.0), ("gemm", 0.5))}
+        return {"device": device, "layer": {"name": "L"}, "pass": "forward", "flops": 1e9, "results": results}
+
+    table = benchmark.format_markdown([row("cpu", 1e-3, None), row("cuda", 1e-4, 2**20)])
+    lines = table.splitlines()
+    assert lines[0].startswith("| device | layer |")
+    assert any(line.startswith("| cpu | L | forward | 1.000 ") for line in lines)
+    assert any(line.startswith("| cuda | L | forward | 0.100 ") for line in lines)
+    assert any("peak MiB" in line and "1.0" in line for line in lines)  # CUDA rows only
+    assert sum("peak MiB" in line for line in lines) == 1
+    means = [line for line in lines if "geometric mean" in line]
+    assert [m.split("|")[1].strip() for m in means] == ["cpu", "cuda"]
+    assert all("**2.00** | **3.00** | n/a | **0.50**" in m for m in means)
+    one = benchmark.format_markdown([row("cpu", 1e-3, None)])
+    assert one.splitlines()[0].startswith("| layer |")

@@ -37,8 +37,7 @@ import platform
 import statistics
 import sys
 import time
-import warnings
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, replace
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -192,28 +191,44 @@ def unfold_matmul(x, w, b, stride=1, padding=0, dilation=1, groups=1):
     return out.view(x.shape[0], w.shape[0], *out_size)
 
 
+@contextmanager
 def aten_im2col_flags():
     """ATen's own im2col / vol2col convolution (slow_conv2d, slow_conv3d, ...):
     F.convNd with oneDNN and cuDNN switched off, for the forward and the
-    backward call alike."""
-    return _Stack(torch.backends.mkldnn.flags(enabled=False), torch.backends.cudnn.flags(enabled=False))
+    backward call alike.
+
+    Only the two ``enabled`` switches change. Not through
+    ``torch.backends.cudnn.flags()`` / ``mkldnn.flags()``: those also set
+    (and on exit restore) the TF32 flags through the legacy API, whose cuDNN
+    getter raises once the current precision API has been used ("a mix of
+    the legacy and new APIs": with torch 2.14 it raises as soon as cuDNN's
+    conv or RNN precision is "ieee"), and they would switch the ATen
+    comparator's GEMMs to the default precision."""
+    saved = (torch.backends.mkldnn.enabled, torch.backends.cudnn.enabled)
+    torch.backends.mkldnn.enabled = False
+    torch.backends.cudnn.enabled = False
+    try:
+        yield
+    finally:
+        torch.backends.mkldnn.enabled, torch.backends.cudnn.enabled = saved
 
 
-class _Stack:
-    def __init__(self, *contexts):
-        self.contexts = contexts
-
-    def __enter__(self):
-        with warnings.catch_warnings():  # mkldnn.flags warns about TF32 on Intel GPUs
-            warnings.simplefilter("ignore")
-            for c in self.contexts:
-                c.__enter__()
-
-    def __exit__(self, *exc):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            for c in reversed(self.contexts):
-                c.__exit__(*exc)
+@contextmanager
+def cuda_fp32_precision(tf32: bool):
+    """Float32 on CUDA for every implementation: TF32 allowed (``tf32``) or
+    not ("ieee"), for cuBLAS matmuls and cuDNN convolutions alike, set and
+    restored through PyTorch's current precision API only (nothing here, and
+    nothing the benchmark runs, reads the legacy TF32 getters, which raise
+    once this API has been used). Works without a GPU: the flags are process
+    settings."""
+    precision = "tf32" if tf32 else "ieee"
+    saved = (torch.backends.cuda.matmul.fp32_precision, torch.backends.cudnn.conv.fp32_precision)
+    torch.backends.cuda.matmul.fp32_precision = precision
+    torch.backends.cudnn.conv.fp32_precision = precision
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.fp32_precision, torch.backends.cudnn.conv.fp32_precision = saved
 
 
 def matmul_fold(x, w, b, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
@@ -360,36 +375,45 @@ def ratio(res: dict, other: str) -> Optional[float]:
     return res[other]["seconds"] / res["myconv"]["seconds"]
 
 
-def format_markdown(rows: List[dict], device: str) -> str:
+def format_markdown(rows: List[dict]) -> str:
+    """The table: one line per layer and pass (and, on CUDA, one of peak
+    memory), then the geometric means per pass; with rows of several devices,
+    a device column, and the means per device."""
+    devices = list(dict.fromkeys(row["device"] for row in rows))
+    several = len(devices) > 1
+
     def fmt_ratio(r):
         return "n/a" if r is None else f"{r:.2f}"
 
+    lead, lead_rule = ("| device ", "|---") if several else ("", "")
     lines = [
-        "| layer | pass | myconv ms | GFLOP/s | F.convNd ms | aten-im2col ms | unfold+mm ms | gemm ms "
+        lead + "| layer | pass | myconv ms | GFLOP/s | F.convNd ms | aten-im2col ms | unfold+mm ms | gemm ms "
         "| vs F.convNd | vs aten-im2col | vs unfold+mm | vs gemm |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        lead_rule + "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in rows:
         res = row["results"]
+        cell = f"| {row['device']} " if several else ""
         ms = {k: v["seconds"] * 1e3 for k, v in res.items()}
         gflops = row["flops"] / res["myconv"]["seconds"] / 1e9
         cells = [f"{ms[k]:.3f}" if k in ms else "n/a" for k in COMPARATORS]
         ratios = [fmt_ratio(ratio(res, k)) for k in COMPARATORS]
-        lines.append(f"| {row['layer']['name']} | {row['pass']} | {ms['myconv']:.3f} | {gflops:.1f} | "
+        lines.append(cell + f"| {row['layer']['name']} | {row['pass']} | {ms['myconv']:.3f} | {gflops:.1f} | "
                      + " | ".join(cells) + " | " + " | ".join(ratios) + " |")
-        if device == "cuda":
-            peaks = {k: v["peak_bytes"] / 2**20 for k, v in res.items() if v["peak_bytes"] is not None}
-            lines.append("| | peak MiB | " + f"{peaks.get('myconv', float('nan')):.1f} | | "
-                         + " | ".join(f"{peaks[k]:.1f}" if k in peaks else "n/a"
-                                      for k in COMPARATORS)
+        peaks = {k: v["peak_bytes"] / 2**20 for k, v in res.items() if v["peak_bytes"] is not None}
+        if peaks:
+            lines.append(("| " if several else "") + "| | peak MiB | "
+                         + f"{peaks.get('myconv', float('nan')):.1f} | | "
+                         + " | ".join(f"{peaks[k]:.1f}" if k in peaks else "n/a" for k in COMPARATORS)
                          + " | | | | |")
-    for pass_name in ("forward", "fwd+bwd"):
-        sel = [r for r in rows if r["pass"] == pass_name]
-        if not sel:
-            continue
-        gm = [geomean([ratio(r["results"], k) or float("nan") for r in sel]) for k in COMPARATORS]
-        lines.append(f"| **geometric mean** | {pass_name} | | | | | | | "
-                     + " | ".join(f"**{v:.2f}**" if math.isfinite(v) else "n/a" for v in gm) + " |")
+    for device in devices:
+        for pass_name in ("forward", "fwd+bwd"):
+            sel = [r for r in rows if r["pass"] == pass_name and r["device"] == device]
+            if not sel:
+                continue
+            gm = [geomean([ratio(r["results"], k) or float("nan") for r in sel]) for k in COMPARATORS]
+            lines.append((f"| {device} " if several else "") + f"| **geometric mean** | {pass_name} | | | | | | | "
+                         + " | ".join(f"**{v:.2f}**" if math.isfinite(v) else "n/a" for v in gm) + " |")
     return "\n".join(lines)
 
 
@@ -434,10 +458,12 @@ def plot(rows: List[dict], path: str, title: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    passes = [p for p in ("forward", "fwd+bwd") if any(r["pass"] == p for r in rows)]
-    fig, axes = plt.subplots(len(passes), 1, figsize=(12, 4.2 * len(passes)), squeeze=False)
-    for ax, pass_name in zip(axes[:, 0], passes):
-        sel = [r for r in rows if r["pass"] == pass_name]
+    devices = list(dict.fromkeys(r["device"] for r in rows))
+    panels = [(d, p) for d in devices for p in ("forward", "fwd+bwd")
+              if any(r["pass"] == p and r["device"] == d for r in rows)]
+    fig, axes = plt.subplots(len(panels), 1, figsize=(12, 4.2 * len(panels)), squeeze=False)
+    for ax, (device, pass_name) in zip(axes[:, 0], panels):
+        sel = [r for r in rows if r["pass"] == pass_name and r["device"] == device]
         labels = [r["layer"]["key"] for r in sel] + ["geomean"]
         width = 0.8 / len(COMPARATORS)
         for i, other in enumerate(COMPARATORS):
@@ -453,22 +479,49 @@ def plot(rows: List[dict], path: str, title: str) -> None:
         ax.set_xticks(range(len(labels)))
         ax.set_xticklabels(labels, rotation=20)
         ax.set_ylabel("speed ratio, log scale (> 1: myconv faster)")
-        ax.set_title(f"{title} — {pass_name}")
+        ax.set_title(f"{title} — {device}, {pass_name}")
         ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
-def run(layers: Optional[List[Layer]] = None, device: str = "cpu", dtype=torch.float32,
+def device_header(info: dict) -> str:
+    """One line saying what a device's rows were measured on."""
+    if info["device"] == "cuda":
+        where = f"cuda ({info.get('gpu')}, TF32 {'on' if info.get('tf32') else 'off'})"
+    else:
+        where = (f"cpu ({info.get('cpu', '?')}), {info['threads']} threads, CPU GEMM engine {info['cpu_gemm_engine']}"
+                 + (f", tile {info['tile_bytes']} B" if info.get("tile_bytes") else ""))
+    return f"torch {info['torch']}, {where}, {info['dtype']}{', channels_last' if info['channels_last'] else ''}"
+
+
+def parse_devices(device: Union[str, Sequence[str]]) -> List[str]:
+    """'cpu', 'cuda', or several ('cpu,cuda' or a list), each once."""
+    devices = device.split(",") if isinstance(device, str) else list(device)
+    unknown = [d for d in devices if d not in ("cpu", "cuda")]
+    if unknown or not devices:
+        raise SystemExit(f"--device expects cpu, cuda or a list of them (cpu,cuda); got {device!r}")
+    return list(dict.fromkeys(devices))
+
+
+def run(layers: Optional[List[Layer]] = None, device: Union[str, Sequence[str]] = "cpu", dtype=torch.float32,
         min_run_time: float = 0.3, channels_last: bool = False, passes=("forward", "fwd+bwd"),
         out_dir: Optional[str] = None, progress: bool = True, print_fn=print) -> List[dict]:
-    """Measures every layer and pass; prints the Markdown table; with out_dir,
-    writes benchmark.md, benchmark.json and benchmark.png there."""
+    """Measures every layer and pass on each device ("cpu", "cuda" or a list:
+    one table with the devices side by side; CUDA is skipped, saying so, where
+    there is no device); prints the Markdown table; with out_dir, writes
+    benchmark.md, benchmark.json and benchmark.png there."""
     layers = layers or SUITE
-    jobs = [(layer, p) for layer in layers for p in passes]
+    devices, skipped = [], {}
+    for d in parse_devices(device):
+        if d == "cuda" and not torch.cuda.is_available():
+            skipped[d] = "no CUDA device: skipped"
+        else:
+            devices.append(d)
+    jobs = [(d, layer, p) for d in devices for layer in layers for p in passes]
     bar = None
-    if progress:
+    if progress and jobs:
         try:
             from tqdm import tqdm
 
@@ -476,35 +529,42 @@ def run(layers: Optional[List[Layer]] = None, device: str = "cpu", dtype=torch.f
         except ImportError:
             bar = None
     rows = []
-    for layer, pass_name in jobs:
+    for d, layer, pass_name in jobs:
         if bar is not None:
-            bar.set_postfix_str(f"{layer.key} {pass_name}")
+            bar.set_postfix_str(f"{d} {layer.key} {pass_name}")
         backward = pass_name == "fwd+bwd"
-        res = measure(layer, device, dtype, backward, min_run_time, channels_last)
-        rows.append({"layer": asdict(layer), "pass": pass_name, "flops": layer.flops(backward), "results": res})
+        res = measure(layer, d, dtype, backward, min_run_time, channels_last)
+        rows.append({"device": d, "layer": asdict(layer), "pass": pass_name, "flops": layer.flops(backward),
+                     "results": res})
         if bar is not None:
             bar.update(1)
     if bar is not None:
         bar.close()
-    info = machine_info(device)
-    info.update(device=device, dtype=str(dtype).replace("torch.", ""), channels_last=channels_last,
-                min_run_time=min_run_time)
-    header = (f"torch {info['torch']}, {device}"
-              + (f" ({info.get('gpu')})" if device == "cuda"
-                 else f" ({info.get('cpu', '?')}), {info['threads']} threads, CPU GEMM engine {info['cpu_gemm_engine']}"
-                    + (f", tile {info['tile_bytes']} B" if info.get("tile_bytes") else ""))
-              + f", {info['dtype']}{', channels_last' if channels_last else ''}; "
-              "median ms; ratios = other time / myconv time (> 1: myconv faster)")
-    table = format_markdown(rows, device)
+    infos = {}
+    for d in devices:
+        info = machine_info(d)
+        info.update(device=d, dtype=str(dtype).replace("torch.", ""), channels_last=channels_last,
+                    min_run_time=min_run_time)
+        if d == "cuda":
+            info["tf32"] = torch.backends.cuda.matmul.fp32_precision == "tf32"
+        infos[d] = info
+    lines = [device_header(info) for info in infos.values()]
+    lines += [f"{d}: {why}" for d, why in skipped.items()]
+    header = "\n".join(lines) + "\nmedian ms; ratios = other time / myconv time (> 1: myconv faster)"
+    table = format_markdown(rows) if rows else "(nothing measured)"
     print_fn(header + "\n\n" + table)
     if out_dir:
         os.makedirs(out_dir, exist_ok=True)
         with open(os.path.join(out_dir, "benchmark.md"), "w") as f:
             f.write(header + "\n\n" + table + "\n")
+        # "machine": the first device's (the only one for a single device); "devices": each one's
+        machine = next(iter(infos.values()), {})
         with open(os.path.join(out_dir, "benchmark.json"), "w") as f:
-            json.dump({"machine": info, "rows": rows}, f, indent=1)
-        plot(rows, os.path.join(out_dir, "benchmark.png"),
-             f"myconv vs others, {device}, {info['dtype']}{', channels_last' if channels_last else ''}")
+            json.dump({"machine": machine, "devices": infos, "skipped": skipped, "rows": rows}, f, indent=1)
+        if rows:
+            dt = machine.get("dtype", "")
+            plot(rows, os.path.join(out_dir, "benchmark.png"),
+                 f"myconv vs others, {dt}{', channels_last' if channels_last else ''}")
     return rows
 
 
@@ -535,7 +595,8 @@ def parse_layers(spec: Optional[str], batch: Optional[int], suite: str = "resnet
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--device", default="cpu",
+                        help="cpu (default), cuda, or both side by side in one table: cpu,cuda")
     parser.add_argument("--dtype", default="float32", choices=["float32", "float64", "bfloat16", "float16"])
     parser.add_argument("--suite", default="resnet", choices=sorted(SUITES),
                         help="resnet: ResNet-18-style layers and the seed layer (default); decoder: the "
@@ -568,34 +629,32 @@ def main(argv=None):
             for layer in SUITES[suite]:
                 print(f"  {layer.key:8s} {layer.name}")
         return
+    devices = parse_devices(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.device == "cuda":
-        # PyTorch's current precision API (the legacy flags' getters raise once it is used)
-        precision = "tf32" if args.tf32 else "ieee"
-        torch.backends.cuda.matmul.fp32_precision = precision
-        torch.backends.cudnn.conv.fp32_precision = precision
     batches = parse_batches(args.batch)
     engine, tile_bytes = _library.get_cpu_gemm_engine(), _library.get_tile_bytes()
+    # TF32 on CUDA as asked, for every implementation (restored after)
+    precision = cuda_fp32_precision(args.tf32) if "cuda" in devices else nullcontext()
     try:
         if args.cpu_gemm_engine:
             _library.set_cpu_gemm_engine(args.cpu_gemm_engine)
         if args.tile_bytes is not None:
             _library.set_tile_bytes(args.tile_bytes)
-        for batch in batches:
-            layers = parse_layers(SEED_LAYER.key if args.quick else args.layers, batch, args.suite)
-            out = args.out
-            if out and len(batches) > 1:
-                out = os.path.join(out, f"batch-{batch}")
-            if len(batches) > 1:
-                print(f"\n## batch {batch}\n")
-            run(layers, args.device, getattr(torch, args.dtype), args.min_run_time, args.channels_last,
-                tuple(args.passes.split(",")), out, progress=not args.no_progress)
+        with precision:
+            for batch in batches:
+                layers = parse_layers(SEED_LAYER.key if args.quick else args.layers, batch, args.suite)
+                out = args.out
+                if out and len(batches) > 1:
+                    out = os.path.join(out, f"batch-{batch}")
+                if len(batches) > 1:
+                    print(f"\n## batch {batch}\n")
+                run(layers, devices, getattr(torch, args.dtype), args.min_run_time, args.channels_last,
+                    tuple(args.passes.split(",")), out, progress=not args.no_progress)
     finally:
         # the caller's settings (main may be called in-process)
         _library.set_cpu_gemm_engine(engine)
         _library.set_tile_bytes(tile_bytes)
-
 
 if __name__ == "__main__":
     main()
