@@ -5,10 +5,11 @@
 #   0. the exception probe (scripts/exception_probe.py), right after the build:
 #      does a bad input raise a RuntimeError there, or kill the process? Its
 #      verdict heads the summary;
-#   1. the CUDA tests (pytest: test_cuda, CUDA fuzz, CUDA autocast),
+#   1. the CUDA tests (pytest: every test file's CUDA tests),
 #   2. compute-sanitizer memcheck / racecheck / initcheck / synccheck over a
 #      small CUDA test run (the CUDA fuzz cases and the determinism tests),
-#   3. the GPU benchmark (python -m myconv.benchmark --device cuda).
+#   3. the host cost of a CUDA step at 1 and all CPU threads (scripts/gpu_host_cost.py),
+#   4. the GPU benchmark (python -m myconv.benchmark --device cuda).
 # Everything is logged under $OUT (or build/gpu); a summary ends the output.
 # Knobs: PYTHON (default python3), TORCH_CUDA_ARCH_LIST (default 9.0),
 #        SANITIZER_FUZZ_EXAMPLES (default 40 per tool).
@@ -60,7 +61,7 @@ run_pytest() {  # name, pytest args...
 }
 
 export PYTHONUNBUFFERED=1
-run_pytest pytest_cuda tests/python/test_cuda.py tests/python/test_fuzz.py tests/python/test_integration.py -k "(cuda or Cuda)$error_tests"
+run_pytest pytest_cuda tests/python -k "(cuda or Cuda)$error_tests"
 
 # compute-sanitizer over a small CUDA run: a few fuzz cases + determinism + stream + chunking.
 sanitized="tests/python/test_fuzz.py::test_conv2d_forward_and_gradients_cuda tests/python/test_cuda.py::test_bitwise_deterministic tests/python/test_cuda.py::test_runs_on_the_current_stream tests/python/test_cuda.py::test_small_workspace_chunks_on_cuda tests/python/test_cuda.py::test_col2im_matches_cpu_bitwise_in_float64"
@@ -72,6 +73,10 @@ for tool in memcheck racecheck initcheck synccheck; do
   errors=$(grep -E "ERROR SUMMARY|RACECHECK SUMMARY" "$out/sanitizer_$tool.log" | tail -1)
   note "compute-sanitizer $tool: exit $rc; ${errors:-no summary line}; $(grep -E '[0-9]+ (passed|failed)' "$out/sanitizer_$tool.log" | tail -1)"
 done
+
+"$PY" scripts/gpu_host_cost.py >"$out/host_cost.txt" 2>&1
+note "host cost: exit $? ($(sed -n 2,3p "$out/host_cost.txt" | tr -s ' ' | tr '\n' ';'))"
+cat "$out/host_cost.txt"
 
 "$PY" -m myconv.benchmark --device cuda --min-run-time 0.5 >"$out/benchmark_cuda.txt" 2>&1
 note "benchmark: exit $? (benchmark_cuda.txt)"
