@@ -120,7 +120,7 @@ def forward_backward(fn, x, w, b, args, gy=None):
     y = fn(ts[0], ts[1], ts[2], **args)
     if gy is None:
         gy = torch.randn(y.shape, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
-    y.backward(gy.to(y.dtype))
+    y.backward(gy.to(y.device, y.dtype))
     return [y] + [t.grad if t is not None else None for t in ts]
 
 
