@@ -1,5 +1,16 @@
-"""Shared helpers of the pytest suite: the seeded configuration grid and the
-tolerance-aware comparison against torch.nn.functional."""
+"""Shared helpers of the pytest suite: the seeded configuration grid, the
+tolerance-aware comparison against torch.nn.functional, the device under test
+of the CUDA tests and float32 without TF32.
+
+The CUDA tests take their device from the ``cuda_device`` fixture (or the
+``cuda_device_under_test()`` context manager): "cuda" where there is a GPU;
+with MYCONV_TEST_CUDA_ON_CPU=1 "cpu" instead (GPU or not), the CPU backend
+running the CUDA backend's work plan and its cuBLAS calls replayed on the CPU
+(torch.ops.myconv._set_cpu_whole_image_plan), so the CUDA tests' own code and
+the CUDA composition run where there is no GPU (scripts/test.sh). Without a
+GPU and without the variable they skip. What only a GPU can check (streams, a
+second device, autocast "cuda", mixing devices) is marked ``cuda_only(why)``:
+it skips under the mapping, with its reason."""
 import os
 
 # MKL's conditional numerical reproducibility mode would hide a thread-count
@@ -7,6 +18,7 @@ import os
 # (test_thread_independence.py checks that MKL runs with it off).
 os.environ.pop("MKL_CBWR", None)
 
+import contextlib  # noqa: E402
 import random  # noqa: E402
 import zlib  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
@@ -20,7 +32,101 @@ import myconv  # noqa: E402,F401  (loads the ops)
 # Relative tolerance (max |ours - ref| / max |ref|) per dtype.
 REL_TOL = {torch.float64: 1e-10, torch.float32: 1e-4, torch.float16: 1e-2, torch.bfloat16: 3e-2}
 
-requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+
+# ---- the device under test of the CUDA tests ------------------------------------------
+
+CUDA_ON_CPU_VARIABLE = "MYCONV_TEST_CUDA_ON_CPU"
+CUDA_ON_CPU = os.environ.get(CUDA_ON_CPU_VARIABLE, "0") not in ("", "0")
+HAS_CUDA = torch.cuda.is_available()
+# "cuda", "cpu" (the CUDA tests mapped to the CPU), or None (they skip)
+CUDA_TEST_DEVICE = "cpu" if CUDA_ON_CPU else "cuda" if HAS_CUDA else None
+
+
+def requires_cuda(test):
+    """A CUDA test (marker "cuda", so `pytest -m cuda` selects them): it runs on
+    the device under test (the ``cuda_device`` fixture), and skips where there
+    is none."""
+    skip = pytest.mark.skipif(CUDA_TEST_DEVICE is None,
+                              reason=f"no CUDA device ({CUDA_ON_CPU_VARIABLE}=1 runs the CUDA tests on the CPU)")
+    return pytest.mark.cuda(skip(test))
+
+
+def cuda_only(why: str):
+    """For a CUDA test only a real GPU can check: it skips without one and under
+    the mapping to the CPU, saying why (``@cuda_only("streams")``)."""
+    where = f"{CUDA_ON_CPU_VARIABLE}=1 maps the CUDA tests to the CPU" if CUDA_ON_CPU else "no CUDA device"
+    skip = pytest.mark.skipif(CUDA_ON_CPU or not HAS_CUDA, reason=f"CUDA-only: {why} ({where})")
+    return lambda test: pytest.mark.cuda(skip(test))
+
+
+_cuda_plan_depth = 0
+
+
+@contextlib.contextmanager
+def cuda_plan_on_cpu(workspace: Optional[int] = None):
+    """The CUDA backend's work plan and its cuBLAS calls, replayed on the CPU
+    (and, given, a workspace limit); nested uses keep it on until the outermost
+    ends (the flag has no getter: counted here)."""
+    global _cuda_plan_depth
+    saved = myconv.get_workspace_limit()
+    _cuda_plan_depth += 1
+    torch.ops.myconv._set_cpu_whole_image_plan(True)
+    try:
+        if workspace is not None:
+            myconv.set_workspace_limit(workspace)
+        yield
+    finally:
+        _cuda_plan_depth -= 1
+        if _cuda_plan_depth == 0:
+            torch.ops.myconv._set_cpu_whole_image_plan(False)
+        myconv.set_workspace_limit(saved)
+
+
+@contextlib.contextmanager
+def cuda_device_under_test():
+    """The device a CUDA test runs on: "cuda", or "cpu" with the CUDA backend's
+    plan when the CUDA tests are mapped to the CPU; skips the test otherwise."""
+    if CUDA_TEST_DEVICE is None:
+        pytest.skip(f"no CUDA device ({CUDA_ON_CPU_VARIABLE}=1 runs the CUDA tests on the CPU)")
+    if CUDA_TEST_DEVICE == "cuda":
+        yield "cuda"
+    else:
+        with cuda_plan_on_cpu():
+            yield "cpu"
+
+
+@pytest.fixture
+def cuda_device():
+    """The device under test of a CUDA test (see cuda_device_under_test)."""
+    with cuda_device_under_test() as device:
+        yield device
+
+
+# ---- TF32 and the precision flags -------------------------------------------------------
+# PyTorch >= 2.9 has two APIs for TF32: the legacy flags (torch.backends.cuda.
+# matmul.allow_tf32, torch.backends.cudnn.allow_tf32, torch.backends.cudnn.flags(),
+# torch.backends.mkldnn.flags()) and the current one (torch.backends[.cuda.matmul |
+# .cudnn.conv | .cudnn.rnn | .mkldnn.*].fp32_precision). The legacy getters raise
+# ("a mix of the legacy and new APIs") once the two disagree. The tests use the
+# current API only, and every test restores what it changed.
+
+@contextlib.contextmanager
+def float32_ieee():
+    """float32 GEMMs on CUDA in IEEE float32 (no TF32), through the current API
+    only; restored after. (The references run in float64: cuDNN's TF32 never
+    matters.)"""
+    saved = torch.backends.cuda.matmul.fp32_precision
+    torch.backends.cuda.matmul.fp32_precision = "ieee"
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.fp32_precision = saved
+
+
+@pytest.fixture
+def no_tf32():
+    with float32_ieee():
+        yield
 
 
 def assert_rel_close(actual: torch.Tensor, expected: torch.Tensor, rel: float, what: str = ""):

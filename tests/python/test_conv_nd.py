@@ -5,7 +5,8 @@ unbatched and channels_last_3d inputs, 'same' / 'valid', reduced precision,
 every CPU path (tiles, channel blocks, 1x1x1, direct depthwise kernels),
 bitwise equality across thread counts, the workspace limit, the CUDA
 backend's plan replayed on the CPU, the seed's 1-D example, and CUDA twins
-that skip without a GPU. (conv2d / conv_transpose2d: test_conv2d.py,
+that skip without a GPU (MYCONV_TEST_CUDA_ON_CPU=1: on the CPU, see
+conftest.py). (conv2d / conv_transpose2d: test_conv2d.py,
 test_conv_transpose.py, test_paths.py.)"""
 import contextlib
 import random
@@ -17,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 import myconv
-from conftest import REL_TOL, assert_rel_close, requires_cuda
+from conftest import REL_TOL, assert_rel_close, cuda_plan_on_cpu, requires_cuda
 
 
 @dataclass(frozen=True)
@@ -247,10 +248,9 @@ def settings(threads=None, tile_bytes=None, workspace=None, cuda_plan=False):
             myconv.set_tile_bytes(tile_bytes)
         if workspace is not None:
             myconv.set_workspace_limit(workspace)
-        torch.ops.myconv._set_cpu_whole_image_plan(cuda_plan)
-        yield
+        with cuda_plan_on_cpu() if cuda_plan else contextlib.nullcontext():
+            yield
     finally:
-        torch.ops.myconv._set_cpu_whole_image_plan(False)
         torch.set_num_threads(saved[0])
         myconv.set_tile_bytes(saved[1])
         myconv.set_workspace_limit(saved[2])
@@ -349,27 +349,22 @@ def test_the_cuda_backends_plan_on_the_cpu(cfg, workspace):
 @requires_cuda
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
 @pytest.mark.parametrize("cfg", GRID[::6], ids=str)
-def test_cuda_matches_torch_functional(cfg, dtype):
-    saved = torch.backends.cuda.matmul.fp32_precision
-    torch.backends.cuda.matmul.fp32_precision = "ieee"
-    try:
-        check_against_f(cfg, dtype, REL_TOL[dtype] if dtype == torch.float64 else 1e-4, device="cuda")
-    finally:
-        torch.backends.cuda.matmul.fp32_precision = saved
+def test_cuda_matches_torch_functional(cfg, dtype, cuda_device, no_tf32):
+    check_against_f(cfg, dtype, REL_TOL[dtype] if dtype == torch.float64 else 1e-4, device=cuda_device)
 
 
 @requires_cuda
 @pytest.mark.parametrize("cfg", GRADCHECK, ids=str)
-def test_cuda_gradcheck(cfg):
-    x, w, b = cfg.tensors(torch.float64, device="cuda", requires_grad=True)
+def test_cuda_gradcheck(cfg, cuda_device):
+    x, w, b = cfg.tensors(torch.float64, device=cuda_device, requires_grad=True)
     assert torch.autograd.gradcheck(lambda x, w, b: cfg.ours()(x, w, b, **cfg.args()), (x, w, b))
 
 
 @requires_cuda
-def test_cuda_conv3d_reduced_precision_and_channels_last():
+def test_cuda_conv3d_reduced_precision_and_channels_last(cuda_device):
     cfg = PATHS["tiles-strided-dilated"]
     for dtype in (torch.float16, torch.bfloat16):
-        check_against_f(cfg, dtype, 3e-2, device="cuda")
-    x, w, b = cfg.tensors(torch.float64, device="cuda")
+        check_against_f(cfg, dtype, 3e-2, device=cuda_device)
+    x, w, b = cfg.tensors(torch.float64, device=cuda_device)
     x = x.contiguous(memory_format=torch.channels_last_3d)
     assert_rel_close(myconv.conv3d(x, w, b, **cfg.args()), F.conv3d(x, w, b, **cfg.args()), 1e-12)

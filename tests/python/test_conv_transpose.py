@@ -1,7 +1,8 @@
 """myconv::conv_transpose2d against torch.nn.functional.conv_transpose2d:
 a seeded grid of configurations (forward and the three gradients), gradcheck
 and gradgradcheck, opcheck, torch.compile, bad inputs, the module and convert,
-ONNX, the seed's worked example, and CUDA twins that skip without a GPU."""
+ONNX, the seed's worked example, and CUDA twins that skip without a GPU
+(MYCONV_TEST_CUDA_ON_CPU=1: on the CPU, conftest.py)."""
 import io
 import random
 import zlib
@@ -14,7 +15,7 @@ from torch import nn
 from torch.nn.modules.utils import _pair
 
 import myconv
-from conftest import REL_TOL, assert_rel_close, requires_cuda
+from conftest import REL_TOL, assert_rel_close, cuda_plan_on_cpu, requires_cuda
 
 
 @dataclass(frozen=True)
@@ -106,7 +107,7 @@ def check(cfg, dtype=torch.float64, layout=lambda t: t, device="cpu"):
     ref = forward_backward(F.conv_transpose2d, to64(x), to64(w), to64(b), cfg)
     for name, a, e in zip(("output", "grad_input", "grad_weight", "grad_bias"), ours, ref):
         if e is not None:
-            assert a.dtype == dtype
+            assert a.dtype == dtype and a.device.type == torch.device(device).type
             assert_rel_close(a, e, REL_TOL[dtype], f"{cfg} {name}")
     return ours
 
@@ -150,10 +151,9 @@ def test_tiles_threads_and_the_cuda_plan(tile_bytes, threads):
         torch.set_num_threads(threads)
         myconv.set_tile_bytes(tile_bytes)
         first = check(cfg, torch.float32)
-        torch.ops.myconv._set_cpu_whole_image_plan(True)
-        check(cfg)
+        with cuda_plan_on_cpu():
+            check(cfg)
     finally:
-        torch.ops.myconv._set_cpu_whole_image_plan(False)
         torch.set_num_threads(saved[0])
         myconv.set_tile_bytes(saved[1])
     # bitwise the same for any thread count
@@ -378,15 +378,15 @@ def test_onnx_export_of_direct_op_calls_with_the_translation_table(tmp_path):
 
 @requires_cuda
 @pytest.mark.parametrize("cfg", GRID[:80], ids=str)
-def test_cuda_matches_f_conv_transpose2d(cfg):
-    check(cfg, device="cuda")
-    check(cfg, torch.float32, device="cuda")
+def test_cuda_matches_f_conv_transpose2d(cfg, cuda_device, no_tf32):
+    check(cfg, device=cuda_device)
+    check(cfg, torch.float32, device=cuda_device)
 
 
 @requires_cuda
 @pytest.mark.parametrize("cfg", GRADCHECK_CONFIGS, ids=str)
-def test_cuda_gradcheck(cfg):
-    x, w, b = cfg.tensors(device="cuda", requires_grad=True)
+def test_cuda_gradcheck(cfg, cuda_device):
+    x, w, b = cfg.tensors(device=cuda_device, requires_grad=True)
     inputs = (x, w) if b is None else (x, w, b)
     assert torch.autograd.gradcheck(lambda *t: myconv.conv_transpose2d(*t, **cfg.args()), inputs)
 

@@ -1,6 +1,7 @@
-"""The CUDA backend: the same ops on CUDA tensors (skipped without a device),
-and, everywhere, that a CUDA build registered every CUDA kernel."""
-import contextlib
+"""The CUDA backend: the same ops on CUDA tensors (skipped without a device;
+with MYCONV_TEST_CUDA_ON_CPU=1 on the CPU, the CUDA backend's plan replayed
+there: conftest.py), and, everywhere, that a CUDA build registered every CUDA
+kernel."""
 import os
 import shutil
 import subprocess
@@ -11,7 +12,8 @@ import torch
 import torch.nn.functional as F
 
 import myconv
-from conftest import BACKWARD_GRID, FORWARD_GRID, REL_TOL, assert_rel_close, requires_cuda
+from conftest import (BACKWARD_GRID, FORWARD_GRID, REL_TOL, assert_rel_close, cuda_only, cuda_plan_on_cpu,
+                      requires_cuda)
 
 OPS = ["conv2d", "conv2d_backward", "conv_transpose2d", "im2col", "col2im"]
 
@@ -30,20 +32,11 @@ def test_every_op_has_a_cuda_kernel(op):
     assert myconv.cuda_built()
 
 
-@pytest.fixture
-def no_tf32():
-    # The current API (the legacy getter raises once it has been used).
-    saved = torch.backends.cuda.matmul.fp32_precision
-    torch.backends.cuda.matmul.fp32_precision = "ieee"
-    yield
-    torch.backends.cuda.matmul.fp32_precision = saved
-
-
 @requires_cuda
 @pytest.mark.parametrize("cfg", FORWARD_GRID, ids=str)
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16, torch.bfloat16], ids=str)
-def test_forward_matches_f_conv2d(cfg, dtype, no_tf32):
-    x, w, b = cfg.tensors(dtype, device="cuda")
+def test_forward_matches_f_conv2d(cfg, dtype, cuda_device, no_tf32):
+    x, w, b = cfg.tensors(dtype, device=cuda_device)
     out = myconv.conv2d(x, w, b, **cfg.args())
     assert out.device == x.device and out.dtype == dtype
     to64 = lambda t: None if t is None else t.double()
@@ -54,12 +47,12 @@ def test_forward_matches_f_conv2d(cfg, dtype, no_tf32):
 @requires_cuda
 @pytest.mark.parametrize("cfg", BACKWARD_GRID, ids=str)
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
-def test_gradients_match_f_conv2d(cfg, dtype, no_tf32):
-    ours = cfg.tensors(dtype, device="cuda", requires_grad=True)
+def test_gradients_match_f_conv2d(cfg, dtype, cuda_device, no_tf32):
+    ours = cfg.tensors(dtype, device=cuda_device, requires_grad=True)
     ref = [None if t is None else t.detach().double().requires_grad_() for t in ours]
     y = myconv.conv2d(*ours, **cfg.args())
     y_ref = F.conv2d(*ref, **cfg.args())
-    gy = torch.randn(y_ref.shape, dtype=torch.float64, device="cuda")
+    gy = torch.randn(y_ref.shape, dtype=torch.float64, device=cuda_device)
     y.backward(gy.to(dtype))
     y_ref.backward(gy)
     for a, e in zip(ours, ref):
@@ -69,9 +62,9 @@ def test_gradients_match_f_conv2d(cfg, dtype, no_tf32):
 
 @requires_cuda
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-def test_reduced_precision_gradients(dtype):
-    x = torch.randn(4, 6, 12, 12, device="cuda").to(dtype).requires_grad_()
-    w = torch.randn(8, 3, 3, 3, device="cuda").to(dtype).requires_grad_()
+def test_reduced_precision_gradients(dtype, cuda_device):
+    x = torch.randn(4, 6, 12, 12, device=cuda_device).to(dtype).requires_grad_()
+    w = torch.randn(8, 3, 3, 3, device=cuda_device).to(dtype).requires_grad_()
     xr, wr = (t.detach().double().requires_grad_() for t in (x, w))
     myconv.conv2d(x, w, None, 1, 1, 1, 2).sum().backward()
     F.conv2d(xr, wr, None, 1, 1, 1, 2).sum().backward()
@@ -80,18 +73,18 @@ def test_reduced_precision_gradients(dtype):
 
 
 @requires_cuda
-def test_gradcheck_float64():
-    x = torch.randn(2, 4, 7, 6, dtype=torch.float64, device="cuda", requires_grad=True)
-    w = torch.randn(6, 2, 3, 2, dtype=torch.float64, device="cuda", requires_grad=True)
-    b = torch.randn(6, dtype=torch.float64, device="cuda", requires_grad=True)
+def test_gradcheck_float64(cuda_device):
+    x = torch.randn(2, 4, 7, 6, dtype=torch.float64, device=cuda_device, requires_grad=True)
+    w = torch.randn(6, 2, 3, 2, dtype=torch.float64, device=cuda_device, requires_grad=True)
+    b = torch.randn(6, dtype=torch.float64, device=cuda_device, requires_grad=True)
     fn = lambda x, w, b: myconv.conv2d(x, w, b, (2, 1), (1, 2), (2, 1), 2)
     assert torch.autograd.gradcheck(fn, (x, w, b))
 
 
 @requires_cuda
-def test_bitwise_deterministic():
-    x = torch.randn(8, 16, 24, 24, device="cuda", requires_grad=True)
-    w = torch.randn(32, 16, 3, 3, device="cuda", requires_grad=True)
+def test_bitwise_deterministic(cuda_device):
+    x = torch.randn(8, 16, 24, 24, device=cuda_device, requires_grad=True)
+    w = torch.randn(32, 16, 3, 3, device=cuda_device, requires_grad=True)
     runs = []
     for _ in range(2):
         x.grad = w.grad = None
@@ -100,6 +93,18 @@ def test_bitwise_deterministic():
         runs.append((y.detach().clone(), x.grad.clone(), w.grad.clone()))
     for a, b in zip(*runs):
         assert torch.equal(a, b)
+
+
+@requires_cuda
+def test_the_mapping_to_the_cpu_runs_the_cuda_backends_plan(cuda_device):
+    # Under MYCONV_TEST_CUDA_ON_CPU=1 the device under test is the CPU with the
+    # CUDA backend's plan: whole images' columns (64 * 3 * 3 rows, 64 * 64
+    # positions, float32) where the CPU's own plan cuts them into tiles.
+    if cuda_device != "cpu":
+        pytest.skip("checks the mapping of the CUDA tests to the CPU")
+    x, w = torch.randn(1, 64, 64, 64), torch.randn(64, 64, 3, 3)
+    myconv.conv2d(x, w, padding=1)
+    assert torch.ops.myconv._last_workspace_peak() == 64 * 9 * 64 * 64 * 4
 
 
 # col2im to a 9x7 image with kernel 3x2, dilation (1, 2), padding 1, stride 1:
@@ -118,15 +123,15 @@ def test_col2im_geometry_of_the_bitwise_test_is_valid():
 
 
 @requires_cuda
-def test_col2im_matches_cpu_bitwise_in_float64():
+def test_col2im_matches_cpu_bitwise_in_float64(cuda_device):
     cols = torch.randn(COL2IM_COLUMNS, dtype=torch.float64)
-    assert torch.equal(myconv.col2im(cols.cuda(), *COL2IM_ARGS).cpu(), myconv.col2im(cols, *COL2IM_ARGS))
+    assert torch.equal(myconv.col2im(cols.to(cuda_device), *COL2IM_ARGS).cpu(), myconv.col2im(cols, *COL2IM_ARGS))
     x = torch.randn(2, 3, 9, 7, dtype=torch.float64)
-    assert torch.equal(myconv.im2col(x.cuda(), (3, 2), (1, 2), (1, 1), (1, 1)).cpu(),
+    assert torch.equal(myconv.im2col(x.to(cuda_device), (3, 2), (1, 2), (1, 1), (1, 1)).cpu(),
                        F.unfold(x, (3, 2), (1, 2), (1, 1), (1, 1)))
 
 
-@requires_cuda
+@cuda_only("streams")
 def test_runs_on_the_current_stream():
     x = torch.randn(4, 8, 32, 32, device="cuda")
     w = torch.randn(16, 8, 3, 3, device="cuda")
@@ -140,11 +145,11 @@ def test_runs_on_the_current_stream():
 
 
 @requires_cuda
-def test_small_workspace_chunks_on_cuda():
+def test_small_workspace_chunks_on_cuda(cuda_device):
     saved = myconv.get_workspace_limit()
     try:
-        x = torch.randn(7, 4, 9, 8, dtype=torch.float64, device="cuda")
-        w = torch.randn(6, 2, 3, 3, dtype=torch.float64, device="cuda")
+        x = torch.randn(7, 4, 9, 8, dtype=torch.float64, device=cuda_device)
+        w = torch.randn(6, 2, 3, 3, dtype=torch.float64, device=cuda_device)
         myconv.set_workspace_limit(1)
         out = myconv.conv2d(x, w, None, 1, 1, 1, 2)
     finally:
@@ -152,13 +157,14 @@ def test_small_workspace_chunks_on_cuda():
     assert_rel_close(out, F.conv2d(x, w, None, 1, 1, 1, 2), 1e-12)
 
 
-@requires_cuda
+@cuda_only("mixing devices needs a second device type")
 def test_mixed_devices_raise():
     with pytest.raises(RuntimeError, match="to be on the same device"):
         myconv.conv2d(torch.randn(1, 2, 5, 5, device="cuda"), torch.randn(3, 2, 3, 3))
 
 
-@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA devices")
+@cuda_only("a second device")
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="CUDA-only: a second device (needs two CUDA devices)")
 def test_second_device():
     x = torch.randn(2, 3, 8, 8, dtype=torch.float64, device="cuda:1", requires_grad=True)
     w = torch.randn(4, 3, 3, 3, dtype=torch.float64, device="cuda:1", requires_grad=True)
@@ -203,20 +209,6 @@ def test_gemm_compute_type_follows_every_tf32_api(setting):
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == [expected, "64F", "32F", "32F"]
-
-
-@contextlib.contextmanager
-def cuda_plan_on_cpu(workspace=None):
-    """The CUDA backend's work plan and its cuBLAS calls, replayed on the CPU."""
-    saved = myconv.get_workspace_limit()
-    torch.ops.myconv._set_cpu_whole_image_plan(True)
-    try:
-        if workspace is not None:
-            myconv.set_workspace_limit(workspace)
-        yield
-    finally:
-        torch.ops.myconv._set_cpu_whole_image_plan(False)
-        myconv.set_workspace_limit(saved)
 
 
 def forward_backward_double(fn, ref_fn, tensors, make_grad):
@@ -283,5 +275,5 @@ def test_operands_cublas_reads_on_the_cpu(name, workspace):
 
 @requires_cuda
 @pytest.mark.parametrize("name", list(OPERAND_SCENARIOS), ids=str)
-def test_operands_cublas_reads_on_cuda(name, no_tf32):
-    _run_operand_scenario(name, "cuda")
+def test_operands_cublas_reads_on_cuda(name, cuda_device, no_tf32):
+    _run_operand_scenario(name, cuda_device)

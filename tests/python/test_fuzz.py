@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 import myconv  # noqa: E402
-from conftest import assert_rel_close, requires_cuda  # noqa: E402
+from conftest import assert_rel_close, cuda_device_under_test, float32_ieee, requires_cuda  # noqa: E402
 
 EXAMPLES = int(os.environ.get("MYCONV_FUZZ_EXAMPLES", "500"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
@@ -105,14 +105,16 @@ def test_conv2d_forward_and_gradients(cfg, seed):
     check_conv2d(cfg, seed, "cpu")
 
 
-# The same cases on CUDA (the reference F.conv2d runs in float64; TF32 is off
-# by default for matmuls). Also the run compute-sanitizer watches
+# The same cases on CUDA (the reference F.conv2d runs in float64; our GEMMs
+# without TF32), or with MYCONV_TEST_CUDA_ON_CPU=1 on the CPU with the CUDA
+# backend's plan (conftest.py). Also the run compute-sanitizer watches
 # (scripts/gpu_check.sh).
 @requires_cuda
 @settings(FUZZ, max_examples=int(os.environ.get("MYCONV_FUZZ_EXAMPLES_CUDA", "300")))
 @given(cfg=conv_configs(), seed=st.integers(0, 2**31 - 1))
 def test_conv2d_forward_and_gradients_cuda(cfg, seed):
-    check_conv2d(cfg, seed, "cuda")
+    with cuda_device_under_test() as device, float32_ieee():
+        check_conv2d(cfg, seed, device)
 
 
 def check_conv_transpose2d(cfg, op_fraction, seed, device):
@@ -220,7 +222,8 @@ def test_conv1d_conv3d_forward_and_gradients(cfg, seed):
 @settings(FUZZ, max_examples=int(os.environ.get("MYCONV_FUZZ_EXAMPLES_CUDA", "300")) // 2)
 @given(cfg=conv_nd_configs(), seed=st.integers(0, 2**31 - 1))
 def test_conv1d_conv3d_forward_and_gradients_cuda(cfg, seed):
-    check_conv_nd(cfg, seed, "cuda")
+    with cuda_device_under_test() as device, float32_ieee():
+        check_conv_nd(cfg, seed, device)
 
 
 @settings(FUZZ, max_examples=max(1, EXAMPLES // 2))

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import myconv
-from conftest import assert_rel_close, requires_cuda
+from conftest import assert_rel_close, cuda_only
 
 
 # ---- the functional forms -------------------------------------------------
@@ -260,7 +260,7 @@ def test_autocast_cpu_bfloat16_like_f_conv2d():
     assert x.grad.dtype == torch.float32
 
 
-@requires_cuda
+@cuda_only('autocast "cuda"')
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_autocast_cuda(dtype):
     x, w = torch.randn(2, 3, 9, 9, device="cuda"), torch.randn(4, 3, 3, 3, device="cuda")

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 import myconv
-from conftest import assert_rel_close
+from conftest import assert_rel_close, cuda_plan_on_cpu, requires_cuda
 
 
 @contextlib.contextmanager
@@ -275,15 +275,6 @@ def test_workspace_is_used_and_reported_for_a_real_layer():
     assert_rel_close(y, F.conv2d(x, w, None, 1, 1), 1e-5)
 
 
-@contextlib.contextmanager
-def cuda_plan_on_cpu():
-    torch.ops.myconv._set_cpu_whole_image_plan(True)
-    try:
-        yield
-    finally:
-        torch.ops.myconv._set_cpu_whole_image_plan(False)
-
-
 @pytest.mark.parametrize("workspace", [None, 1, 5000], ids=["one-chunk", "image-chunks", "small-chunks"])
 @pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
 @pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
@@ -304,6 +295,17 @@ def test_the_cuda_backends_plan_in_bfloat16(case):
     ref = forward_backward(F.conv2d, x.double(), w.double(), b.double(), kw)
     for name, a, e in zip(("output", "grad_input", "grad_weight", "grad_bias"), ours, ref):
         assert_rel_close(a, e, 3e-2, name)
+
+
+@requires_cuda
+@pytest.mark.parametrize("dtype, tol", [(torch.float64, 1e-11), (torch.float32, 1e-4)], ids=str)
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
+@pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
+def test_cases_on_cuda(case, channels_last, dtype, tol, cuda_device, no_tf32):
+    # The same odd sizes, short rows, 1x1, depthwise and channel-block cases
+    # on the device under test (the reference in float64 there too).
+    x, w, b, kw = make(case, dtype, channels_last=channels_last)
+    check_against_reference(*(t.to(cuda_device) for t in (x, w, b)), kw, tol)
 
 
 # --- the CPU GEMM engines (csrc/cpu/cpu_gemm.h) --------------------------------
