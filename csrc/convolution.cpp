@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "autotune.h"
+#include "channel_sums.h"
 #include "conv_passes.h"
 #include "conv_plan.h"
 #include "conv_shape.h"
@@ -111,7 +112,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv_backward(
 
   at::Tensor grad_input, grad_weight, grad_bias;
   if (need_bias) {
-    grad_bias = gy5.sum(at::IntArrayRef{0, 2, 3, 4});
+    grad_bias = channel_sums(gy5, 1);
   }
   const bool empty = p.batch == 0 || gy5.numel() == 0;
   if (need_input) {

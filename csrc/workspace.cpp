@@ -1,6 +1,7 @@
 #include "workspace.h"
 
 #include <ATen/ops/empty.h>
+#include <ATen/ops/from_blob.h>
 #include <c10/util/Exception.h>
 
 #include <algorithm>
@@ -34,31 +35,50 @@ Workspace::Workspace(int64_t elements, const at::TensorOptions& options)
     : tensor_(elements > 0 ? aligned_empty(elements, options) : at::Tensor()),
       charge_(elements > 0 ? elements * tensor_.element_size() : 0) {}
 
+int64_t buffer_alignment(const at::TensorOptions& options) {
+  return options.device().is_cpu() ? 4096 : 64;
+}
+
 at::Tensor aligned_empty(int64_t elements, const at::TensorOptions& options) {
+  if (!options.device().is_cpu()) {
+    return at::empty({elements}, options);  // the caching allocator's blocks start on 512 bytes
+  }
+  const int64_t align = buffer_alignment(options);
   const int64_t item = static_cast<int64_t>(options.dtype().itemsize());
-  TORCH_INTERNAL_ASSERT(kBufferAlignment % item == 0);
-  const at::Tensor raw = at::empty({elements + kBufferAlignment / item}, options);
+  TORCH_INTERNAL_ASSERT(align % item == 0);
+  const at::Tensor raw = at::empty({elements + align / item}, options);
   const auto address = reinterpret_cast<uintptr_t>(raw.data_ptr());
   TORCH_INTERNAL_ASSERT(address % item == 0);
-  const int64_t skip = static_cast<int64_t>((kBufferAlignment - address % kBufferAlignment) % kBufferAlignment) / item;
-  return raw.narrow(0, skip, elements);
+  void* start = static_cast<char*>(raw.data_ptr()) + (align - static_cast<int64_t>(address % align)) % align;
+  // a storage of exactly `elements` at the aligned start, keeping `raw` alive
+  return at::from_blob(start, {elements}, [raw](void*) {}, options);
 }
 
 int64_t aligned_elements(int64_t elements, const at::TensorOptions& options) {
-  const int64_t per_page = std::max<int64_t>(1, kBufferAlignment / static_cast<int64_t>(options.dtype().itemsize()));
-  return (elements + per_page - 1) / per_page * per_page;
+  const int64_t per_line =
+      std::max<int64_t>(1, buffer_alignment(options) / static_cast<int64_t>(options.dtype().itemsize()));
+  return (elements + per_line - 1) / per_line * per_line;
 }
 
 WorkerBuffers::WorkerBuffers(int64_t workers, int64_t elements, const at::TensorOptions& options)
-    : per_worker_(aligned_elements(elements, options)), workspace_(workers * per_worker_, options),
-      storage_(workspace_.tensor()) {}
+    : elements_(elements),
+      charge_(elements > 0 ? workers * aligned_elements(elements, options) *
+                                 static_cast<int64_t>(options.dtype().itemsize())
+                           : 0) {
+  if (elements > 0) {
+    for (int64_t w = 0; w < workers; ++w) {
+      buffers_.push_back(aligned_empty(elements, options));
+    }
+  }
+}
 
 at::Tensor WorkerBuffers::get(int64_t worker, int64_t offset, at::IntArrayRef shape) const {
   int64_t numel = 1;
   for (const int64_t s : shape) {
     numel *= s;
   }
-  TORCH_INTERNAL_ASSERT(offset + numel <= per_worker_);
+  TORCH_INTERNAL_ASSERT(worker >= 0 && worker < static_cast<int64_t>(buffers_.size()) && offset >= 0 &&
+                        offset + numel <= elements_);
   // one view op (a tiny call pays for each): the contiguous (shape) at the offset
   // (no heap allocation: buffers have at most kMaxDims dimensions)
   constexpr size_t kMaxDims = 8;
@@ -68,8 +88,7 @@ at::Tensor WorkerBuffers::get(int64_t worker, int64_t offset, at::IntArrayRef sh
   for (int64_t d = static_cast<int64_t>(shape.size()) - 2; d >= 0; --d) {
     strides[d] = strides[d + 1] * std::max<int64_t>(shape[d + 1], 1);
   }
-  return storage_.as_strided(shape, at::IntArrayRef(strides.data(), shape.size()),
-                             storage_.storage_offset() + worker * per_worker_ + offset);
+  return buffers_[worker].as_strided(shape, at::IntArrayRef(strides.data(), shape.size()), offset);
 }
 
 int64_t workers_for(int64_t max_workers, int64_t items, int64_t bytes_per_worker, int64_t reserved) {

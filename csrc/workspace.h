@@ -6,6 +6,7 @@
 #include <ATen/core/Tensor.h>
 #include <c10/core/TensorOptions.h>
 #include <c10/util/ArrayRef.h>
+#include <c10/util/SmallVector.h>
 
 #include <cstdint>
 
@@ -49,25 +50,27 @@ class Workspace {
   WorkspaceCharge charge_;
 };
 
-// Every buffer the composition allocates starts at a multiple of this many
-// bytes (a page), and every worker's buffer and every tile of shared columns
-// is a whole number of them: a GEMM sees each operand it reads from or writes
-// to our buffers at the same address modulo a page, whichever worker runs an
-// item, however many workers there are, from call to call. The GEMM
-// libraries pick code paths by operand alignment (measured: MKL's results
-// differed in the last bits between buffers 36 bytes apart), and MKL promises
-// the same bits only for the same alignment.
-constexpr int64_t kBufferAlignment = 4096;
+// Alignment of the composition's own buffers (worker buffers, shared column
+// tiles, grad_weight's partial sums), in bytes. On the CPU a page: each such
+// buffer starts on a page and every worker's buffer and every tile of shared
+// columns is a whole number of pages, so a GEMM sees these operands at the
+// same address modulo a page whichever worker runs an item, however many
+// workers there are, from call to call. The GEMM libraries pick code paths by
+// operand alignment (measured: MKL's results differed in the last bits
+// between buffers 36 bytes apart), and MKL promises the same bits only for
+// the same alignment. Elsewhere 64 bytes (a CUDA allocation starts on 512).
+int64_t buffer_alignment(const at::TensorOptions& options);
 
-// An uninitialised 1-D tensor of `elements` elements whose first element lies
-// at a multiple of kBufferAlignment bytes (a view into a slightly larger
-// allocation).
+// An uninitialised 1-D tensor of `elements` elements starting at a multiple
+// of buffer_alignment bytes. Its storage holds exactly those elements (on the
+// CPU a view of a slightly larger allocation, which it keeps alive), so the
+// bounds checks of csrc/blas_plan.h stay exact.
 at::Tensor aligned_empty(int64_t elements, const at::TensorOptions& options);
 
-// Elements rounded up to whole multiples of kBufferAlignment bytes.
+// Elements rounded up to whole multiples of buffer_alignment bytes.
 int64_t aligned_elements(int64_t elements, const at::TensorOptions& options);
 
-// One flat buffer per worker, handed out as views.
+// One buffer per worker (each aligned_empty), handed out as views.
 class WorkerBuffers {
  public:
   WorkerBuffers(int64_t workers, int64_t elements, const at::TensorOptions& options);
@@ -75,9 +78,9 @@ class WorkerBuffers {
   at::Tensor get(int64_t worker, int64_t offset, at::IntArrayRef shape) const;
 
  private:
-  int64_t per_worker_;
-  Workspace workspace_;
-  at::Tensor storage_;
+  int64_t elements_;
+  WorkspaceCharge charge_;
+  c10::SmallVector<at::Tensor, 4> buffers_;
 };
 
 // Workers (at most max_workers) for `items` items that each need

@@ -10,10 +10,10 @@
 #include <torch/csrc/autograd/custom_function.h>
 #include <torch/library.h>
 
-#include <numeric>
 #include <vector>
 
 #include "myconv/ops.h"
+#include "../channel_sums.h"
 #include "../ops_nd.h"
 
 namespace myconv {
@@ -34,15 +34,6 @@ at::Tensor conv(int64_t dims, const at::Tensor& input, const at::Tensor& weight,
 }
 using detail::conv_backward_nd;
 using detail::conv_transpose_nd;
-
-// The dimensions of a (batched or unbatched) convolution tensor other than
-// its channels: what a bias gradient sums over.
-std::vector<int64_t> all_but_channels(const at::Tensor& t, int64_t dims) {
-  std::vector<int64_t> out(t.dim());
-  std::iota(out.begin(), out.end(), 0);
-  out.erase(out.begin() + (t.dim() - dims - 1));
-  return out;
-}
 
 class ConvFunction : public torch::autograd::Function<ConvFunction> {
  public:
@@ -208,7 +199,7 @@ class ConvTransposeFunction : public torch::autograd::Function<ConvTransposeFunc
       gw = std::get<1>(conv_backward_nd(dims, xg, g, w, stride, padding, dilation, groups, {false, true, false}));
     }
     if (ctx->saved_data.at("has_bias").toBool() && ctx->needs_input_grad(2)) {
-      gb = g.sum(all_but_channels(g, dims));
+      gb = detail::channel_sums(g, g.dim() - dims - 1);
     }
     return {at::Tensor(), gx, gw, gb, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
   }

@@ -4,8 +4,8 @@
 // composed ops.
 //
 // Inside a work item everything runs on the item's thread: the GEMM library
-// and ATen's loops see a call from inside a parallel region, or are held to
-// one thread (see run_items), and stay single-threaded.
+// and ATen's loops are held to one thread there (SingleThreadedItems, see
+// run_items), so every sum is taken the same way whatever the thread count.
 #include <ATen/Parallel.h>
 #include <ATen/ThreadLocalState.h>
 #include <torch/library.h>
