@@ -205,9 +205,9 @@ def aten_im2col_flags():
     conv or RNN precision is "ieee"), and they would switch the ATen
     comparator's GEMMs to the default precision."""
     saved = (torch.backends.mkldnn.enabled, torch.backends.cudnn.enabled)
-    torch.backends.mkldnn.enabled = False
-    torch.backends.cudnn.enabled = False
     try:
+        torch.backends.mkldnn.enabled = False
+        torch.backends.cudnn.enabled = False
         yield
     finally:
         torch.backends.mkldnn.enabled, torch.backends.cudnn.enabled = saved
@@ -223,9 +223,9 @@ def cuda_fp32_precision(tf32: bool):
     settings."""
     precision = "tf32" if tf32 else "ieee"
     saved = (torch.backends.cuda.matmul.fp32_precision, torch.backends.cudnn.conv.fp32_precision)
-    torch.backends.cuda.matmul.fp32_precision = precision
-    torch.backends.cudnn.conv.fp32_precision = precision
     try:
+        torch.backends.cuda.matmul.fp32_precision = precision
+        torch.backends.cudnn.conv.fp32_precision = precision
         yield
     finally:
         torch.backends.cuda.matmul.fp32_precision, torch.backends.cudnn.conv.fp32_precision = saved
@@ -489,7 +489,7 @@ def plot(rows: List[dict], path: str, title: str) -> None:
 def device_header(info: dict) -> str:
     """One line saying what a device's rows were measured on."""
     if info["device"] == "cuda":
-        where = f"cuda ({info.get('gpu')}, TF32 {'on' if info.get('tf32') else 'off'})"
+        where = f"cuda ({info.get('gpu')}, float32 matmul / cuDNN conv precision {info.get('fp32_precision')})"
     else:
         where = (f"cpu ({info.get('cpu', '?')}), {info['threads']} threads, CPU GEMM engine {info['cpu_gemm_engine']}"
                  + (f", tile {info['tile_bytes']} B" if info.get("tile_bytes") else ""))
@@ -497,11 +497,11 @@ def device_header(info: dict) -> str:
 
 
 def parse_devices(device: Union[str, Sequence[str]]) -> List[str]:
-    """'cpu', 'cuda', or several ('cpu,cuda' or a list), each once."""
-    devices = device.split(",") if isinstance(device, str) else list(device)
+    """'cpu', 'cuda', or several ('cpu,cuda' or a list), each once; ValueError otherwise."""
+    devices = [d.strip() for d in (device.split(",") if isinstance(device, str) else device)]
     unknown = [d for d in devices if d not in ("cpu", "cuda")]
     if unknown or not devices:
-        raise SystemExit(f"--device expects cpu, cuda or a list of them (cpu,cuda); got {device!r}")
+        raise ValueError(f"--device expects cpu, cuda or a list of them (cpu,cuda); got {device!r}")
     return list(dict.fromkeys(devices))
 
 
@@ -546,7 +546,8 @@ def run(layers: Optional[List[Layer]] = None, device: Union[str, Sequence[str]] 
         info.update(device=d, dtype=str(dtype).replace("torch.", ""), channels_last=channels_last,
                     min_run_time=min_run_time)
         if d == "cuda":
-            info["tf32"] = torch.backends.cuda.matmul.fp32_precision == "tf32"
+            info["fp32_precision"] = (f"{torch.backends.cuda.matmul.fp32_precision} / "
+                                      f"{torch.backends.cudnn.conv.fp32_precision}")
         infos[d] = info
     lines = [device_header(info) for info in infos.values()]
     lines += [f"{d}: {why}" for d, why in skipped.items()]
@@ -629,7 +630,10 @@ def main(argv=None):
             for layer in SUITES[suite]:
                 print(f"  {layer.key:8s} {layer.name}")
         return
-    devices = parse_devices(args.device)
+    try:
+        devices = parse_devices(args.device)
+    except ValueError as e:
+        raise SystemExit(str(e))
     if args.threads:
         torch.set_num_threads(args.threads)
     batches = parse_batches(args.batch)
@@ -649,12 +653,15 @@ def main(argv=None):
                     out = os.path.join(out, f"batch-{batch}")
                 if len(batches) > 1:
                     print(f"\n## batch {batch}\n")
-                run(layers, devices, getattr(torch, args.dtype), args.min_run_time, args.channels_last,
-                    tuple(args.passes.split(",")), out, progress=not args.no_progress)
+                rows = run(layers, devices, getattr(torch, args.dtype), args.min_run_time, args.channels_last,
+                           tuple(args.passes.split(",")), out, progress=not args.no_progress)
+                if not rows and layers:
+                    raise SystemExit(f"nothing measured: no device of {','.join(devices)} is available")
     finally:
         # the caller's settings (main may be called in-process)
         _library.set_cpu_gemm_engine(engine)
         _library.set_tile_bytes(tile_bytes)
+
 
 if __name__ == "__main__":
     main()
