@@ -1,6 +1,7 @@
 """Shared helpers of the pytest suite: the seeded configuration grid, the
 tolerance-aware comparison against torch.nn.functional, the device under test
-of the CUDA tests and float32 without TF32.
+of the CUDA tests, float32 without TF32, and a check that no test leaves
+PyTorch's precision flags changed.
 
 The CUDA tests take their device from the ``cuda_device`` fixture (or the
 ``cuda_device_under_test()`` context manager): "cuda" where there is a GPU;
@@ -108,7 +109,7 @@ def cuda_device():
 # torch.backends.mkldnn.flags()) and the current one (torch.backends[.cuda.matmul |
 # .cudnn.conv | .cudnn.rnn | .mkldnn.*].fp32_precision). The legacy getters raise
 # ("a mix of the legacy and new APIs") once the two disagree. The tests use the
-# current API only, and every test restores what it changed.
+# current API only, and every test restores what it changed (checked below).
 
 @contextlib.contextmanager
 def float32_ieee():
@@ -127,6 +128,54 @@ def float32_ieee():
 def no_tf32():
     with float32_ieee():
         yield
+
+
+_backends = torch.backends
+_PRECISION_FLAGS = {
+    # the current API (its getters never raise)
+    "backends.fp32_precision": lambda: _backends.fp32_precision,
+    "backends.cuda.matmul.fp32_precision": lambda: _backends.cuda.matmul.fp32_precision,
+    "backends.cudnn.fp32_precision": lambda: _backends.cudnn.fp32_precision,
+    "backends.cudnn.conv.fp32_precision": lambda: _backends.cudnn.conv.fp32_precision,
+    "backends.cudnn.rnn.fp32_precision": lambda: _backends.cudnn.rnn.fp32_precision,
+    "backends.mkldnn.fp32_precision": lambda: _backends.mkldnn.fp32_precision,
+    "backends.mkldnn.matmul.fp32_precision": lambda: _backends.mkldnn.matmul.fp32_precision,
+    "backends.mkldnn.conv.fp32_precision": lambda: _backends.mkldnn.conv.fp32_precision,
+    "backends.mkldnn.rnn.fp32_precision": lambda: _backends.mkldnn.rnn.fp32_precision,
+    # the legacy getters (they raise once the APIs are mixed)
+    "backends.cuda.matmul.allow_tf32": lambda: _backends.cuda.matmul.allow_tf32,
+    "backends.cudnn.allow_tf32": lambda: _backends.cudnn.allow_tf32,
+    "get_float32_matmul_precision()": torch.get_float32_matmul_precision,
+    # the other flags cudnn.flags() / mkldnn.flags() set
+    "backends.cudnn.enabled": lambda: _backends.cudnn.enabled,
+    "backends.cudnn.benchmark": lambda: _backends.cudnn.benchmark,
+    "backends.cudnn.deterministic": lambda: _backends.cudnn.deterministic,
+    "backends.mkldnn.enabled": lambda: _backends.mkldnn.enabled,
+    "backends.mkldnn.deterministic": lambda: _backends.mkldnn.deterministic,
+}
+
+
+def precision_flags() -> dict:
+    """PyTorch's precision and backend flags ("raises: ..." for a getter that raises)."""
+    state = {}
+    for name, get in _PRECISION_FLAGS.items():
+        try:
+            state[name] = get()
+        except RuntimeError as error:
+            state[name] = f"raises: {str(error).splitlines()[0][:100]}"
+    return state
+
+
+@pytest.fixture(autouse=True)
+def precision_flags_unchanged():
+    """Every test leaves PyTorch's precision flags as it found them: a test that
+    leaks TF32 settings (or mixes the APIs) fails here, not some later test."""
+    before = precision_flags()
+    yield
+    after = precision_flags()
+    changed = {k: (before[k], after[k]) for k in before if before[k] != after[k]}
+    if changed:
+        pytest.fail(f"the test left PyTorch's precision flags changed (before, after): {changed}", pytrace=False)
 
 
 def assert_rel_close(actual: torch.Tensor, expected: torch.Tensor, rel: float, what: str = ""):

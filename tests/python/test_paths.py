@@ -378,7 +378,10 @@ def test_convolutions_stay_float32_when_torch_lets_onednn_matmuls_round(how):
     engine_for = torch.ops.myconv._cpu_gemm_engine_for
     assert engine_for(torch.float32, 96, 784, 576) == "onednn"
     if how == "oneDNN off":
-        context = torch.backends.mkldnn.flags(enabled=False)
+        # only the enabled flag: flags()' defaults would also set (and not
+        # restore) the legacy TF32 flag, allow_tf32=True
+        context = torch.backends.mkldnn.flags(enabled=False, deterministic=None, allow_tf32=None,
+                                              fp32_precision=None)
     else:
         context = mkldnn_matmul_precision(how.split()[0])
     x, w, b, kw = resnet_layer(False)
@@ -392,14 +395,19 @@ def test_convolutions_stay_float32_when_torch_lets_onednn_matmuls_round(how):
 
 
 def test_set_float32_matmul_precision_medium_keeps_convolutions_float32():
-    saved = torch.get_float32_matmul_precision()
+    # set_float32_matmul_precision() also writes the current API's per-backend
+    # matmul precisions: undone with the same call, then those put back
+    saved = (torch.get_float32_matmul_precision(), torch.backends.cuda.matmul.fp32_precision,
+             torch.backends.mkldnn.matmul.fp32_precision)
     try:
         torch.set_float32_matmul_precision("medium")
         assert torch.ops.myconv._cpu_gemm_engine_for(torch.float32, 96, 784, 576) in ("blas", "aten")
         x, w, b, kw = resnet_layer(False)
         ours = forward_backward(myconv.conv2d, x, w, b, kw)
     finally:
-        torch.set_float32_matmul_precision(saved)
+        torch.set_float32_matmul_precision(saved[0])
+        torch.backends.cuda.matmul.fp32_precision = saved[1]
+        torch.backends.mkldnn.matmul.fp32_precision = saved[2]
     ref = forward_backward(F.conv2d, x.double(), w.double(), b.double(), kw)
     for name, a, e in zip(("output", "grad_input", "grad_weight", "grad_bias"), ours, ref):
         assert_rel_close(a, e, 2e-5, name)
