@@ -1,0 +1,447 @@
+// What each thread of the CUDA direct grouped kernels does (depthwise and
+// other grouped convolutions with a tiny per-group K, Backend::grouped_*),
+// written once for the device and the host.
+//
+// cuda/grouped.cu wraps these functions in __global__ kernels; the
+// GoogleTest suite (tests/cpp/test_cuda_grouped.cpp) compiles this very
+// header with the host compiler and runs the same functions over the same
+// thread -> element mapping, against the CPU backend's direct kernels and
+// ATen's convolution. Plain integers and templates only: no CUDA runtime
+// here. Memory is reached only through an Access object (start / zero_sum,
+// add, store), so that a host test can count writes, trace which products an
+// element sums, or record the offsets of a problem too large to allocate.
+// All index arithmetic is 64-bit.
+//
+// Tensors are 5-D (N, C, D, H, W) (1-D and 2-D problems with unit leading
+// sizes), all contiguous, or all channels-last contiguous (N, D, H, W, C);
+// the weight is (C_out, C_in/groups, kD, kH, kW) contiguous. Every result
+// element is summed by one thread (grad_weight: by one block, lanes summing
+// fixed slices and combined by a fixed tree) in a fixed order, whatever the
+// grid: no atomics, bitwise reproducible.
+//  - forward: one output element per thread: bias + the sum over taps
+//    (kd, kh, kw) in order, and within a tap over the group's input channels;
+//  - grad_input: one input element per thread, a gather over the taps
+//    (kd, kh, kw) that read it, and within a tap over the group's output
+//    channels;
+//  - grad_weight: one weight element per block of kThreads lanes: lane l
+//    sums the products of output positions l, l + kThreads, ... of the
+//    flattened (n, od, oh, ow), then the lanes' sums are added pairwise
+//    (lane_tree_step), halving each time.
+// Sums are in Access::Acc: float for float16 / bfloat16 (at::opmath_type),
+// the dtype itself for float and double.
+#pragma once
+
+#include <cstdint>
+
+#include "im2col_elements.h"  // MYCONV_HOST_DEVICE, kThreads, kMaxBlocks, blocks_for, grid_stride
+
+namespace myconv::cuda {
+
+// ---- geometry ------------------------------------------------------------------------
+
+// A grouped convolution in plain integers, with the element strides of its
+// tensors in their layout. "in" tensors are (N, C_in, D, H, W): x, grad_input;
+// "out" tensors (N, C_out, OD, OH, OW): the output, grad_output. Built on the
+// host (make_grouped_geom in cuda/grouped_kernels.h).
+struct GroupedGeom {
+  int64_t batch, channels, out_channels, cg, mg;  // C_in, C_out, C_in/groups, C_out/groups
+  int64_t depth, height, width, out_d, out_h, out_w;
+  int64_t kernel_d, kernel_h, kernel_w, stride_d, stride_h, stride_w;
+  int64_t pad_d, pad_h, pad_w, dilation_d, dilation_h, dilation_w;
+  bool channels_last;
+  // element strides: one image, one channel, one pixel (along W), one row
+  // (along H), one plane (along D)
+  int64_t in_image, in_channel, in_pixel, in_row, in_plane;
+  int64_t out_image, out_channel, out_pixel, out_row, out_plane;
+  // grad_input's walk over the taps of an axis: dilation = q * stride + r
+  int64_t dil_q_d, dil_r_d, dil_q_h, dil_r_h, dil_q_w, dil_r_w;
+  // Every element index of the forward and grad_input launches, and every
+  // input index plus its padding, fits 31 bits: their coordinates come from
+  // 32-bit divisions (several times cheaper than 64-bit ones on a GPU).
+  // Offsets are 64-bit either way.
+  bool narrow;
+
+  MYCONV_HOST_DEVICE int64_t taps() const { return kernel_d * kernel_h * kernel_w; }
+  MYCONV_HOST_DEVICE int64_t positions() const { return out_d * out_h * out_w; }  // per image
+};
+
+// Fills the strides and the tap-walk constants of a geometry whose sizes,
+// window and layout are set.
+inline GroupedGeom with_strides(GroupedGeom g) {
+  const auto strides = [&](int64_t c, int64_t d, int64_t h, int64_t w, int64_t& image, int64_t& channel,
+                           int64_t& pixel, int64_t& row, int64_t& plane) {
+    pixel = g.channels_last ? c : 1;
+    channel = g.channels_last ? 1 : d * h * w;
+    row = w * pixel;
+    plane = h * row;
+    image = c * d * h * w;
+  };
+  strides(g.channels, g.depth, g.height, g.width, g.in_image, g.in_channel, g.in_pixel, g.in_row, g.in_plane);
+  strides(g.out_channels, g.out_d, g.out_h, g.out_w, g.out_image, g.out_channel, g.out_pixel, g.out_row,
+          g.out_plane);
+  g.dil_q_d = g.dilation_d / g.stride_d;
+  g.dil_r_d = g.dilation_d % g.stride_d;
+  g.dil_q_h = g.dilation_h / g.stride_h;
+  g.dil_r_h = g.dilation_h % g.stride_h;
+  g.dil_q_w = g.dilation_w / g.stride_w;
+  g.dil_r_w = g.dilation_w % g.stride_w;
+  constexpr int64_t kNarrow = (int64_t{1} << 31) - 1;
+  const int64_t outputs = g.batch * g.out_image, inputs = g.batch * g.in_image;
+  g.narrow = outputs <= kNarrow && inputs <= kNarrow && g.out_channels <= kNarrow && g.channels <= kNarrow &&
+             g.depth + g.pad_d <= kNarrow && g.height + g.pad_h <= kNarrow && g.width + g.pad_w <= kNarrow;
+  return g;
+}
+
+// Elements (threads' or blocks' work items) of each kernel.
+MYCONV_HOST_DEVICE inline int64_t grouped_forward_elements(const GroupedGeom& g) {
+  return g.batch * g.out_channels * g.positions();  // one per output element, in memory order
+}
+MYCONV_HOST_DEVICE inline int64_t grouped_grad_input_elements(const GroupedGeom& g) {
+  return g.batch * g.channels * g.depth * g.height * g.width;  // one per input element, in memory order
+}
+MYCONV_HOST_DEVICE inline int64_t grouped_grad_weight_elements(const GroupedGeom& g) {
+  return g.out_channels * g.cg * g.taps();  // one per weight element (one block each)
+}
+
+// ---- the block -> element mapping of grad_weight ------------------------------------------
+
+// Lanes (threads of a block) that share one grad_weight element: the block.
+constexpr int64_t kLanes = kThreads;
+static_assert((kLanes & (kLanes - 1)) == 0, "the lanes' tree needs a power of two");
+
+// Blocks of a launch whose blocks loop over `total` elements: enough to fill
+// the GPU, no more than needed.
+inline unsigned int reduction_blocks_for(int64_t total) {
+  return static_cast<unsigned int>(total < 1 ? 1 : (total < kMaxBlocks ? total : kMaxBlocks));
+}
+
+// The block-stride loop of block `block` in a grid of `blocks`: elements
+// block, block + blocks, ... below total. Every lane of a block runs the same
+// loop (the lanes of one element meet at the block's barriers).
+template <typename F>
+MYCONV_HOST_DEVICE inline void block_stride(int64_t block, int64_t blocks, int64_t total, F& fn) {
+  for (int64_t e = block; e < total; e += blocks) {
+    fn(e);
+  }
+}
+
+// One step of the lanes' tree: the first `half` lanes add the sum `half`
+// lanes above theirs. Run for half = kLanes / 2, kLanes / 4, ..., 1 (with a
+// barrier after each on the device), it leaves the total in sums[0], always
+// added in the same order.
+template <typename T>
+MYCONV_HOST_DEVICE inline void lane_tree_step(T* sums, int64_t lane, int64_t half) {
+  if (lane < half) {
+    sums[lane] += sums[lane + half];
+  }
+}
+
+// ---- per-element work --------------------------------------------------------------------
+
+// Element i of a (N, C, D, H, W) tensor in its layout: (n, c, d, h, w).
+struct Coords {
+  int64_t n, c, d, h, w;
+};
+
+// n / d and n % d in Index arithmetic (uint32_t: the caller knows both fit).
+template <typename Index>
+MYCONV_HOST_DEVICE inline Index divmod(Index& n, Index d) {
+  const Index q = n / d;
+  const Index r = n - q * d;
+  n = q;
+  return r;
+}
+
+template <typename Index>
+MYCONV_HOST_DEVICE inline Coords coords_as(int64_t index, int64_t C, int64_t D, int64_t H, int64_t W,
+                                           bool channels_last) {
+  Index i = static_cast<Index>(index);
+  Coords p;
+  if (channels_last) {  // (n, d, h, w, c)
+    p.c = divmod<Index>(i, static_cast<Index>(C));
+    p.w = divmod<Index>(i, static_cast<Index>(W));
+    p.h = divmod<Index>(i, static_cast<Index>(H));
+    p.d = divmod<Index>(i, static_cast<Index>(D));
+  } else {  // (n, c, d, h, w)
+    p.w = divmod<Index>(i, static_cast<Index>(W));
+    p.h = divmod<Index>(i, static_cast<Index>(H));
+    p.d = divmod<Index>(i, static_cast<Index>(D));
+    p.c = divmod<Index>(i, static_cast<Index>(C));
+  }
+  p.n = static_cast<int64_t>(i);
+  return p;
+}
+
+MYCONV_HOST_DEVICE inline Coords coords_of(const GroupedGeom& g, int64_t i, int64_t C, int64_t D, int64_t H,
+                                           int64_t W) {
+  return g.narrow ? coords_as<uint32_t>(i, C, D, H, W, g.channels_last)
+                  : coords_as<int64_t>(i, C, D, H, W, g.channels_last);
+}
+
+// forward element i (output (n, o, od, oh, ow) in the layout's order, so that
+// consecutive threads write consecutive elements): io.start(o) (the bias, or
+// zero), then io.add(sum, weight, input) for each tap (kd, kh, kw) inside the
+// image, in order, and within it each input channel ci of o's group:
+// weight (o, ci, kd, kh, kw), input (n, group * cg + ci, id, ih, iw); then
+// io.store(i, sum).
+template <typename Access>
+MYCONV_HOST_DEVICE inline void grouped_forward_element(const GroupedGeom& g, int64_t i, Access& io) {
+  const Coords p = coords_of(g, i, g.out_channels, g.out_d, g.out_h, g.out_w);
+  const int64_t o = p.c;
+  const int64_t group = g.mg == 1 ? o : o / g.mg;
+  const int64_t kk = g.taps();
+  const int64_t x0 = p.n * g.in_image + group * g.cg * g.in_channel;
+  const int64_t w0 = o * g.cg * kk;
+  const int64_t id0 = p.d * g.stride_d - g.pad_d, ih0 = p.h * g.stride_h - g.pad_h,
+                iw0 = p.w * g.stride_w - g.pad_w;
+  auto sum = io.start(o);
+  for (int64_t kd = 0; kd < g.kernel_d; ++kd) {
+    const int64_t id = id0 + kd * g.dilation_d;
+    if (id < 0) {
+      continue;
+    }
+    if (id >= g.depth) {
+      break;  // the taps only move further
+    }
+    for (int64_t kh = 0; kh < g.kernel_h; ++kh) {
+      const int64_t ih = ih0 + kh * g.dilation_h;
+      if (ih < 0) {
+        continue;
+      }
+      if (ih >= g.height) {
+        break;
+      }
+      const int64_t x_row = x0 + id * g.in_plane + ih * g.in_row;
+      const int64_t w_row = w0 + (kd * g.kernel_h + kh) * g.kernel_w;
+      for (int64_t kw = 0; kw < g.kernel_w; ++kw) {
+        const int64_t iw = iw0 + kw * g.dilation_w;
+        if (iw < 0) {
+          continue;
+        }
+        if (iw >= g.width) {
+          break;
+        }
+        const int64_t x_tap = x_row + iw * g.in_pixel;
+        for (int64_t ci = 0; ci < g.cg; ++ci) {
+          io.add(sum, w_row + kw + ci * kk, x_tap + ci * g.in_channel);
+        }
+      }
+    }
+  }
+  io.store(i, sum);
+}
+
+// The output positions whose taps read input index x along one axis, walked
+// tap by tap without a division per tap: tap k reads x from position
+// (x + pad - k * dilation) / stride when that is a whole number, i.e. when
+// offset = x + pad - k * dilation = q * stride + r has r == 0. Each tap
+// lowers the offset by dilation = dil_q * stride + dil_r.
+struct TapWalk {
+  int64_t q, r;  // offset = q * stride + r, 0 <= r < stride (q < 0: offset < 0)
+};
+
+MYCONV_HOST_DEVICE inline TapWalk tap_walk(int64_t x, int64_t pad, int64_t stride, bool narrow) {
+  const int64_t offset = x + pad;  // >= 0
+  if (narrow) {
+    const uint32_t q = static_cast<uint32_t>(offset) / static_cast<uint32_t>(stride);
+    return {static_cast<int64_t>(q), offset - static_cast<int64_t>(q) * stride};
+  }
+  const int64_t q = offset / stride;
+  return {q, offset - q * stride};
+}
+
+MYCONV_HOST_DEVICE inline void next_tap(TapWalk& t, int64_t stride, int64_t dil_q, int64_t dil_r) {
+  t.q -= dil_q;
+  t.r -= dil_r;
+  if (t.r < 0) {
+    t.r += stride;
+    --t.q;
+  }
+}
+
+// grad_input element i (input (n, c, d, h, w) in the layout's order): a
+// gather. io.add(sum, weight, grad_output) for each tap (kd, kh, kw) that
+// reads the element from an existing output position (od, oh, ow), in order,
+// and within it each output channel j of c's group: weight (group * mg + j,
+// c % cg, kd, kh, kw), grad_output (n, group * mg + j, od, oh, ow); then
+// io.store(i, sum). The output positions may be fewer than the window's (a
+// transposed convolution's output_padding): taps that would read from the
+// missing ones add nothing.
+template <typename Access>
+MYCONV_HOST_DEVICE inline void grouped_grad_input_element(const GroupedGeom& g, int64_t i, Access& io) {
+  const Coords p = coords_of(g, i, g.channels, g.depth, g.height, g.width);
+  const int64_t group = g.cg == 1 ? p.c : p.c / g.cg;
+  const int64_t ci = p.c - group * g.cg;
+  const int64_t kk = g.taps();
+  const int64_t y0 = p.n * g.out_image + group * g.mg * g.out_channel;
+  const int64_t w0 = (group * g.mg * g.cg + ci) * kk;
+  const int64_t w_next = g.cg * kk;  // from output channel j's weights to j + 1's
+  auto sum = io.zero_sum();
+  TapWalk td = tap_walk(p.d, g.pad_d, g.stride_d, g.narrow);
+  for (int64_t kd = 0; kd < g.kernel_d; ++kd, next_tap(td, g.stride_d, g.dil_q_d, g.dil_r_d)) {
+    if (td.q < 0) {
+      break;  // the offset only falls
+    }
+    if (td.r != 0 || td.q >= g.out_d) {
+      continue;
+    }
+    TapWalk th = tap_walk(p.h, g.pad_h, g.stride_h, g.narrow);
+    for (int64_t kh = 0; kh < g.kernel_h; ++kh, next_tap(th, g.stride_h, g.dil_q_h, g.dil_r_h)) {
+      if (th.q < 0) {
+        break;
+      }
+      if (th.r != 0 || th.q >= g.out_h) {
+        continue;
+      }
+      const int64_t y_row = y0 + td.q * g.out_plane + th.q * g.out_row;
+      const int64_t w_row = w0 + (kd * g.kernel_h + kh) * g.kernel_w;
+      TapWalk tw = tap_walk(p.w, g.pad_w, g.stride_w, g.narrow);
+      for (int64_t kw = 0; kw < g.kernel_w; ++kw, next_tap(tw, g.stride_w, g.dil_q_w, g.dil_r_w)) {
+        if (tw.q < 0) {
+          break;
+        }
+        if (tw.r != 0 || tw.q >= g.out_w) {
+          continue;
+        }
+        const int64_t y_tap = y_row + tw.q * g.out_pixel;
+        for (int64_t j = 0; j < g.mg; ++j) {
+          io.add(sum, w_row + kw + j * w_next, y_tap + j * g.out_channel);
+        }
+      }
+    }
+  }
+  io.store(i, sum);
+}
+
+// grad_weight element e (weight (o, ci, kd, kh, kw), contiguous order), lane
+// `lane` of `lanes`: io.add(sum, grad_output, input) for the flattened output
+// positions p = lane, lane + lanes, ... below N * OD * OH * OW (p = ((n * OD
+// + od) * OH + oh) * OW + ow) whose tap (kd, kh, kw) lies inside the image:
+// grad_output (n, o, od, oh, ow), input (n, group * cg + ci, id, ih, iw).
+// Returns the lane's sum. Consecutive lanes take consecutive positions
+// (coalesced along W for channels-first tensors); the position advances by
+// `lanes` as a mixed-radix number, without a division per step.
+template <typename Access>
+MYCONV_HOST_DEVICE inline auto grouped_grad_weight_partial(const GroupedGeom& g, int64_t e, int64_t lane,
+                                                           int64_t lanes, Access& io) {
+  auto sum = io.zero_sum();
+  const int64_t total = g.batch * g.positions();
+  if (lane >= total) {
+    return sum;
+  }
+  const int64_t kw = e % g.kernel_w, kh = e / g.kernel_w % g.kernel_h, kd = e / (g.kernel_w * g.kernel_h) % g.kernel_d;
+  const int64_t oc = e / g.taps();  // o * cg + ci
+  const int64_t o = oc / g.cg, ci = oc - o * g.cg;
+  const int64_t c = (g.mg == 1 ? o : o / g.mg) * g.cg + ci;
+  const int64_t d_off = kd * g.dilation_d - g.pad_d, h_off = kh * g.dilation_h - g.pad_h,
+                w_off = kw * g.dilation_w - g.pad_w;
+  const int64_t y0 = o * g.out_channel, x0 = c * g.in_channel;
+  // the first position, and the step, as digits (n, od, oh, ow)
+  int64_t ow = lane % g.out_w, oh = lane / g.out_w % g.out_h, od = lane / (g.out_w * g.out_h) % g.out_d,
+          n = lane / g.positions();
+  const int64_t step_w = lanes % g.out_w, step_h = lanes / g.out_w % g.out_h,
+                step_d = lanes / (g.out_w * g.out_h) % g.out_d, step_n = lanes / g.positions();
+  for (int64_t p = lane; p < total; p += lanes) {
+    const int64_t id = od * g.stride_d + d_off, ih = oh * g.stride_h + h_off, iw = ow * g.stride_w + w_off;
+    if (id >= 0 && id < g.depth && ih >= 0 && ih < g.height && iw >= 0 && iw < g.width) {
+      io.add(sum, y0 + n * g.out_image + od * g.out_plane + oh * g.out_row + ow * g.out_pixel,
+             x0 + n * g.in_image + id * g.in_plane + ih * g.in_row + iw * g.in_pixel);
+    }
+    // p += lanes: each digit plus the step's digit and the carry from below
+    // (at most one: both are below the digit's base)
+    ow += step_w;
+    int64_t carry = ow >= g.out_w ? 1 : 0;
+    ow -= carry * g.out_w;
+    oh += step_h + carry;
+    carry = oh >= g.out_h ? 1 : 0;
+    oh -= carry * g.out_h;
+    od += step_d + carry;
+    carry = od >= g.out_d ? 1 : 0;
+    od -= carry * g.out_d;
+    n += step_n + carry;
+  }
+  return sum;
+}
+
+// ---- the memory access of the real kernels -------------------------------------------------
+// Built inside the kernels from their __restrict__ pointer parameters (three
+// inputs, one output; unused inputs are null), and on the host by the tests.
+
+// forward: out <- bias + w * x, summed in acc_t.
+template <typename scalar_t, typename acc_t>
+struct GroupedForwardAccess {
+  using In = scalar_t;
+  using Out = scalar_t;
+  using Acc = acc_t;
+  const scalar_t* x;
+  const scalar_t* w;
+  const scalar_t* bias;  // null: no bias
+  scalar_t* out;
+  MYCONV_HOST_DEVICE acc_t start(int64_t o) const { return bias != nullptr ? static_cast<acc_t>(bias[o]) : acc_t(0); }
+  MYCONV_HOST_DEVICE void add(acc_t& sum, int64_t weight, int64_t input) const {
+    sum += static_cast<acc_t>(w[weight]) * static_cast<acc_t>(x[input]);
+  }
+  MYCONV_HOST_DEVICE void store(int64_t i, acc_t sum) const { out[i] = static_cast<scalar_t>(sum); }
+};
+
+// grad_input: gi <- w * gy, summed in acc_t.
+template <typename scalar_t, typename acc_t>
+struct GroupedGradInputAccess {
+  using In = scalar_t;
+  using Out = scalar_t;
+  using Acc = acc_t;
+  const scalar_t* gy;
+  const scalar_t* w;
+  const scalar_t* unused;
+  scalar_t* gi;
+  MYCONV_HOST_DEVICE acc_t zero_sum() const { return acc_t(0); }
+  MYCONV_HOST_DEVICE void add(acc_t& sum, int64_t weight, int64_t grad_output) const {
+    sum += static_cast<acc_t>(w[weight]) * static_cast<acc_t>(gy[grad_output]);
+  }
+  MYCONV_HOST_DEVICE void store(int64_t i, acc_t sum) const { gi[i] = static_cast<scalar_t>(sum); }
+};
+
+// grad_weight: gw <- gy * x, summed in acc_t.
+template <typename scalar_t, typename acc_t>
+struct GroupedGradWeightAccess {
+  using In = scalar_t;
+  using Out = scalar_t;
+  using Acc = acc_t;
+  const scalar_t* gy;
+  const scalar_t* x;
+  const scalar_t* unused;
+  scalar_t* gw;
+  MYCONV_HOST_DEVICE acc_t zero_sum() const { return acc_t(0); }
+  MYCONV_HOST_DEVICE void add(acc_t& sum, int64_t grad_output, int64_t input) const {
+    sum += static_cast<acc_t>(gy[grad_output]) * static_cast<acc_t>(x[input]);
+  }
+  MYCONV_HOST_DEVICE void store(int64_t e, acc_t sum) const { gw[e] = static_cast<scalar_t>(sum); }
+};
+
+// ---- the work of a launch ------------------------------------------------------------------
+
+// What element i of a launch does, for any Access: the launchers' Work types.
+struct GroupedForwardWork {
+  template <typename Access>
+  MYCONV_HOST_DEVICE static void run(const GroupedGeom& g, int64_t i, Access& io) {
+    grouped_forward_element(g, i, io);
+  }
+};
+
+struct GroupedGradInputWork {
+  template <typename Access>
+  MYCONV_HOST_DEVICE static void run(const GroupedGeom& g, int64_t i, Access& io) {
+    grouped_grad_input_element(g, i, io);
+  }
+};
+
+// A block's work: each lane's partial sum of element e, then (the launcher)
+// the lanes' tree and io.store(e, total).
+struct GroupedGradWeightWork {
+  template <typename Access>
+  MYCONV_HOST_DEVICE static auto partial(const GroupedGeom& g, int64_t e, int64_t lane, int64_t lanes, Access& io) {
+    return grouped_grad_weight_partial(g, e, lane, lanes, io);
+  }
+};
+
+} // namespace myconv::cuda
