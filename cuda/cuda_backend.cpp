@@ -1,12 +1,15 @@
 // CUDA backend: the im2col / col2im kernels of im2col.cu, GEMM through cuBLAS
-// (PyTorch's handle, bound to PyTorch's current stream), and the CUDA
-// registration of the composed ops.
+// (PyTorch's handle, bound to PyTorch's current stream), the direct grouped
+// kernels of grouped.cu (depthwise and other grouped convolutions with a tiny
+// per-group K), and the CUDA registration of the composed ops.
 #include <ATen/cuda/CUDAContextLight.h>
 #include <ATen/cuda/Exceptions.h>
 #include <torch/library.h>
 
 #include "../csrc/blas_plan.h"
 #include "../csrc/convolution.h"
+#include "../csrc/cuda_tuning.h"
+#include "grouped_kernels.h"
 #include "kernels.h"
 
 namespace myconv::detail {
@@ -88,7 +91,9 @@ void check_whole_images(const ConvGeometry& g, const ColumnTile& tile, ColumnLay
 class CudaBackend final : public Backend {
  public:
   Tuning tuning(const at::Tensor&) const override {
-    return Tuning{};  // whole-image chunks, one worker, no view / channels-last / direct paths
+    // whole-image chunks, one worker, no view / channels-last paths; direct
+    // grouped kernels (the CPU backend replays this plan for the tests)
+    return cuda_backend_tuning();
   }
 
   void im2col(const at::Tensor& images, const ConvGeometry& g, const ColumnTile& tile,
@@ -128,6 +133,24 @@ class CudaBackend final : public Backend {
         g.stride_first, g.second, data, blas_int(g.ld_second), g.stride_second, beta, g.result,
         data, blas_int(g.ld_result), g.stride_result, blas_int(g.batch), compute,
         CUBLAS_GEMM_DEFAULT));
+  }
+
+  // Direct grouped kernels (grouped.cu): one thread per output / input
+  // element, one block per weight element, each summed in a fixed order.
+  void grouped_forward(const at::Tensor& x, const at::Tensor& w, const std::optional<at::Tensor>& bias,
+                       const ConvGeometry& g, int64_t groups, bool channels_last,
+                       const at::Tensor& out) const override {
+    myconv::cuda::grouped_forward(x, w, bias, g, groups, channels_last, out);
+  }
+
+  void grouped_grad_input(const at::Tensor& gy, const at::Tensor& w, const ConvGeometry& g, int64_t groups,
+                          bool channels_last, const at::Tensor& gi) const override {
+    myconv::cuda::grouped_grad_input(gy, w, g, groups, channels_last, gi);
+  }
+
+  void grouped_grad_weight(const at::Tensor& gy, const at::Tensor& x, const ConvGeometry& g, int64_t groups,
+                           bool channels_last, const at::Tensor& gw) const override {
+    myconv::cuda::grouped_grad_weight(gy, x, g, groups, channels_last, gw);
   }
 };
 

@@ -21,6 +21,7 @@
 #include "myconv/ops.h"
 #include "cpu_gemm.h"
 #include "cpu_kernels.h"
+#include "../cuda_tuning.h"
 
 // MKL's thread count for the calling thread alone (mkl_set_num_threads_local;
 // 0 restores the global one). A weak reference: null where torch's BLAS is
@@ -86,7 +87,7 @@ class CpuBackend final : public Backend {
  public:
   Tuning tuning(const at::Tensor&) const override {
     if (cpu_whole_image_plan()) {
-      return Tuning{};  // the CUDA backend's plan (tests of that composition)
+      return cuda_backend_tuning();  // the CUDA backend's plan (tests of that composition)
     }
     Tuning t;
     t.workers = at::get_num_threads();

@@ -12,8 +12,9 @@ what a call does on the host:
   very composition the CUDA backend runs; only the column kernels and the
   GEMM are the CPU's), counted by the profiler, op by op, for the paths the
   CUDA plan takes (bias or not, channels-last input, bfloat16, transposed,
-  3-D, chunks of a small workspace): no count may grow and no new op appear
-  (docs/gpu.md, "Host cost of a call", lists them);
+  3-D, chunks of a small workspace, depthwise through the direct kernels):
+  no count may grow and no new op appear (docs/gpu.md, "Host cost of a
+  call", lists them);
 * the composition and the CUDA backend name no CPU thread API (only the CPU
   backend and the autotuner's CPU timing key may).
 """
@@ -58,6 +59,9 @@ BUDGETS = {
     # a 300 kB workspace: 16 chunks of 2 images, two copies each
     "chunked": ({"aten::empty": 2, "aten::copy_": 32}, {"aten::sum": 1, "aten::fill_": 1, "aten::empty": 4,
                                                         "aten::to": 1}),
+    # depthwise: the direct grouped kernels, no columns, no GEMM, no copies (the output; the two gradients
+    # and the bias sum)
+    "depthwise": ({"aten::empty": 1}, {"aten::empty": 2, "aten::sum": 1, "aten::fill_": 1}),
 }
 
 
@@ -69,10 +73,12 @@ def case_calls(name):
         return torch.randn(*shape, generator=g)
 
     ops = torch.ops.myconv
-    one, pad = [1, 1], [1, 1]
+    one, pad, groups = [1, 1], [1, 1], 1
     x, w, b, gy = t(32, 8, 32, 32), t(16, 8, 3, 3), t(16), t(32, 16, 32, 32)
     if name in ("seed", "chunked"):
         pass
+    elif name == "depthwise":
+        x, w, b, gy, groups = t(32, 32, 32, 32), t(32, 1, 3, 3), t(32), t(32, 32, 32, 32), 32
     elif name == "1x1, no bias":
         x, w, b, gy, pad = t(8, 64, 14, 14), t(32, 64, 1, 1), None, t(8, 32, 14, 14), [0, 0]
     elif name == "channels_last":
@@ -88,8 +94,8 @@ def case_calls(name):
         return (lambda: ops.conv3d(x3, w3, b3, three, three, three, 1),
                 lambda: ops.conv3d_backward(gy3, x3, w3, three, three, three, 1, [True, True, True]))
     mask = [True, True, b is not None]
-    return (lambda: ops.conv2d(x, w, b, one, pad, one, 1),
-            lambda: ops.conv2d_backward(gy, x, w, one, pad, one, 1, mask))
+    return (lambda: ops.conv2d(x, w, b, one, pad, one, groups),
+            lambda: ops.conv2d_backward(gy, x, w, one, pad, one, groups, mask))
 
 
 def counted_ops(fn):
