@@ -26,8 +26,15 @@ struct Tuning {
   // count; CUDA: 1, the kernels queue on one stream).
   int64_t workers = 1;
   // Target size in bytes of one column tile (CPU: from the L2 cache). 0: no
-  // cache tiling; chunks of whole images as large as the workspace limit allows.
+  // cache tiling; chunks of whole images (see chunk_bytes).
   int64_t tile_bytes = 0;
+  // Without cache tiling: a chunk of whole images takes at most chunk_bytes
+  // of workspace, as long as it keeps chunk_min_positions output positions
+  // for its GEMMs (a chunk of a few images already fills a GPU's GEMM; the
+  // whole batch at once only multiplies the memory). 0: chunks as large as
+  // the workspace limit allows. Always within the workspace limit.
+  int64_t chunk_bytes = 0;
+  int64_t chunk_min_positions = 0;
   // Fewest output positions per tile (a GEMM needs some width to run fast).
   int64_t min_tile_positions = 1;
   // Tiles may hold part of an image's output positions.
@@ -45,6 +52,11 @@ struct Tuning {
   // Direct kernels (no columns) for grouped convolutions with a tiny
   // per-group K, such as depthwise ones.
   bool direct_grouped = false;
+  // Rows of channels-first column buffers start on a multiple of this many
+  // bytes (0: rows follow each other). CUDA: a 32-byte sector, so that a
+  // warp's stores of a row fill whole sectors, and cuBLAS's tensor-op kernels
+  // get the 16-byte-aligned leading dimension they need.
+  int64_t column_row_bytes = 0;
 };
 
 class Backend {

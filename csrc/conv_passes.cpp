@@ -47,7 +47,8 @@ void forward_columns(const Backend& backend, const Tuning& t, const ConvProblem&
   mblocks = ceil_div(M, mb);
 
   const int64_t P = plan.max_positions();
-  const int64_t column_elems = columns_are_input ? 0 : G * K * P;  // one tile's columns
+  // one tile's columns, (G, K, P) rows column_row_stride apart, or (G, P, K) channels-last
+  const int64_t column_elems = columns_are_input ? 0 : G * K * (cl ? P : column_row_stride(t, P, es));
   const int64_t scratch_elems = output_in_place ? 0 : G * mb * P;  // one item's GEMM result
 
   // The GEMM of output channels [m0, m0 + rows) of every group for a tile.
@@ -73,12 +74,14 @@ void forward_columns(const Backend& backend, const Tuning& t, const ConvProblem&
           .copy_(dst.view({G, rows, tile.nb, L}).permute({2, 0, 1, 3}));
     }
   };
+  // The tile's columns in `buffer` (at least column_elems long).
   const auto tile_columns = [&](const Tile& tile, const at::Tensor& buffer) {
     if (columns_are_input) {
       return pointwise_view(p, x, tile, all);
     }
     const int64_t n = tile.positions();
-    const at::Tensor cols = buffer.view(cl ? at::IntArrayRef{G, n, K} : at::IntArrayRef{G, K, n});
+    const at::Tensor cols = cl ? part(buffer, 0, 0, G * n * K).view({G, n, K})
+                               : column_matrix(buffer, G, K, n, column_row_stride(t, n, es));
     im2col_block(backend, p, x, tile, all, cols);
     return cols;
   };
@@ -90,7 +93,7 @@ void forward_columns(const Backend& backend, const Tuning& t, const ConvProblem&
     backend.run_items(plan.count, workers, [&](int64_t i, int64_t worker) {
       const Tile tile = plan.at(i);
       const int64_t n = tile.positions();
-      const at::Tensor cols = tile_columns(tile, column_elems ? buffers.get(worker, 0, {G * K * n}) : at::Tensor());
+      const at::Tensor cols = tile_columns(tile, column_elems ? buffers.get(worker, 0, {column_elems}) : at::Tensor());
       gemm_item(tile, cols, 0, M, scratch_elems ? buffers.get(worker, column_elems, {G * M * n}) : at::Tensor());
     });
     return;
@@ -111,8 +114,7 @@ void forward_columns(const Backend& backend, const Tuning& t, const ConvProblem&
     const int64_t count = std::min(wave, plan.count - first);
     for (int64_t j = 0; j < count; ++j) {
       const Tile tile = plan.at(first + j);
-      cols[j] = tile_columns(
-          tile, column_elems ? shared.narrow(0, j * column_stride, G * K * tile.positions()) : at::Tensor());
+      cols[j] = tile_columns(tile, column_elems ? shared.narrow(0, j * column_stride, column_elems) : at::Tensor());
     }
     backend.run_items(count * mblocks, workers, [&](int64_t i, int64_t worker) {
       const Tile tile = plan.at(first + i / mblocks);
@@ -146,9 +148,11 @@ void grad_input_columns(const Backend& backend, const Tuning& t, const ConvProbl
   const bool in_place = t.gemm_on_views && (cl || plan.single_image_tiles());
   const bool columns_are_grad_input = p.pointwise() && in_place;
   const bool gather_gy = !cl && !plan.single_image_tiles();
-  const int64_t P = plan.max_positions();
+  const int64_t P = plan.max_positions(), es = gy.element_size();
   const Block widest = blocking.at(0);
-  const int64_t column_elems = columns_are_grad_input ? 0 : widest.groups() * widest.channels() * p.taps() * P;
+  const int64_t column_elems = columns_are_grad_input ? 0
+                                                      : widest.groups() * widest.channels() * p.taps() *
+                                                            (cl ? P : column_row_stride(t, P, es));
   const int64_t elems = column_elems + (gather_gy ? widest.groups() * M * P : 0);
   const int64_t items = plan.sequences() * blocking.count();
   const int64_t workers = workers_for(t.workers, items, aligned_elements(elems, gy.options()) * gy.element_size(), packed);
@@ -170,7 +174,8 @@ void grad_input_columns(const Backend& backend, const Tuning& t, const ConvProbl
         cl ? backend.bmm(gym, wb, dst, false) : backend.bmm(wb.transpose(1, 2), gym, dst, false);
         continue;
       }
-      const at::Tensor cols = buffers.get(worker, 0, cl ? at::IntArrayRef{ng, n, kb} : at::IntArrayRef{ng, kb, n});
+      const at::Tensor cols = cl ? buffers.get(worker, 0, {ng, n, kb})
+                                 : buffers.rows(worker, ng, kb, n, column_row_stride(t, n, es));
       cl ? backend.bmm(gym, wb, cols, false) : backend.bmm(wb.transpose(1, 2), gym, cols, false);
       col2im_block(backend, p, cols, tile, b, gi, /*accumulate=*/k > first);
     }
@@ -231,7 +236,8 @@ at::Tensor grad_weight_columns(const Backend& backend, const Tuning& t, const Co
   const int64_t P = plan.max_positions();
   const Block widest = blocking.at(0);
   const int64_t kb_max = widest.channels() * p.taps();
-  const int64_t column_elems = columns_are_input ? 0 : widest.groups() * kb_max * P;
+  const int64_t column_elems =
+      columns_are_input ? 0 : widest.groups() * kb_max * (cl ? P : column_row_stride(t, P, x.element_size()));
   const int64_t gy_elems = gather_gy ? widest.groups() * M * P : 0;
   const int64_t elems = column_elems + gy_elems + (reduced ? widest.groups() * M * kb_max : 0);
   const int64_t items = chunks * blocking.count();
@@ -252,7 +258,8 @@ at::Tensor grad_weight_columns(const Backend& backend, const Tuning& t, const Co
       if (columns_are_input) {
         cols = pointwise_view(p, x, tile, b);
       } else {
-        cols = buffers.get(worker, 0, cl ? at::IntArrayRef{ng, n, kb} : at::IntArrayRef{ng, kb, n});
+        cols = cl ? buffers.get(worker, 0, {ng, n, kb})
+                  : buffers.rows(worker, ng, kb, n, column_row_stride(t, n, x.element_size()));
         im2col_block(backend, p, x, tile, b, cols);
       }
       const at::Tensor gym = grad_output_matrix(p, gy, tile, b.g0, ng, [&] {

@@ -68,6 +68,14 @@ bool use_direct_grouped(const Tuning& t, const ConvProblem& p) {
   return t.direct_grouped && p.groups > 1 && p.group_rows() <= kDirectMaxGroupRows;
 }
 
+int64_t column_row_stride(const Tuning& t, int64_t positions, int64_t element_size) {
+  if (t.column_row_bytes <= element_size || t.column_row_bytes % element_size != 0) {
+    return positions;
+  }
+  const int64_t per_row = t.column_row_bytes / element_size;
+  return ceil_div(positions, per_row) * per_row;
+}
+
 Tile TilePlan::at(int64_t i) const {
   if (tiles_per_image > 1) {
     const int64_t j = i % tiles_per_image;
@@ -85,7 +93,14 @@ TilePlan plan_tiles(const ConvProblem& p, const Tuning& t, int64_t element_size)
   // gathered grad_output of a multi-image tile.
   const int64_t bytes_per_position = (p.geom.rows() + p.out_channels) * element_size;
   if (t.tile_bytes <= 0) {
-    plan.images_per_tile = batch_chunk(p.batch, bytes_per_position * plan.L, plan.L);
+    const int64_t per_image = bytes_per_position * plan.L;
+    int64_t images = batch_chunk(p.batch, per_image, plan.L);
+    if (t.chunk_bytes > 0 && per_image > 0 && p.batch > 0) {
+      const int64_t fill = ceil_div(t.chunk_min_positions, std::max<int64_t>(plan.L, 1));
+      images = std::clamp<int64_t>(std::max(t.chunk_bytes / per_image, fill), 1, images);
+      images = ceil_div(p.batch, ceil_div(p.batch, images));  // chunks of equal size
+    }
+    plan.images_per_tile = std::max<int64_t>(images, 1);
   } else {
     // The larger of a tile's columns and its block of the output (or of
     // grad_output) fits tile_bytes.

@@ -143,9 +143,14 @@ struct TilePlan {
 // least a quarter of that is a tile of its own (or cut into tiles): joining
 // images costs a copy of the GEMM result (and of grad_output), worth it only
 // for small images; joined tiles are of equal size. Backends without cache
-// tiling (tile_bytes == 0) get chunks of whole images, as many as the
-// workspace limit allows.
+// tiling (tile_bytes == 0) get chunks of whole images of equal size: as many
+// as the workspace limit allows, or, with Tuning::chunk_bytes, as many as
+// that many bytes hold, but at least chunk_min_positions positions' worth.
 TilePlan plan_tiles(const ConvProblem& p, const Tuning& t, int64_t element_size);
+
+// Row stride, in elements, of a channels-first column buffer of `positions`
+// columns: rounded up to whole Tuning::column_row_bytes.
+int64_t column_row_stride(const Tuning& t, int64_t positions, int64_t element_size);
 
 // ---- channel blocks -----------------------------------------------------------
 

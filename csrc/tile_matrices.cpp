@@ -48,15 +48,15 @@ at::Tensor tile_view(const ConvProblem& p, const at::Tensor& t, const Tile& tile
 }
 
 // The column layout of a tile buffer for blocks of `channels` channels:
-// channels-first (rows, P) with the tile's images side by side; channels-last
-// (P, rows) per group.
-ColumnLayout tile_layout(const ConvProblem& p, const Tile& tile, int64_t channels) {
+// channels-first (rows, P) with the tile's images side by side, rows
+// `row_stride` apart; channels-last (P, rows) per group.
+ColumnLayout tile_layout(const ConvProblem& p, const Tile& tile, int64_t channels, int64_t row_stride) {
   const int64_t per_image = tile.l_end - tile.l_begin;
   const int64_t rows = channels * p.taps();
   if (p.channels_last()) {
     return {per_image * rows, 1, rows, /*channels_last=*/true};
   }
-  return {per_image, tile.positions(), 1, /*channels_last=*/false};
+  return {per_image, row_stride, 1, /*channels_last=*/false};
 }
 
 // Calls fn(tile, layout, columns) for the column tiles of a tile's block:
@@ -69,16 +69,22 @@ void for_each_column_tile(const ConvProblem& p, const Tile& tile, const Block& b
   const int64_t cg = p.group_channels();
   if (!p.channels_last()) {
     const ColumnTile ct{tile.l_begin, tile.l_end, b.first_channel(cg), b.last_channel(cg)};
-    fn(ct, tile_layout(p, tile, ct.channels()), columns);
+    fn(ct, tile_layout(p, tile, ct.channels(), columns.stride(1)), columns);
     return;
   }
   for (int64_t g = b.g0; g < b.g1; ++g) {
-    fn(ColumnTile{tile.l_begin, tile.l_end, g * cg + b.c0, g * cg + b.c1}, tile_layout(p, tile, b.channels()),
+    fn(ColumnTile{tile.l_begin, tile.l_end, g * cg + b.c0, g * cg + b.c1}, tile_layout(p, tile, b.channels(), 0),
        columns.select(0, g - b.g0));
   }
 }
 
 } // namespace
+
+at::Tensor column_matrix(const at::Tensor& flat, int64_t groups, int64_t rows, int64_t n, int64_t row_stride) {
+  TORCH_INTERNAL_ASSERT(flat.dim() == 1 && flat.stride(0) == 1 && n <= row_stride &&
+                        groups * rows * row_stride <= flat.numel());
+  return flat.as_strided({groups, rows, n}, {rows * row_stride, row_stride, 1}, flat.storage_offset());
+}
 
 at::Tensor output_view(const ConvProblem& p, const at::Tensor& t, const Tile& tile, int64_t g0, int64_t ng) {
   const int64_t M = p.group_out_channels();

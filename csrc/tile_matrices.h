@@ -38,8 +38,13 @@ at::Tensor output_view(const ConvProblem& p, const at::Tensor& t, const Tile& ti
 // stride 1 / no padding convolution, which is its column matrix.
 at::Tensor pointwise_view(const ConvProblem& p, const at::Tensor& t, const Tile& tile, const Block& b);
 
-// im2col of a tile for a block into `columns`: (G', K', P) channels-first,
-// (G', P, K') channels-last.
+// The (groups, rows, n) channels-first column matrix at the start of the
+// contiguous 1-D buffer `flat` (at least groups * rows * row_stride long),
+// its rows `row_stride` elements apart (column_row_stride).
+at::Tensor column_matrix(const at::Tensor& flat, int64_t groups, int64_t rows, int64_t n, int64_t row_stride);
+
+// im2col of a tile for a block into `columns`: (G', K', P) channels-first
+// (rows any stride apart: column_matrix), (G', P, K') channels-last.
 void im2col_block(const Backend& backend, const ConvProblem& p, const at::Tensor& images,
                   const Tile& tile, const Block& b, const at::Tensor& columns);
 

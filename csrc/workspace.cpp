@@ -91,6 +91,12 @@ at::Tensor WorkerBuffers::get(int64_t worker, int64_t offset, at::IntArrayRef sh
   return buffers_[worker].as_strided(shape, at::IntArrayRef(strides.data(), shape.size()), offset);
 }
 
+at::Tensor WorkerBuffers::rows(int64_t worker, int64_t groups, int64_t rows, int64_t n, int64_t row_stride) const {
+  TORCH_INTERNAL_ASSERT(worker >= 0 && worker < static_cast<int64_t>(buffers_.size()) && n <= row_stride &&
+                        groups * rows * row_stride <= elements_);
+  return buffers_[worker].as_strided({groups, rows, n}, {rows * row_stride, row_stride, 1}, 0);
+}
+
 int64_t workers_for(int64_t max_workers, int64_t items, int64_t bytes_per_worker, int64_t reserved) {
   const int64_t room = std::max<int64_t>(0, workspace_limit_bytes() - reserved);
   const int64_t by_memory = bytes_per_worker > 0 ? room / bytes_per_worker : items;

@@ -76,6 +76,9 @@ class WorkerBuffers {
   WorkerBuffers(int64_t workers, int64_t elements, const at::TensorOptions& options);
   // A (shape)-view at `offset` elements into the worker's buffer.
   at::Tensor get(int64_t worker, int64_t offset, at::IntArrayRef shape) const;
+  // A (groups, rows, n) view at the start of the worker's buffer, its rows
+  // row_stride elements apart (channels-first columns, column_row_stride).
+  at::Tensor rows(int64_t worker, int64_t groups, int64_t rows, int64_t n, int64_t row_stride) const;
 
  private:
   int64_t elements_;

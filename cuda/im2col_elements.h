@@ -10,12 +10,20 @@
 //
 // Memory is reached only through an Access object (store / load / sum), so
 // that a host test can count writes, trace gathers, or record the offsets of
-// a problem too large to allocate. All index arithmetic is 64-bit: column
-// buffers and images can pass 2^31 elements.
+// a problem too large to allocate.
+//
+// Index arithmetic: an element's coordinates come from its index by division
+// by the launch's sizes. Where every index and size of a launch fits 31 bits
+// (nearly always), the divisions are by precomputed 32-bit magic numbers (a
+// multiply-high and a shift, as ATen's IntDivider); otherwise plain 64-bit
+// divisions. Either way one definition of each element's work serves both,
+// templated on the index type, and every offset is computed in 64 bits:
+// column buffers and images can pass 2^31 elements.
 #pragma once
 
 #include <algorithm>
 #include <cstdint>
+#include <iterator>
 
 #if defined(__CUDACC__)
 #define MYCONV_HOST_DEVICE __host__ __device__
@@ -46,12 +54,81 @@ MYCONV_HOST_DEVICE inline void grid_stride(int64_t block, int64_t thread, int64_
   }
 }
 
+// ---- division by a launch's constants ----------------------------------------------
+
+// n / d and n % d for a divisor fixed per launch. Divider<int64_t>: plain
+// 64-bit division. Divider<uint32_t>: for 1 <= d and n below 2^31, a
+// multiply-high by a magic number and a shift (Granlund and Montgomery; the
+// form of ATen's cuda/detail/IntegerDivider.cuh): exact, and several times
+// cheaper than a hardware division on a GPU.
+template <typename Index>
+struct Divider;
+
+template <>
+struct Divider<int64_t> {
+  int64_t d = 1;
+  Divider() = default;
+  explicit Divider(int64_t divisor) : d(divisor) {}
+  MYCONV_HOST_DEVICE int64_t div(int64_t n) const { return n / d; }
+  MYCONV_HOST_DEVICE int64_t divmod(int64_t n, int64_t& remainder) const {
+    const int64_t q = n / d;
+    remainder = n - q * d;
+    return q;
+  }
+};
+
+template <>
+struct Divider<uint32_t> {
+  uint32_t d = 1, magic = 1, shift = 0;
+  Divider() = default;
+  // divisor in [1, 2^31)
+  explicit Divider(uint32_t divisor) : d(divisor) {
+    while (shift < 32 && (uint64_t{1} << shift) < divisor) {
+      ++shift;
+    }
+    magic = static_cast<uint32_t>(((uint64_t{1} << 32) * ((uint64_t{1} << shift) - divisor)) / divisor + 1);
+  }
+  MYCONV_HOST_DEVICE uint32_t div(uint32_t n) const {
+#if defined(__CUDA_ARCH__)
+    const uint32_t high = __umulhi(n, magic);
+#else
+    const uint32_t high = static_cast<uint32_t>((static_cast<uint64_t>(n) * magic) >> 32);
+#endif
+    return (high + n) >> shift;  // no overflow: high <= n < 2^31
+  }
+  MYCONV_HOST_DEVICE uint32_t divmod(uint32_t n, uint32_t& remainder) const {
+    const uint32_t q = div(n);
+    remainder = n - q * d;
+    return q;
+  }
+};
+
+// The divisors of a launch's index arithmetic.
+template <typename Index>
+struct Divisors {
+  Divider<Index> out_w, out_h, out_d, channels;  // im2col: element -> (b, c, od, oh, ow)
+  Divider<Index> row_threads, positions;         // im2col, images side by side: element -> (c, b, od, oh, ow)
+  Divider<Index> width, height, depth;                  // col2im: element -> (b, c, d, h, w)
+  Divider<Index> stride_d, stride_h, stride_w, dilation_d, dilation_h, dilation_w;
+};
+
+template <typename Index, typename G>
+Divisors<Index> make_divisors(const G& g) {
+  const auto d = [](int64_t v) { return Divider<Index>(static_cast<Index>(std::max<int64_t>(v, 1))); };
+  return {d(g.out_w),      d(g.out_h),      d(g.out_d),      d(g.channels),   d(g.row_threads),
+          d(g.out_d * g.out_h * g.out_w),   d(g.width),      d(g.height),     d(g.depth),
+          d(g.stride_d),   d(g.stride_h),   d(g.stride_w),   d(g.dilation_d), d(g.dilation_h),
+          d(g.dilation_w)};
+}
+
 // ---- geometry ----------------------------------------------------------------------
 
-// One (C, D, H, W) image, the sliding window over it and where its column
-// matrix lives: column entry (b, row, position) at b * batch_stride + row *
-// row_stride + position, rows ordered (c, kd, kh, kw), positions (od, oh,
-// ow). 1-D and 2-D images have unit leading sizes (depth 1, kernel_d 1, ...).
+// A launch's `batch` (C, D, H, W) images, the sliding window over them and
+// where their column matrix lives: column entry (b, row, position) at
+// b * batch_stride + row * row_stride + position, rows ordered (c, kd, kh,
+// kw), positions (od, oh, ow). Images side by side (batch_stride <
+// row_stride: a row holds every image's positions, the convolution's tile
+// layout) or one matrix each (the im2col op's layout). 1-D and 2-D images have unit leading sizes (depth 1, kernel_d 1, ...).
 // out_d / out_h / out_w may be fewer than the window's positions (a
 // transposed convolution's output_padding): the missing positions do not
 // exist.
@@ -61,85 +138,194 @@ struct Geom {
   int64_t pad_d, pad_h, pad_w, dilation_d, dilation_h, dilation_w;
   int64_t out_d, out_h, out_w;
   int64_t batch_stride, row_stride;
+  int64_t batch;
+  // im2col's element order: (c, b, positions) when the images lie side by
+  // side in each row, else (b, c, positions). Side by side, consecutive
+  // elements are consecutive entries of one row, across images, and each row
+  // takes row_threads elements: its batch * positions entries, rounded up to
+  // the row stride's alignment (up to 32 elements) with idle elements, so
+  // that a warp's 32 consecutive elements start on a sector in every row.
+  bool images_side_by_side = false;
+  int64_t row_threads = 0;
+  // The divisors, 64-bit and 32-bit (with_divisors fills them). narrow: every
+  // size, and an input index plus its padding, fits 31 bits, so a launch of
+  // fewer than 2^31 elements may take the 32-bit ones.
+  Divisors<int64_t> wide;
+  Divisors<uint32_t> narrow;
+  bool narrow_sizes = false;
+
+  template <typename Index>
+  MYCONV_HOST_DEVICE const Divisors<Index>& divisors() const;
 };
 
-// Elements (threads' work items) of each kernel over `batch` images.
-MYCONV_HOST_DEVICE inline int64_t im2col_elements(const Geom& g, int64_t batch) {
-  return batch * g.channels * g.out_d * g.out_h * g.out_w;  // one per (b, c, od, oh, ow)
+template <>
+MYCONV_HOST_DEVICE inline const Divisors<int64_t>& Geom::divisors<int64_t>() const {
+  return wide;
 }
-MYCONV_HOST_DEVICE inline int64_t col2im_elements(const Geom& g, int64_t batch) {
-  return batch * g.channels * g.depth * g.height * g.width;  // one per image element (b, c, d, h, w)
+template <>
+MYCONV_HOST_DEVICE inline const Divisors<uint32_t>& Geom::divisors<uint32_t>() const {
+  return narrow;
+}
+
+// g with its divisors.
+inline Geom with_divisors(Geom g) {
+  constexpr int64_t kNarrow = (int64_t{1} << 31) - 1;
+  const int64_t extents[] = {g.channels, g.out_d, g.out_h, g.out_w, g.stride_d, g.stride_h, g.stride_w,
+                             g.dilation_d, g.dilation_h, g.dilation_w,
+                             // x + pad, and x + pad + stride - 1 (a rounded-up division), stay below 2^31
+                             g.depth + 2 * g.pad_d + g.stride_d, g.height + 2 * g.pad_h + g.stride_h,
+                             g.width + 2 * g.pad_w + g.stride_w};
+  g.narrow_sizes = std::all_of(std::begin(extents), std::end(extents), [](int64_t v) { return v < kNarrow; });
+  g.images_side_by_side = g.batch > 1 && g.batch_stride < g.row_stride;
+  const int64_t row_entries = g.batch * g.out_d * g.out_h * g.out_w;
+  int64_t align = 1;  // the largest power of two up to 32 that divides the row stride
+  while (align < 32 && g.row_stride % (2 * align) == 0) {
+    align *= 2;
+  }
+  g.row_threads = g.images_side_by_side ? (row_entries + align - 1) / align * align : row_entries;
+  g.narrow_sizes = g.narrow_sizes && g.row_threads < kNarrow;
+  g.wide = make_divisors<int64_t>(g);
+  if (g.narrow_sizes) {
+    g.narrow = make_divisors<uint32_t>(g);
+  }
+  return g;
+}
+
+// Whether a launch of `elements` elements over g may use 32-bit index arithmetic.
+inline bool narrow_launch(const Geom& g, int64_t elements) {
+  return g.narrow_sizes && elements < (int64_t{1} << 31);
+}
+
+// Elements (threads' work items) of each kernel over the launch's images.
+MYCONV_HOST_DEVICE inline int64_t im2col_elements(const Geom& g) {
+  // one per (b, c, od, oh, ow); side by side, the rows' idle elements too
+  return g.images_side_by_side ? g.channels * g.row_threads : g.batch * g.channels * g.out_d * g.out_h * g.out_w;
+}
+MYCONV_HOST_DEVICE inline int64_t col2im_elements(const Geom& g) {
+  return g.batch * g.channels * g.depth * g.height * g.width;  // one per image element (b, c, d, h, w)
 }
 
 // ---- per-element work ----------------------------------------------------------------
 
-// im2col element i = (b, c, od, oh, ow): writes that position's kD*kH*kW
-// column entries, tap by tap in (kd, kh, kw) order: io.copy(column, image),
-// image -1 (a zero) where the tap lies in the padding.
-// Consecutive threads write consecutive columns (coalesced).
-template <typename Access>
+// im2col element i = (b, c, od, oh, ow) (or (c, b, od, oh, ow), see
+// Geom::images_side_by_side): writes that position's kD*kH*kW column
+// entries, tap by tap in (kd, kh, kw) order: io.copy(column, image), image -1
+// (a zero) where the tap lies in the padding. Consecutive threads write
+// consecutive entries of a row, across images too where they lie side by
+// side (coalesced: a warp's stores fill whole sectors where rows start on
+// one, see the column buffers' row stride in csrc/conv_plan.h).
+template <typename Index = int64_t, typename Access>
 MYCONV_HOST_DEVICE inline void im2col_element(const Geom& g, int64_t i, Access& io) {
-  const int64_t ow = i % g.out_w;
-  const int64_t oh = (i / g.out_w) % g.out_h;
-  const int64_t od = (i / (g.out_w * g.out_h)) % g.out_d;
-  const int64_t c = (i / (g.out_w * g.out_h * g.out_d)) % g.channels;
-  const int64_t b = i / (g.out_w * g.out_h * g.out_d * g.channels);
-  const int64_t plane = (b * g.channels + c) * g.depth * g.height * g.width;
-  int64_t dst = b * g.batch_stride + (c * g.kernel_d * g.kernel_h * g.kernel_w) * g.row_stride +
-                (od * g.out_h + oh) * g.out_w + ow;
+  const Divisors<Index>& dv = g.divisors<Index>();
+  Index ow, oh, od, b, c, q;
+  if (g.images_side_by_side) {
+    Index entry, position;
+    c = dv.row_threads.divmod(static_cast<Index>(i), entry);
+    if (entry >= static_cast<Index>(g.batch * g.out_d * g.out_h * g.out_w)) {
+      return;  // an idle element at the end of a row
+    }
+    b = dv.positions.divmod(entry, position);
+    q = dv.out_w.divmod(position, ow);
+    od = dv.out_h.divmod(q, oh);
+  } else {
+    q = dv.out_w.divmod(static_cast<Index>(i), ow);
+    q = dv.out_h.divmod(q, oh);
+    q = dv.out_d.divmod(q, od);
+    b = dv.channels.divmod(q, c);
+  }
+  const int64_t plane = (static_cast<int64_t>(b) * g.channels + c) * g.depth * g.height * g.width;
+  int64_t dst = static_cast<int64_t>(b) * g.batch_stride + (static_cast<int64_t>(c) * g.kernel_d * g.kernel_h * g.kernel_w) * g.row_stride +
+                (static_cast<int64_t>(od) * g.out_h + oh) * g.out_w + ow;
+  const int64_t id0 = static_cast<int64_t>(od) * g.stride_d - g.pad_d;
+  const int64_t ih0 = static_cast<int64_t>(oh) * g.stride_h - g.pad_h;
+  const int64_t iw0 = static_cast<int64_t>(ow) * g.stride_w - g.pad_w;
   for (int64_t kd = 0; kd < g.kernel_d; ++kd) {
-    const int64_t id = od * g.stride_d - g.pad_d + kd * g.dilation_d;
+    const int64_t id = id0 + kd * g.dilation_d;
     for (int64_t kh = 0; kh < g.kernel_h; ++kh) {
-      const int64_t ih = oh * g.stride_h - g.pad_h + kh * g.dilation_h;
+      const int64_t ih = ih0 + kh * g.dilation_h;
+      const bool rows_inside = id >= 0 && id < g.depth && ih >= 0 && ih < g.height;
+      const int64_t row = plane + (id * g.height + ih) * g.width;
       for (int64_t kw = 0; kw < g.kernel_w; ++kw) {
-        const int64_t iw = ow * g.stride_w - g.pad_w + kw * g.dilation_w;
-        const bool inside = id >= 0 && id < g.depth && ih >= 0 && ih < g.height && iw >= 0 && iw < g.width;
-        io.copy(dst, inside ? plane + (id * g.height + ih) * g.width + iw : -1);
+        const int64_t iw = iw0 + kw * g.dilation_w;
+        io.copy(dst, rows_inside && iw >= 0 && iw < g.width ? row + iw : -1);
         dst += g.row_stride;
       }
     }
   }
 }
 
-// The output position whose tap k (with dilation, stride, padding) reads
-// input index x along one axis, or -1: x + pad - k * dilation must be a
-// multiple of the stride, and the position must exist.
-MYCONV_HOST_DEVICE inline int64_t reading_position(int64_t x, int64_t k, int64_t stride, int64_t pad,
-                                                   int64_t dilation, int64_t out) {
-  const int64_t offset = x + pad - k * dilation;  // = position * stride
-  return offset < 0 || offset % stride != 0 || offset / stride >= out ? -1 : offset / stride;
+// The output positions along one axis whose window tap reads input index x:
+// tap k of position p reads x when x + pad = p * stride + k * dilation, with
+// 0 <= k < kernel and 0 <= p < out. Candidates are p in [first, last]; walked
+// from last down to first, their taps k = (x + pad - p * stride) / dilation
+// increase; a candidate is a reader when that division is exact (always
+// where dilation is 1). Computed once per element and axis: no division per
+// tap.
+struct AxisReaders {
+  int64_t offset;       // x + pad
+  int64_t first, last;  // candidate positions (none when first > last)
+};
+
+template <typename Index>
+MYCONV_HOST_DEVICE inline AxisReaders axis_readers(int64_t x, int64_t pad, int64_t kernel, int64_t dilation,
+                                                   int64_t out, const Divider<Index>& stride) {
+  const int64_t offset = x + pad;
+  const int64_t last = std::min<int64_t>(stride.div(static_cast<Index>(offset)), out - 1);
+  const int64_t lowest = offset - (kernel - 1) * dilation;  // the smallest p * stride that reaches x
+  const int64_t first = lowest <= 0 ? 0 : stride.div(static_cast<Index>(lowest + stride.d - 1));
+  return {offset, first, last};
+}
+
+// The tap of candidate position p (see AxisReaders), or -1 when p's window
+// does not read x.
+template <typename Index>
+MYCONV_HOST_DEVICE inline int64_t reader_tap(const AxisReaders& r, int64_t p, int64_t stride,
+                                             const Divider<Index>& dilation) {
+  const int64_t reach = r.offset - p * stride;  // = k * dilation
+  if (dilation.d == 1) {
+    return reach;
+  }
+  Index rest;
+  const int64_t k = dilation.divmod(static_cast<Index>(reach), rest);
+  return rest == 0 ? k : -1;
 }
 
 // col2im element i = (b, c, d, h, w): a gather. Sums the column entries of
 // every window tap that reads the element, in (kd, kh, kw) order, into io's
 // accumulator (float for reduced precision), then stores it at i. No
-// atomics: the result is bitwise reproducible.
-template <typename Access>
+// atomics: the result is bitwise reproducible. Only the positions whose
+// window reaches the element are visited (AxisReaders).
+template <typename Index = int64_t, typename Access>
 MYCONV_HOST_DEVICE inline void col2im_element(const Geom& g, int64_t i, Access& io) {
-  const int64_t w = i % g.width;
-  const int64_t h = (i / g.width) % g.height;
-  const int64_t d = (i / (g.width * g.height)) % g.depth;
-  const int64_t c = (i / (g.width * g.height * g.depth)) % g.channels;
-  const int64_t b = i / (g.width * g.height * g.depth * g.channels);
+  const Divisors<Index>& dv = g.divisors<Index>();
+  Index w, h, d, c;
+  Index q = dv.width.divmod(static_cast<Index>(i), w);
+  q = dv.height.divmod(q, h);
+  q = dv.depth.divmod(q, d);
+  const int64_t b = dv.channels.divmod(q, c);
+  const AxisReaders rd = axis_readers(d, g.pad_d, g.kernel_d, g.dilation_d, g.out_d, dv.stride_d);
+  const AxisReaders rh = axis_readers(h, g.pad_h, g.kernel_h, g.dilation_h, g.out_h, dv.stride_h);
+  const AxisReaders rw = axis_readers(w, g.pad_w, g.kernel_w, g.dilation_w, g.out_w, dv.stride_w);
   const int64_t src = b * g.batch_stride;
   auto sum = io.zero_sum();
-  for (int64_t kd = 0; kd < g.kernel_d; ++kd) {
-    const int64_t od = reading_position(d, kd, g.stride_d, g.pad_d, g.dilation_d, g.out_d);
-    if (od < 0) {
+  for (int64_t od = rd.last; od >= rd.first; --od) {
+    const int64_t kd = reader_tap(rd, od, g.stride_d, dv.dilation_d);
+    if (kd < 0) {
       continue;
     }
-    for (int64_t kh = 0; kh < g.kernel_h; ++kh) {
-      const int64_t oh = reading_position(h, kh, g.stride_h, g.pad_h, g.dilation_h, g.out_h);
-      if (oh < 0) {
+    for (int64_t oh = rh.last; oh >= rh.first; --oh) {
+      const int64_t kh = reader_tap(rh, oh, g.stride_h, dv.dilation_h);
+      if (kh < 0) {
         continue;
       }
-      for (int64_t kw = 0; kw < g.kernel_w; ++kw) {
-        const int64_t ow = reading_position(w, kw, g.stride_w, g.pad_w, g.dilation_w, g.out_w);
-        if (ow < 0) {
+      const int64_t row0 = ((static_cast<int64_t>(c) * g.kernel_d + kd) * g.kernel_h + kh) * g.kernel_w;
+      const int64_t position0 = (od * g.out_h + oh) * g.out_w;
+      for (int64_t ow = rw.last; ow >= rw.first; --ow) {
+        const int64_t kw = reader_tap(rw, ow, g.stride_w, dv.dilation_w);
+        if (kw < 0) {
           continue;
         }
-        const int64_t row = ((c * g.kernel_d + kd) * g.kernel_h + kh) * g.kernel_w + kw;
-        io.add(sum, src + row * g.row_stride + (od * g.out_h + oh) * g.out_w + ow);
+        io.add(sum, src + (row0 + kw) * g.row_stride + position0 + ow);
       }
     }
   }
@@ -177,18 +363,21 @@ struct Col2imAccess {
 
 // ---- the work of a launch ------------------------------------------------------------------
 
-// What element i of a launch does, for any Access: the launchers' Work types.
+// What element i of a launch does, for any Access: the launchers' Work types,
+// with 64-bit (Index = int64_t) or 32-bit (uint32_t) index arithmetic.
+template <typename Index = int64_t>
 struct Im2colWork {
   template <typename Access>
   MYCONV_HOST_DEVICE static void run(const Geom& g, int64_t i, Access& io) {
-    im2col_element(g, i, io);
+    im2col_element<Index>(g, i, io);
   }
 };
 
+template <typename Index = int64_t>
 struct Col2imWork {
   template <typename Access>
   MYCONV_HOST_DEVICE static void run(const Geom& g, int64_t i, Access& io) {
-    col2im_element(g, i, io);
+    col2im_element<Index>(g, i, io);
   }
 };
 

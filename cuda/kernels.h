@@ -2,7 +2,8 @@
 // by the device (cuda/im2col.cu) and the host tests.
 //
 // launch_im2col / launch_col2im build the kernels' geometry from the
-// composition's, count the elements, pick the dtype's memory access and hand
+// composition's, count the elements, pick the index width (32-bit where the
+// launch fits, see im2col_elements.h) and the dtype's memory access and hand
 // (Work, Access, elements, geometry, input, output) to a Launcher: the
 // device's launches a __global__ grid-stride loop on PyTorch's current
 // stream; the host tests' runs the same grid-stride loops over every
@@ -18,11 +19,12 @@
 
 namespace myconv::cuda {
 
-// The kernels' plain-integer geometry of a whole-image column matrix.
-inline Geom make_geom(const detail::ConvGeometry& g, detail::ColumnLayout layout) {
-  return {g.channels,   g.depth,      g.height,  g.width,  g.kernel_d, g.kernel_h,          g.kernel_w,
-          g.stride_d,   g.stride_h,   g.stride_w, g.pad_d, g.pad_h,    g.pad_w,             g.dilation_d,
-          g.dilation_h, g.dilation_w, g.out_d,   g.out_h,  g.out_w,    layout.batch_stride, layout.row_stride};
+// The kernels' plain-integer geometry of `batch` images' whole-image column matrix.
+inline Geom make_geom(const detail::ConvGeometry& g, detail::ColumnLayout layout, int64_t batch) {
+  return with_divisors({g.channels,   g.depth,      g.height,  g.width,  g.kernel_d, g.kernel_h,          g.kernel_w,
+                        g.stride_d,   g.stride_h,   g.stride_w, g.pad_d, g.pad_h,    g.pad_w,             g.dilation_d,
+                        g.dilation_h, g.dilation_w, g.out_d,   g.out_h,  g.out_w,    layout.batch_stride,
+                        layout.row_stride, batch});
 }
 
 #define MYCONV_CUDA_DISPATCH(TYPE, NAME, ...) \
@@ -32,14 +34,18 @@ inline Geom make_geom(const detail::ConvGeometry& g, detail::ColumnLayout layout
 template <typename Launcher>
 void launch_im2col(const Launcher& launcher, const at::Tensor& images, const detail::ConvGeometry& g,
                    const at::Tensor& columns, detail::ColumnLayout layout) {
-  const Geom geom = make_geom(g, layout);
-  const int64_t total = im2col_elements(geom, images.size(0));
+  const Geom geom = make_geom(g, layout, images.size(0));
+  const int64_t total = im2col_elements(geom);
   if (total == 0) {
     return;
   }
+  const bool narrow = narrow_launch(geom, total);
   MYCONV_CUDA_DISPATCH(images.scalar_type(), "myconv_im2col_cuda", [&] {
-    launcher.template run<Im2colWork, Im2colAccess<scalar_t>>(total, geom, images.const_data_ptr<scalar_t>(),
-                                                              columns.mutable_data_ptr<scalar_t>());
+    using Access = Im2colAccess<scalar_t>;
+    const scalar_t* in = images.const_data_ptr<scalar_t>();
+    scalar_t* out = columns.mutable_data_ptr<scalar_t>();
+    narrow ? launcher.template run<Im2colWork<uint32_t>, Access>(total, geom, in, out)
+           : launcher.template run<Im2colWork<int64_t>, Access>(total, geom, in, out);
   });
 }
 
@@ -49,15 +55,18 @@ void launch_im2col(const Launcher& launcher, const at::Tensor& images, const det
 template <typename Launcher>
 void launch_col2im(const Launcher& launcher, const at::Tensor& columns, detail::ColumnLayout layout,
                    const detail::ConvGeometry& g, const at::Tensor& images) {
-  const Geom geom = make_geom(g, layout);
-  const int64_t total = col2im_elements(geom, images.size(0));
+  const Geom geom = make_geom(g, layout, images.size(0));
+  const int64_t total = col2im_elements(geom);
   if (total == 0) {
     return;
   }
+  const bool narrow = narrow_launch(geom, total);
   MYCONV_CUDA_DISPATCH(images.scalar_type(), "myconv_col2im_cuda", [&] {
     using Access = Col2imAccess<scalar_t, at::opmath_type<scalar_t>>;
-    launcher.template run<Col2imWork, Access>(total, geom, columns.const_data_ptr<scalar_t>(),
-                                              images.mutable_data_ptr<scalar_t>());
+    const scalar_t* in = columns.const_data_ptr<scalar_t>();
+    scalar_t* out = images.mutable_data_ptr<scalar_t>();
+    narrow ? launcher.template run<Col2imWork<uint32_t>, Access>(total, geom, in, out)
+           : launcher.template run<Col2imWork<int64_t>, Access>(total, geom, in, out);
   });
 }
 

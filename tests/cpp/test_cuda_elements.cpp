@@ -11,13 +11,16 @@
 #include "helpers.h"
 
 #include <algorithm>
+#include <iostream>
 #include <cstdint>
 #include <random>
 #include <sstream>
 #include <vector>
 
 #include "../../cuda/kernels.h"
+#include "conv_plan.h"
 #include "cpu/cpu_kernels.h"
+#include "cuda_tuning.h"
 
 namespace {
 
@@ -308,12 +311,12 @@ TEST(CudaKernels, Im2colWritesEachEntryOnceAndCol2imGathersExactlyTheTapsThatRea
       const int64_t n = c.input[0];
       const int64_t entries = n * g.rows() * g.cols(), pixels = n * g.channels * g.pixels();
       const auto [cl, unused] = layout_of(layout, at::empty({entries}), n, g);
-      const Geom geom = myconv::cuda::make_geom(g, cl);
+      const Geom geom = myconv::cuda::make_geom(g, cl, n);
 
       std::vector<int32_t> writes(entries, 0);
       std::vector<int64_t> source(entries, -2);
       TraceIm2col trace_im2col{entries, pixels, writes.data(), source.data()};
-      run_grid<myconv::cuda::Im2colWork>(myconv::cuda::im2col_elements(geom, n), geom, trace_im2col);
+      run_grid<myconv::cuda::Im2colWork<>>(myconv::cuda::im2col_elements(geom), geom, trace_im2col);
       ASSERT_TRUE(std::all_of(writes.begin(), writes.end(), [](int32_t w) { return w == 1; }))
           << "an im2col column entry not written exactly once, " << describe(c);
       // each entry copied the element its tap reads, by the textbook definition
@@ -336,7 +339,7 @@ TEST(CudaKernels, Im2colWritesEachEntryOnceAndCol2imGathersExactlyTheTapsThatRea
       std::vector<Gathered> got(pixels);
       std::vector<int32_t> stores(pixels, 0);
       TraceCol2im trace_col2im{entries, pixels, hash.data(), got.data(), stores.data()};
-      run_grid<myconv::cuda::Col2imWork>(myconv::cuda::col2im_elements(geom, n), geom, trace_col2im);
+      run_grid<myconv::cuda::Col2imWork<>>(myconv::cuda::col2im_elements(geom), geom, trace_col2im);
       EXPECT_TRUE(std::all_of(stores.begin(), stores.end(), [](int32_t s) { return s == 1; }));
       EXPECT_TRUE(got == want) << "col2im gathered other entries than the taps that read, " << describe(c);
     }
@@ -372,10 +375,11 @@ void check_large(int64_t N, int64_t C, std::vector<int64_t> size) {
   const int64_t K[3] = {g.kernel_d, g.kernel_h, g.kernel_w}, P[3] = {g.pad_d, g.pad_h, g.pad_w};
   for (const Layout layout : {Layout::kOp, Layout::kTile}) {
     const ColumnLayout cl = layout == Layout::kOp ? ColumnLayout{R * L, L, 1} : ColumnLayout{L, N * L, 1};
-    const Geom geom = myconv::cuda::make_geom(g, cl);
-    const int64_t total = myconv::cuda::im2col_elements(geom, N);
+    const Geom geom = myconv::cuda::make_geom(g, cl, N);
+    EXPECT_EQ(geom.images_side_by_side, layout == Layout::kTile);
+    const int64_t total = myconv::cuda::im2col_elements(geom);
     ASSERT_EQ(static_cast<i128>(total), static_cast<i128>(N) * C * D * H * W);
-    ASSERT_EQ(myconv::cuda::col2im_elements(geom, N), total);  // padding 1, stride 1: a position per pixel
+    ASSERT_EQ(myconv::cuda::col2im_elements(geom), total);  // padding 1, stride 1: a position per pixel
     ASSERT_GT(total, int64_t{1} << 32);
     EXPECT_EQ(blocks_for(total), myconv::cuda::kMaxBlocks);
     const i128 columns_numel = static_cast<i128>(N) * R * L;
@@ -384,7 +388,11 @@ void check_large(int64_t N, int64_t C, std::vector<int64_t> size) {
     const std::vector<int64_t> samples = {0, (int64_t{1} << 31) - 1, int64_t{1} << 31, (int64_t{1} << 32) + 12345,
                                           image - 1, image + H * W + W + 1, total - 1};
     for (const int64_t i : samples) {
+      // col2im's element i is image element (b, c, z, y, x); im2col's element i is position (z, y, x) of
+      // image b and channel c taken in (b, c) order, or in (c, b) order where the images lie side by side
       const int64_t b = i / image, c = i / (D * H * W) % C;
+      const int64_t ib = geom.images_side_by_side ? i / (D * H * W) % N : b;
+      const int64_t ic = geom.images_side_by_side ? i / (D * H * W * N) : c;
       const int64_t at[3] = {i / (H * W) % D, i / W % H, i % W};  // (z, y, x)
       const int64_t extent[3] = {D, H, W};
       std::vector<std::pair<int64_t, int64_t>> copies;
@@ -397,12 +405,13 @@ void check_large(int64_t N, int64_t C, std::vector<int64_t> size) {
         for (int64_t kh = 0; kh < K[1]; ++kh) {
           for (int64_t kw = 0; kw < K[2]; ++kw, ++t) {
             const int64_t tap[3] = {kd, kh, kw};
-            const i128 row = ((static_cast<i128>(c) * K[0] + kd) * K[1] + kh) * K[2] + kw;
+            const i128 row = ((static_cast<i128>(ic) * K[0] + kd) * K[1] + kh) * K[2] + kw;
+            const i128 gather_row = ((static_cast<i128>(c) * K[0] + kd) * K[1] + kh) * K[2] + kw;
             const i128 position = (static_cast<i128>(at[0]) * H + at[1]) * W + at[2];
-            const i128 column = static_cast<i128>(b) * cl.batch_stride + row * cl.row_stride + position;
+            const i128 column = static_cast<i128>(ib) * cl.batch_stride + row * cl.row_stride + position;
             // the element tap `tap` of position `at` reads, and the position whose tap reads element `at`
             bool inside = true, reads = true;
-            i128 pixel = static_cast<i128>(b) * C + c, reader = 0;
+            i128 pixel = static_cast<i128>(ib) * C + ic, reader = 0;
             for (int a = 0; a < 3; ++a) {
               const int64_t in = at[a] - P[a] + tap[a], out = at[a] + P[a] - tap[a];
               inside = inside && in >= 0 && in < extent[a];
@@ -415,7 +424,7 @@ void check_large(int64_t N, int64_t C, std::vector<int64_t> size) {
             EXPECT_LT(static_cast<i128>(copies[t].first), columns_numel);
             if (reads) {
               want_gathered.push_back(static_cast<int64_t>(static_cast<i128>(b) * cl.batch_stride +
-                                                           row * cl.row_stride + reader));
+                                                           gather_row * cl.row_stride + reader));
             }
           }
         }
@@ -437,3 +446,195 @@ TEST(CudaKernels, IndexArithmeticPast2To31WithoutAllocating) {
 }
 
 } // namespace
+
+// ---- 32-bit index arithmetic ------------------------------------------------------
+
+namespace {
+
+TEST(CudaDivider, MagicNumbersDivideExactlyBelow2To31) {
+  using myconv::cuda::Divider;
+  std::mt19937_64 rng(3);
+  std::vector<uint32_t> divisors = {1, 2, 3, 5, 7, 9, 10, 16, 17, 49, 56, 100, 196, 224, 3136, 50176, 65535, 65536,
+                                    65537, 1000003, (1u << 30) - 1, 1u << 30, (1u << 31) - 1};
+  for (int i = 0; i < 200; ++i) {
+    divisors.push_back(1 + static_cast<uint32_t>(rng() % ((1u << 31) - 1)));
+  }
+  for (const uint32_t d : divisors) {
+    const Divider<uint32_t> div(d);
+    std::vector<uint32_t> ns = {0, 1, d - 1, d, d + 1, (1u << 31) - 1, (1u << 31) - 2};
+    for (int i = 0; i < 2000; ++i) {
+      ns.push_back(static_cast<uint32_t>(rng() % (1u << 31)));
+    }
+    for (uint64_t k = 1; k < 4; ++k) {
+      if (k * d < (1u << 31)) {
+        ns.push_back(static_cast<uint32_t>(k * d - 1));
+        ns.push_back(static_cast<uint32_t>(k * d));
+      }
+    }
+    for (const uint32_t n : ns) {
+      if (n >= (1u << 31)) {
+        continue;
+      }
+      uint32_t r = 0;
+      ASSERT_EQ(div.divmod(n, r), n / d) << n << " / " << d;
+      ASSERT_EQ(r, n % d) << n << " % " << d;
+    }
+  }
+}
+
+// Records, in order, the offsets one element writes, reads and sums.
+struct RecordAll {
+  std::vector<int64_t>* out;
+  void copy(int64_t column, int64_t image) const {
+    out->push_back(column);
+    out->push_back(image);
+  }
+  int64_t zero_sum() const { return 0; }
+  void add(int64_t& sum, int64_t column) const {
+    out->push_back(column);
+    ++sum;
+  }
+  void store(int64_t image, int64_t sum) const {
+    out->push_back(image);
+    out->push_back(sum);
+  }
+};
+
+TEST(CudaKernels, ThirtyTwoBitIndexArithmeticDoesExactlyTheSixtyFourBitWork) {
+  for (const Layout layout : {Layout::kOp, Layout::kTile}) {
+    for (const auto& c : kCases) {
+      const ConvGeometry g = geometry(c);
+      const int64_t n = c.input[0];
+      const auto [cl, unused] = layout_of(layout, at::empty({n * g.rows() * g.cols()}), n, g);
+      const Geom geom = myconv::cuda::make_geom(g, cl, n);
+      ASSERT_TRUE(geom.narrow_sizes && myconv::cuda::narrow_launch(geom, myconv::cuda::im2col_elements(geom)));
+      for (int64_t i = 0; i < myconv::cuda::im2col_elements(geom); ++i) {
+        std::vector<int64_t> wide, narrow;
+        RecordAll w{&wide}, r{&narrow};
+        myconv::cuda::im2col_element<int64_t>(geom, i, w);
+        myconv::cuda::im2col_element<uint32_t>(geom, i, r);
+        ASSERT_EQ(wide, narrow) << "im2col element " << i << ", " << describe(c);
+      }
+      for (int64_t i = 0; i < myconv::cuda::col2im_elements(geom); ++i) {
+        std::vector<int64_t> wide, narrow;
+        RecordAll w{&wide}, r{&narrow};
+        myconv::cuda::col2im_element<int64_t>(geom, i, w);
+        myconv::cuda::col2im_element<uint32_t>(geom, i, r);
+        ASSERT_EQ(wide, narrow) << "col2im element " << i << ", " << describe(c);
+      }
+    }
+  }
+  // a launch of 2^31 elements or more, or a size past 31 bits, takes the 64-bit arithmetic
+  const ConvGeometry big(3, std::vector<int64_t>{40000, 30000}, std::vector<int64_t>{3, 3},
+                         std::vector<int64_t>{1, 1}, std::vector<int64_t>{1, 1}, std::vector<int64_t>{1, 1});
+  const Geom geom = myconv::cuda::make_geom(big, ColumnLayout{big.rows() * big.cols(), big.cols(), 1}, 1);
+  EXPECT_TRUE(geom.narrow_sizes);
+  EXPECT_TRUE(myconv::cuda::narrow_launch(geom, (int64_t{1} << 31) - 1));
+  EXPECT_FALSE(myconv::cuda::narrow_launch(geom, myconv::cuda::im2col_elements(geom)));
+  const ConvGeometry long1d(1, std::vector<int64_t>{int64_t{3} << 30}, std::vector<int64_t>{3},
+                            std::vector<int64_t>{1}, std::vector<int64_t>{1}, std::vector<int64_t>{1});
+  EXPECT_FALSE(myconv::cuda::make_geom(long1d, ColumnLayout{long1d.cols(), long1d.cols(), 1}, 1).narrow_sizes);
+}
+
+// ---- memory coalescing ------------------------------------------------------------------
+
+// Records the offsets of one element's stores, in order.
+struct RecordStores {
+  std::vector<int64_t>* stores;
+  void copy(int64_t column, int64_t) const { stores->push_back(column); }
+  int64_t zero_sum() const { return 0; }
+  void add(int64_t&, int64_t) const {}
+  void store(int64_t image, int64_t) const { stores->push_back(image); }
+};
+
+// Sector efficiency of a kernel's stores: for every warp (32 consecutive
+// threads of a block) and every step of their grid-stride loops, the bytes the
+// active threads store over the bytes of the distinct 32-byte sectors they
+// touch, summed over the launch (1: every sector a warp writes is full).
+template <typename Work>
+double store_sector_efficiency(const Geom& g, int64_t total, int64_t element_size) {
+  const int64_t blocks = blocks_for(total), stride = int64_t{kThreads} * blocks;
+  int64_t useful = 0, moved = 0;
+  for (int64_t block = 0; block < blocks; ++block) {
+    for (int64_t warp = 0; warp < kThreads / 32; ++warp) {
+      for (int64_t first = block * kThreads + warp * 32; first < total; first += stride) {
+        // the stores of the warp's 32 threads at this step of the loop, one list per thread
+        std::vector<std::vector<int64_t>> lanes;
+        for (int64_t lane = 0; lane < 32 && first + lane < total; ++lane) {
+          lanes.emplace_back();
+          RecordStores record{&lanes.back()};
+          Work::run(g, first + lane, record);
+        }
+        size_t steps = 0;
+        for (const auto& l : lanes) {
+          steps = std::max(steps, l.size());
+        }
+        for (size_t s = 0; s < steps; ++s) {  // the warp's s-th store instruction
+          std::vector<int64_t> sectors;
+          for (const auto& l : lanes) {
+            if (s < static_cast<size_t>(l.size())) {
+              sectors.push_back(l[s] * element_size / 32);
+              useful += element_size;
+            }
+          }
+          std::sort(sectors.begin(), sectors.end());
+          moved += 32 * (std::unique(sectors.begin(), sectors.end()) - sectors.begin());
+        }
+      }
+    }
+  }
+  return moved ? static_cast<double>(useful) / static_cast<double>(moved) : 1.0;
+}
+
+}  // namespace
+
+namespace {
+
+TEST(CudaKernels, StoresOfStrideOneLayersFillWholeSectors) {
+  // The layouts the CUDA backend hands the kernels: each chunk's images side
+  // by side in rows that start on whole sectors (cuda_backend_tuning's
+  // column_row_bytes; the composition's column_row_stride).
+  const myconv::detail::Tuning t = myconv::detail::cuda_backend_tuning();
+  struct Layer {
+    const char* name;
+    int64_t n, c;
+    std::vector<int64_t> size, kernel, padding;
+  };
+  const std::vector<Layer> layers = {
+      {"3x3 56x56", 2, 4, {56, 56}, {3, 3}, {1, 1}},   {"3x3 28x28", 3, 8, {28, 28}, {3, 3}, {1, 1}},
+      {"3x3 14x14", 4, 16, {14, 14}, {3, 3}, {1, 1}},  {"3x3 7x7", 8, 16, {7, 7}, {3, 3}, {1, 1}},
+      {"1x1 14x14", 3, 16, {14, 14}, {1, 1}, {0, 0}},  {"5x5 13x11", 2, 8, {13, 11}, {5, 5}, {2, 2}},
+      {"1-D k3 1000", 4, 8, {1000}, {3}, {1}},          {"3-D 3x3x3 6x7x9", 2, 4, {6, 7, 9}, {3, 3, 3}, {1, 1, 1}},
+  };
+  for (const int64_t size : {4, 2}) {  // float32; float16 / bfloat16
+    for (const Layer& l : layers) {
+      const std::vector<int64_t> one(l.size.size(), 1);
+      const ConvGeometry g(l.c, l.size, l.kernel, one, l.padding, one);
+      const int64_t positions = l.n * g.cols();
+      const ColumnLayout padded{g.cols(), myconv::detail::column_row_stride(t, positions, size), 1};
+      ASSERT_EQ(padded.row_stride * size % 32, 0);
+      ASSERT_LT(padded.row_stride - positions, 32 / size);
+      const Geom geom = myconv::cuda::make_geom(g, padded, l.n);
+      const double im2col = store_sector_efficiency<myconv::cuda::Im2colWork<uint32_t>>(
+          geom, myconv::cuda::im2col_elements(geom), size);
+      const double col2im = store_sector_efficiency<myconv::cuda::Col2imWork<uint32_t>>(
+          geom, myconv::cuda::col2im_elements(geom), size);
+      // the mapping before: (b, c, position) order, rows one after the other
+      Geom before = myconv::cuda::make_geom(g, ColumnLayout{g.cols(), positions, 1}, l.n);
+      before.images_side_by_side = false;
+      const double im2col_before = store_sector_efficiency<myconv::cuda::Im2colWork<uint32_t>>(
+          before, before.batch * before.channels * g.cols(), size);
+      std::cout << "  " << l.name << ", " << size << "-byte stores: im2col " << im2col << " (before: " << im2col_before
+                << "), col2im " << col2im << "\n";
+      EXPECT_GE(im2col, 0.9) << l.name;
+      EXPECT_GE(col2im, 0.9) << l.name;
+    }
+  }
+  // the CPU backend's tuning keeps rows back to back
+  EXPECT_EQ(myconv::detail::column_row_stride(myconv::detail::Tuning{}, 588, 4), 588);
+  EXPECT_EQ(myconv::detail::column_row_stride(t, 588, 4), 592);
+  EXPECT_EQ(myconv::detail::column_row_stride(t, 588, 2), 592);
+  EXPECT_EQ(myconv::detail::column_row_stride(t, 590, 8), 592);
+}
+
+}  // namespace

@@ -1,0 +1,85 @@
+// The CUDA backend's work plan (csrc/cuda_tuning.h), checked as plain data:
+// how a pass is cut into chunks of whole images, and the row stride of the
+// column buffers. The plan is a pure function of the problem, the Tuning and
+// the workspace limit; no tensor is touched (meta tensors give the sizes).
+#include "helpers.h"
+
+#include <cstdint>
+#include <vector>
+
+#include "conv_plan.h"
+#include "cuda_tuning.h"
+
+namespace {
+
+using myconv::detail::ConvProblem;
+using myconv::detail::cuda_backend_tuning;
+using myconv::detail::Layout;
+using myconv::detail::plan_tiles;
+using myconv::detail::TilePlan;
+using myconv::detail::Tuning;
+using myconv::detail::Window3d;
+
+struct Layer {
+  int64_t n, c, out, size, kernel;
+};
+
+ConvProblem problem(const Layer& l) {
+  const auto meta = at::TensorOptions().device(at::kMeta).dtype(at::kFloat);
+  const at::Tensor x = at::empty({l.n, l.c, 1, l.size, l.size}, meta);
+  const at::Tensor w = at::empty({l.out, l.c, 1, l.kernel, l.kernel}, meta);
+  const std::vector<int64_t> one{1, 1}, pad{l.kernel / 2, l.kernel / 2};
+  return ConvProblem(x, w, Window3d(one, pad, one), 1, Layout::kChannelsFirst);
+}
+
+TEST(CudaPlan, ChunksOfWholeImagesFillTheGemmWithoutTakingTheWholeBatchsMemory) {
+  const Tuning t = cuda_backend_tuning();
+  ASSERT_GT(t.chunk_bytes, 0);
+  ASSERT_GT(t.chunk_min_positions, 0);
+  struct Want {
+    Layer layer;
+    int64_t images;  // per chunk
+  };
+  // bytes a chunk's image takes: (columns' rows + output channels) * positions * 4
+  const std::vector<Want> cases = {
+      {{32, 64, 64, 56, 3}, 4},    // 8 MB an image: 4 in 32 MiB (12,544 positions), 8 chunks
+      {{32, 64, 128, 28, 3}, 11},  // 2.2 MB: 15 fit (8192 positions take 11); 3 chunks of equal size: 11
+      {{32, 256, 256, 14, 3}, 32},  // 2 MB: 16 fit, but 8192 positions take 42: the whole batch
+      {{32, 8, 16, 32, 3}, 32},     // the seed layer, 0.36 MB: the whole batch
+      {{12, 256, 64, 56, 1}, 6},    // 1x1 256->64: 4 MB, 8 fit; 12 images in 2 chunks of 6
+      {{1, 512, 512, 7, 3}, 1},
+      {{0, 64, 64, 56, 3}, 1},  // batch 0
+  };
+  for (const Want& w : cases) {
+    const ConvProblem p = problem(w.layer);
+    const TilePlan plan = plan_tiles(p, t, 4);
+    const int64_t L = p.L(), per_image = (p.geom.rows() + p.out_channels) * L * 4;
+    EXPECT_EQ(plan.images_per_tile, w.images) << "batch " << w.layer.n << ", " << w.layer.c << " channels, "
+                                              << w.layer.size << "^2";
+    EXPECT_EQ(plan.tiles_per_image, 1);
+    // within the chunk bytes unless that is what 8192 positions take, and never more images than needed
+    EXPECT_TRUE(plan.images_per_tile * per_image <= t.chunk_bytes ||
+                (plan.images_per_tile - 1) * L < t.chunk_min_positions ||
+                plan.images_per_tile == std::max<int64_t>(w.layer.n, 1));
+    EXPECT_EQ(plan.count, w.layer.n == 0 ? 0 : (w.layer.n + plan.images_per_tile - 1) / plan.images_per_tile);
+  }
+}
+
+TEST(CudaPlan, TheWorkspaceLimitStillBoundsAChunk) {
+  const int64_t saved = myconv::workspace_limit_bytes();
+  myconv::set_workspace_limit_bytes(int64_t{8} << 20);
+  const ConvProblem p = problem({32, 64, 64, 56, 3});  // 8 MB an image
+  const TilePlan plan = plan_tiles(p, cuda_backend_tuning(), 4);
+  myconv::set_workspace_limit_bytes(saved);
+  EXPECT_EQ(plan.images_per_tile, 1);
+  EXPECT_EQ(plan.count, 32);
+}
+
+TEST(CudaPlan, WithoutChunkBytesChunksAreAsLargeAsTheWorkspaceLimitAllows) {
+  Tuning t = cuda_backend_tuning();
+  t.chunk_bytes = 0;
+  const ConvProblem p = problem({32, 64, 64, 56, 3});
+  EXPECT_EQ(plan_tiles(p, t, 4).images_per_tile, 32);  // 256 MiB hold the whole batch
+}
+
+} // namespace
