@@ -61,7 +61,8 @@ run_pytest() {  # name, pytest args...
 }
 
 export PYTHONUNBUFFERED=1
-run_pytest pytest_cuda tests/python -k "(cuda or Cuda)$error_tests"
+# every CUDA test (the `cuda` marker: tests/python/conftest.py's requires_cuda), without the CPU replays
+run_pytest pytest_cuda tests/python -m cuda ${error_tests:+-k "${error_tests# and }"}
 
 # compute-sanitizer over a small CUDA run: a few fuzz cases + determinism + stream + chunking.
 sanitized="tests/python/test_fuzz.py::test_conv2d_forward_and_gradients_cuda tests/python/test_cuda.py::test_bitwise_deterministic tests/python/test_cuda.py::test_runs_on_the_current_stream tests/python/test_cuda.py::test_small_workspace_chunks_on_cuda tests/python/test_cuda.py::test_col2im_matches_cpu_bitwise_in_float64"
