@@ -16,6 +16,10 @@ Tuning tuning_for(const Backend& backend, const at::Tensor& input) {
   Tuning t = backend.tuning(input);
   if (is_reduced_precision(input.scalar_type())) {
     t.split_images = false;
+    // grad_weight's GEMM writes each chunk's part in the dtype before it is
+    // added in float: chunks as large as the workspace allows keep those
+    // roundings few
+    t.chunk_bytes = 0;
   }
   return t;
 }
@@ -98,6 +102,18 @@ TilePlan plan_tiles(const ConvProblem& p, const Tuning& t, int64_t element_size)
     if (t.chunk_bytes > 0 && per_image > 0 && p.batch > 0) {
       const int64_t fill = ceil_div(t.chunk_min_positions, std::max<int64_t>(plan.L, 1));
       images = std::clamp<int64_t>(std::max(t.chunk_bytes / per_image, fill), 1, images);
+    }
+    // with padded column rows (column_row_stride): the chunk's buffers within
+    // the workspace limit, and its rows' stride within BLAS's 32 bits
+    const auto fits = [&](int64_t n) {
+      const int64_t stride = column_row_stride(t, n * plan.L, element_size);
+      return (p.geom.rows() * stride + p.out_channels * n * plan.L) * element_size <= workspace_limit_bytes() &&
+             stride <= std::numeric_limits<int32_t>::max();
+    };
+    while (images > 1 && !fits(images)) {
+      --images;
+    }
+    if (p.batch > 0) {
       images = ceil_div(p.batch, ceil_div(p.batch, images));  // chunks of equal size
     }
     plan.images_per_tile = std::max<int64_t>(images, 1);

@@ -88,7 +88,8 @@ inline GroupedGeom with_strides(GroupedGeom g) {
   constexpr int64_t kNarrow = (int64_t{1} << 31) - 1;
   const int64_t outputs = g.batch * g.out_image, inputs = g.batch * g.in_image;
   g.narrow = outputs <= kNarrow && inputs <= kNarrow && g.out_channels <= kNarrow && g.channels <= kNarrow &&
-             g.depth + g.pad_d <= kNarrow && g.height + g.pad_h <= kNarrow && g.width + g.pad_w <= kNarrow;
+             g.depth + g.pad_d <= kNarrow && g.height + g.pad_h <= kNarrow && g.width + g.pad_w <= kNarrow &&
+             g.stride_d <= kNarrow && g.stride_h <= kNarrow && g.stride_w <= kNarrow;
   return g;
 }
 

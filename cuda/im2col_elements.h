@@ -133,12 +133,12 @@ Divisors<Index> make_divisors(const G& g) {
 // transposed convolution's output_padding): the missing positions do not
 // exist.
 struct Geom {
-  int64_t channels, depth, height, width;
-  int64_t kernel_d, kernel_h, kernel_w, stride_d, stride_h, stride_w;
-  int64_t pad_d, pad_h, pad_w, dilation_d, dilation_h, dilation_w;
-  int64_t out_d, out_h, out_w;
-  int64_t batch_stride, row_stride;
-  int64_t batch;
+  int64_t channels = 0, depth = 1, height = 1, width = 1;
+  int64_t kernel_d = 1, kernel_h = 1, kernel_w = 1, stride_d = 1, stride_h = 1, stride_w = 1;
+  int64_t pad_d = 0, pad_h = 0, pad_w = 0, dilation_d = 1, dilation_h = 1, dilation_w = 1;
+  int64_t out_d = 0, out_h = 0, out_w = 0;
+  int64_t batch_stride = 0, row_stride = 0;
+  int64_t batch = 0;
   // im2col's element order: (c, b, positions) when the images lie side by
   // side in each row, else (b, c, positions). Side by side, consecutive
   // elements are consecutive entries of one row, across images, and each row
@@ -176,14 +176,16 @@ inline Geom with_divisors(Geom g) {
                              g.depth + 2 * g.pad_d + g.stride_d, g.height + 2 * g.pad_h + g.stride_h,
                              g.width + 2 * g.pad_w + g.stride_w};
   g.narrow_sizes = std::all_of(std::begin(extents), std::end(extents), [](int64_t v) { return v < kNarrow; });
-  g.images_side_by_side = g.batch > 1 && g.batch_stride < g.row_stride;
+  // (one image too: its padded rows then get idle elements to their alignment)
+  g.images_side_by_side = g.batch_stride < g.row_stride;
   const int64_t row_entries = g.batch * g.out_d * g.out_h * g.out_w;
   int64_t align = 1;  // the largest power of two up to 32 that divides the row stride
   while (align < 32 && g.row_stride % (2 * align) == 0) {
     align *= 2;
   }
   g.row_threads = g.images_side_by_side ? (row_entries + align - 1) / align * align : row_entries;
-  g.narrow_sizes = g.narrow_sizes && g.row_threads < kNarrow;
+  g.narrow_sizes = g.narrow_sizes && g.batch >= 1 && g.row_threads < kNarrow &&
+                   g.out_d * g.out_h * g.out_w < kNarrow && g.depth * g.height * g.width < kNarrow;
   g.wide = make_divisors<int64_t>(g);
   if (g.narrow_sizes) {
     g.narrow = make_divisors<uint32_t>(g);
@@ -256,11 +258,12 @@ MYCONV_HOST_DEVICE inline void im2col_element(const Geom& g, int64_t i, Access& 
 
 // The output positions along one axis whose window tap reads input index x:
 // tap k of position p reads x when x + pad = p * stride + k * dilation, with
-// 0 <= k < kernel and 0 <= p < out. Candidates are p in [first, last]; walked
-// from last down to first, their taps k = (x + pad - p * stride) / dilation
-// increase; a candidate is a reader when that division is exact (always
-// where dilation is 1). Computed once per element and axis: no division per
-// tap.
+// 0 <= k < kernel and 0 <= p < out. Candidates are p in [first, last]
+// (computed once per element and axis); for_each_reader visits the readers
+// in increasing k, walking either the candidate positions (from last down to
+// first: no division at all without dilation) or the taps (a division per
+// tap), whichever is shorter: a dilation much larger than the stride (an
+// atrous or TCN layer) has far more candidates than taps.
 struct AxisReaders {
   int64_t offset;       // x + pad
   int64_t first, last;  // candidate positions (none when first > last)
@@ -270,24 +273,45 @@ template <typename Index>
 MYCONV_HOST_DEVICE inline AxisReaders axis_readers(int64_t x, int64_t pad, int64_t kernel, int64_t dilation,
                                                    int64_t out, const Divider<Index>& stride) {
   const int64_t offset = x + pad;
-  const int64_t last = std::min<int64_t>(stride.div(static_cast<Index>(offset)), out - 1);
+  const int64_t highest = stride.div(static_cast<Index>(offset));
+  const int64_t last = highest < out - 1 ? highest : out - 1;
   const int64_t lowest = offset - (kernel - 1) * dilation;  // the smallest p * stride that reaches x
   const int64_t first = lowest <= 0 ? 0 : stride.div(static_cast<Index>(lowest + stride.d - 1));
   return {offset, first, last};
 }
 
-// The tap of candidate position p (see AxisReaders), or -1 when p's window
-// does not read x.
-template <typename Index>
-MYCONV_HOST_DEVICE inline int64_t reader_tap(const AxisReaders& r, int64_t p, int64_t stride,
-                                             const Divider<Index>& dilation) {
-  const int64_t reach = r.offset - p * stride;  // = k * dilation
-  if (dilation.d == 1) {
-    return reach;
+// Calls fn(k, p) for every tap k and position p along one axis that reads
+// the element (see AxisReaders), in increasing k.
+template <typename Index, typename F>
+MYCONV_HOST_DEVICE inline void for_each_reader(const AxisReaders& r, int64_t kernel, int64_t out,
+                                               const Divider<Index>& stride, const Divider<Index>& dilation,
+                                               F&& fn) {
+  if (r.last - r.first < kernel) {
+    for (int64_t p = r.last; p >= r.first; --p) {
+      const int64_t reach = r.offset - p * stride.d;  // = k * dilation
+      if (dilation.d == 1) {
+        fn(reach, p);
+        continue;
+      }
+      Index rest;
+      const int64_t k = dilation.divmod(static_cast<Index>(reach), rest);
+      if (rest == 0) {
+        fn(k, p);
+      }
+    }
+    return;
   }
-  Index rest;
-  const int64_t k = dilation.divmod(static_cast<Index>(reach), rest);
-  return rest == 0 ? k : -1;
+  for (int64_t k = 0; k < kernel; ++k) {
+    const int64_t reach = r.offset - k * dilation.d;  // = p * stride
+    if (reach < 0) {
+      return;
+    }
+    Index rest;
+    const int64_t p = stride.divmod(static_cast<Index>(reach), rest);
+    if (rest == 0 && p < out) {
+      fn(k, p);
+    }
+  }
 }
 
 // col2im element i = (b, c, d, h, w): a gather. Sums the column entries of
@@ -308,27 +332,15 @@ MYCONV_HOST_DEVICE inline void col2im_element(const Geom& g, int64_t i, Access& 
   const AxisReaders rw = axis_readers(w, g.pad_w, g.kernel_w, g.dilation_w, g.out_w, dv.stride_w);
   const int64_t src = b * g.batch_stride;
   auto sum = io.zero_sum();
-  for (int64_t od = rd.last; od >= rd.first; --od) {
-    const int64_t kd = reader_tap(rd, od, g.stride_d, dv.dilation_d);
-    if (kd < 0) {
-      continue;
-    }
-    for (int64_t oh = rh.last; oh >= rh.first; --oh) {
-      const int64_t kh = reader_tap(rh, oh, g.stride_h, dv.dilation_h);
-      if (kh < 0) {
-        continue;
-      }
+  for_each_reader(rd, g.kernel_d, g.out_d, dv.stride_d, dv.dilation_d, [&](int64_t kd, int64_t od) {
+    for_each_reader(rh, g.kernel_h, g.out_h, dv.stride_h, dv.dilation_h, [&](int64_t kh, int64_t oh) {
       const int64_t row0 = ((static_cast<int64_t>(c) * g.kernel_d + kd) * g.kernel_h + kh) * g.kernel_w;
       const int64_t position0 = (od * g.out_h + oh) * g.out_w;
-      for (int64_t ow = rw.last; ow >= rw.first; --ow) {
-        const int64_t kw = reader_tap(rw, ow, g.stride_w, dv.dilation_w);
-        if (kw < 0) {
-          continue;
-        }
+      for_each_reader(rw, g.kernel_w, g.out_w, dv.stride_w, dv.dilation_w, [&](int64_t kw, int64_t ow) {
         io.add(sum, src + (row0 + kw) * g.row_stride + position0 + ow);
-      }
-    }
-  }
+      });
+    });
+  });
   io.store(i, sum);
 }
 

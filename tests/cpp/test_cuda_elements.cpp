@@ -96,10 +96,13 @@ const std::vector<Case> kCases = {
     {{0, 3, 6, 6}, {3, 3}, {1, 1}, {1, 1}, {1, 1}},        // batch 0
     {{2, 3, 8, 7}, {3, 3}, {2, 2}, {1, 1}, {1, 1}, {1, 1}},  // output_padding >= stride
     {{1, 2, 11, 9}, {2, 3}, {3, 2}, {0, 1}, {2, 1}, {2, 0}},
+    {{1, 2, 30, 29}, {3, 3}, {1, 1}, {12, 12}, {12, 12}},  // atrous (ASPP): far more positions than taps reach
+    {{2, 1, 25, 26}, {3, 2}, {2, 3}, {9, 4}, {9, 7}},      // dilation far above the stride, strided
     // 1-D
     {{2, 3, 17}, {3}, {1}, {1}, {1}},
     {{3, 2, 40}, {10}, {5}, {0}, {1}},                     // wav2vec-style
     {{1, 4, 23}, {3}, {2}, {4}, {5}, {1}},
+    {{2, 2, 60}, {2}, {1}, {0}, {17}},                     // a TCN layer: dilation 17, kernel 2
     // 3-D
     {{2, 2, 5, 6, 7}, {3, 3, 3}, {1, 1, 1}, {1, 1, 1}, {1, 1, 1}},
     {{1, 3, 4, 9, 8}, {3, 7, 7}, {1, 2, 2}, {1, 3, 3}, {1, 1, 1}},  // an R3D-style stem
@@ -173,17 +176,34 @@ at::Tensor col2im_reference(const at::Tensor& cols, const ConvGeometry& g) {
   return out.view({n, g.channels, g.depth, g.height, g.width});
 }
 
-// The two whole-image column layouts the CUDA backend is given: the im2col /
+// The whole-image column layouts the CUDA backend is given: the im2col /
 // col2im ops' (N, rows, L), and the convolutions' tiles of nb images side by
-// side (rows, nb * L). Returns the layout and a (N, rows, L) view of `buffer`.
-enum class Layout { kOp, kTile };
+// side (rows, nb * L), rows back to back or, as the CUDA plan lays them, on
+// 32-byte sectors (column_row_stride). layout_of returns the layout and a
+// (N, rows, L) view of `buffer` (buffer_elements long).
+enum class Layout { kOp, kTile, kPaddedTile };
+constexpr Layout kLayouts[] = {Layout::kOp, Layout::kTile, Layout::kPaddedTile};
+
+int64_t row_stride_of(Layout layout, int64_t n, const ConvGeometry& g) {
+  if (layout == Layout::kOp) {
+    return g.cols();
+  }
+  return layout == Layout::kTile ? n * g.cols()
+                                 : myconv::detail::column_row_stride(myconv::detail::cuda_backend_tuning(),
+                                                                     n * g.cols(), 4);
+}
+
+int64_t buffer_elements(Layout layout, int64_t n, const ConvGeometry& g) {
+  return layout == Layout::kOp ? n * g.rows() * g.cols() : g.rows() * row_stride_of(layout, n, g);
+}
 
 std::pair<ColumnLayout, at::Tensor> layout_of(Layout layout, const at::Tensor& buffer, int64_t n,
                                               const ConvGeometry& g) {
   if (layout == Layout::kOp) {
     return {{g.rows() * g.cols(), g.cols(), 1}, buffer.view({n, g.rows(), g.cols()})};
   }
-  return {{g.cols(), n * g.cols(), 1}, buffer.view({g.rows(), n, g.cols()}).permute({1, 0, 2})};
+  const int64_t rs = row_stride_of(layout, n, g);
+  return {{g.cols(), rs, 1}, buffer.as_strided({n, g.rows(), g.cols()}, {g.cols(), rs, 1})};
 }
 
 std::string describe(const Case& c) {
@@ -195,19 +215,21 @@ std::string describe(const Case& c) {
 }
 
 TEST(CudaIm2col, MatchesTheReferenceTheCpuBackendAndUnfoldOnTheHost) {
-  for (const Layout layout : {Layout::kOp, Layout::kTile}) {
+  for (const Layout layout : kLayouts) {
     for (const auto& c : kCases) {
       const ConvGeometry g = geometry(c);
       const int64_t n = c.input[0];
       const at::Tensor x = as_5d(at::randn(c.input, f64()));
-      const at::Tensor buffer = at::full({n * g.rows() * g.cols()}, NAN, f64());
+      const at::Tensor buffer = at::full({buffer_elements(layout, n, g)}, NAN, f64());
       const auto [cl, view] = layout_of(layout, buffer, n, g);
       myconv::cuda::launch_im2col(HostLauncher{}, x, g, buffer, cl);
       EXPECT_TRUE(at::equal(view, im2col_reference(x, g))) << describe(c);
+      // nothing written between the rows
+      EXPECT_EQ(at::isnan(buffer).sum().item<int64_t>(), buffer.numel() - view.numel()) << describe(c);
       // the CPU backend's kernel, same layout
-      const at::Tensor cpu = at::full({n * g.rows() * g.cols()}, NAN, f64());
+      const at::Tensor cpu = at::full({buffer_elements(layout, n, g)}, NAN, f64());
       myconv::detail::im2col_cpu(x, g, ColumnTile::whole(g), cpu, cl);
-      EXPECT_TRUE(at::equal(buffer, cpu)) << describe(c);
+      EXPECT_TRUE(at::equal(view, layout_of(layout, cpu, n, g).second)) << describe(c);
       if (c.dims() == 2 && c.drop.empty()) {  // F.unfold
         EXPECT_TRUE(at::equal(view, at::im2col(x.squeeze(2), c.kernel, c.dilation, c.padding, c.stride)))
             << describe(c);
@@ -217,11 +239,11 @@ TEST(CudaIm2col, MatchesTheReferenceTheCpuBackendAndUnfoldOnTheHost) {
 }
 
 TEST(CudaCol2im, MatchesTheReferenceTheCpuBackendAndFoldOnTheHost) {
-  for (const Layout layout : {Layout::kOp, Layout::kTile}) {
+  for (const Layout layout : kLayouts) {
     for (const auto& c : kCases) {
       const ConvGeometry g = geometry(c);
       const int64_t n = c.input[0];
-      const at::Tensor buffer = at::randn({n * g.rows() * g.cols()}, f64());
+      const at::Tensor buffer = at::randn({buffer_elements(layout, n, g)}, f64());
       const auto [cl, view] = layout_of(layout, buffer, n, g);
       const at::Tensor images = at::full({n, g.channels, g.depth, g.height, g.width}, NAN, f64());
       myconv::cuda::launch_col2im(HostLauncher{}, buffer, cl, g, images);
@@ -305,26 +327,41 @@ struct TraceCol2im {
 
 TEST(CudaKernels, Im2colWritesEachEntryOnceAndCol2imGathersExactlyTheTapsThatReadAnElement) {
   std::mt19937_64 rng(7);
-  for (const Layout layout : {Layout::kOp, Layout::kTile}) {
+  for (const Layout layout : kLayouts) {
     for (const auto& c : kCases) {
       const ConvGeometry g = geometry(c);
       const int64_t n = c.input[0];
-      const int64_t entries = n * g.rows() * g.cols(), pixels = n * g.channels * g.pixels();
+      const int64_t entries = buffer_elements(layout, n, g), pixels = n * g.channels * g.pixels();
       const auto [cl, unused] = layout_of(layout, at::empty({entries}), n, g);
       const Geom geom = myconv::cuda::make_geom(g, cl, n);
-
-      std::vector<int32_t> writes(entries, 0);
-      std::vector<int64_t> source(entries, -2);
-      TraceIm2col trace_im2col{entries, pixels, writes.data(), source.data()};
-      run_grid<myconv::cuda::Im2colWork<>>(myconv::cuda::im2col_elements(geom), geom, trace_im2col);
-      ASSERT_TRUE(std::all_of(writes.begin(), writes.end(), [](int32_t w) { return w == 1; }))
-          << "an im2col column entry not written exactly once, " << describe(c);
-      // each entry copied the element its tap reads, by the textbook definition
-      std::vector<int64_t> expected(entries, -1);
+      // the entries of the matrix (not the gaps between padded rows): -1, the gaps -2
+      std::vector<int64_t> expected(entries, -2);
+      for (int64_t b = 0; b < n; ++b) {
+        for (int64_t r = 0; r < g.rows(); ++r) {
+          for (int64_t l = 0; l < g.cols(); ++l) {
+            expected[b * cl.batch_stride + r * cl.row_stride + l] = -1;
+          }
+        }
+      }
+      // each entry copies the element its tap reads, by the textbook definition
       for_each_tap(g, n, [&](int64_t b, int64_t ch, int64_t pixel, int64_t row, int64_t col) {
         expected[b * cl.batch_stride + row * cl.row_stride + col] = (b * g.channels + ch) * g.pixels() + pixel;
       });
-      EXPECT_TRUE(source == expected) << describe(c);
+      for (const bool narrow : {false, true}) {  // 64-bit and 32-bit index arithmetic
+        std::vector<int32_t> writes(entries, 0);
+        std::vector<int64_t> source(entries, -2);
+        TraceIm2col trace_im2col{entries, pixels, writes.data(), source.data()};
+        if (narrow) {
+          run_grid<myconv::cuda::Im2colWork<uint32_t>>(myconv::cuda::im2col_elements(geom), geom, trace_im2col);
+        } else {
+          run_grid<myconv::cuda::Im2colWork<>>(myconv::cuda::im2col_elements(geom), geom, trace_im2col);
+        }
+        for (int64_t e = 0; e < entries; ++e) {  // each entry once, no gap between rows
+          ASSERT_EQ(writes[e], expected[e] == -2 ? 0 : 1)
+              << "column entry " << e << " written " << writes[e] << " times, " << describe(c);
+        }
+        EXPECT_TRUE(source == expected) << describe(c);
+      }
 
       // col2im gathers, for every element, exactly the entries whose tap read it
       std::vector<uint64_t> hash(entries);
@@ -373,6 +410,8 @@ void check_large(int64_t N, int64_t C, std::vector<int64_t> size) {
   const ConvGeometry g(C, size, three, one, one, one);
   const int64_t D = g.depth, H = g.height, W = g.width, L = g.cols(), R = g.rows();
   const int64_t K[3] = {g.kernel_d, g.kernel_h, g.kernel_w}, P[3] = {g.pad_d, g.pad_h, g.pad_w};
+  // (the padded tile layout's offsets are those of the tile layout with a larger row stride, and its element
+  // order has idle lanes: its coverage and its 32- vs 64-bit agreement are checked on the cases above)
   for (const Layout layout : {Layout::kOp, Layout::kTile}) {
     const ColumnLayout cl = layout == Layout::kOp ? ColumnLayout{R * L, L, 1} : ColumnLayout{L, N * L, 1};
     const Geom geom = myconv::cuda::make_geom(g, cl, N);
@@ -501,12 +540,16 @@ struct RecordAll {
 };
 
 TEST(CudaKernels, ThirtyTwoBitIndexArithmeticDoesExactlyTheSixtyFourBitWork) {
-  for (const Layout layout : {Layout::kOp, Layout::kTile}) {
+  for (const Layout layout : kLayouts) {
     for (const auto& c : kCases) {
       const ConvGeometry g = geometry(c);
       const int64_t n = c.input[0];
-      const auto [cl, unused] = layout_of(layout, at::empty({n * g.rows() * g.cols()}), n, g);
+      const auto [cl, unused] = layout_of(layout, at::empty({buffer_elements(layout, n, g)}), n, g);
       const Geom geom = myconv::cuda::make_geom(g, cl, n);
+      if (n == 0) {
+        EXPECT_FALSE(geom.narrow_sizes);  // nothing to launch: the 32-bit divisors are not even made
+        continue;
+      }
       ASSERT_TRUE(geom.narrow_sizes && myconv::cuda::narrow_launch(geom, myconv::cuda::im2col_elements(geom)));
       for (int64_t i = 0; i < myconv::cuda::im2col_elements(geom); ++i) {
         std::vector<int64_t> wide, narrow;

@@ -75,6 +75,40 @@ TEST(CudaPlan, TheWorkspaceLimitStillBoundsAChunk) {
   EXPECT_EQ(plan.count, 32);
 }
 
+TEST(CudaPlan, ChunksCountTheirPaddedRowsAgainstTheWorkspaceLimit) {
+  // 1-D, 64 -> 64 channels, width 1001, k3 p1: 4 images are 4,100,096 bytes of columns and output back to
+  // back, but their padded rows (4004 -> 4008 positions) take 4,103,168: 3 images, chunks of equal size
+  const auto meta = at::TensorOptions().device(at::kMeta).dtype(at::kFloat);
+  const ConvProblem p(at::empty({8, 64, 1, 1, 1001}, meta), at::empty({64, 64, 1, 1, 3}, meta),
+                      Window3d(std::vector<int64_t>{1}, std::vector<int64_t>{1}, std::vector<int64_t>{1}), 1,
+                      Layout::kChannelsFirst);
+  const Tuning t = cuda_backend_tuning();
+  const int64_t saved = myconv::workspace_limit_bytes();
+  myconv::set_workspace_limit_bytes(4 * (64 * 3 + 64) * 1001 * 4);
+  const TilePlan plan = plan_tiles(p, t, 4);
+  myconv::set_workspace_limit_bytes(saved);
+  EXPECT_EQ(myconv::detail::column_row_stride(t, 4 * 1001, 4), 4008);
+  EXPECT_EQ(plan.images_per_tile, 3);
+  EXPECT_EQ(plan.count, 3);
+}
+
+TEST(CudaPlan, ReducedPrecisionKeepsChunksAsLargeAsTheWorkspaceAllows) {
+  // grad_weight rounds each chunk's part to the dtype before adding it in float: few chunks
+  struct Reduced final : myconv::detail::Backend {
+    Tuning tuning(const at::Tensor&) const override { return cuda_backend_tuning(); }
+    void im2col(const at::Tensor&, const myconv::detail::ConvGeometry&, const myconv::detail::ColumnTile&,
+                const at::Tensor&, myconv::detail::ColumnLayout) const override {}
+    void col2im(const at::Tensor&, myconv::detail::ColumnLayout, const myconv::detail::ColumnTile&,
+                const myconv::detail::ConvGeometry&, const at::Tensor&, bool) const override {}
+    void bmm(const at::Tensor&, const at::Tensor&, const at::Tensor&, bool) const override {}
+  } backend;
+  const auto meta = at::TensorOptions().device(at::kMeta);
+  EXPECT_EQ(myconv::detail::tuning_for(backend, at::empty({1}, meta.dtype(at::kBFloat16))).chunk_bytes, 0);
+  EXPECT_EQ(myconv::detail::tuning_for(backend, at::empty({1}, meta.dtype(at::kHalf))).chunk_bytes, 0);
+  EXPECT_EQ(myconv::detail::tuning_for(backend, at::empty({1}, meta.dtype(at::kFloat))).chunk_bytes,
+            cuda_backend_tuning().chunk_bytes);
+}
+
 TEST(CudaPlan, WithoutChunkBytesChunksAreAsLargeAsTheWorkspaceLimitAllows) {
   Tuning t = cuda_backend_tuning();
   t.chunk_bytes = 0;
