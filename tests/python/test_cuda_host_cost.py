@@ -152,3 +152,19 @@ def test_the_composition_and_the_cuda_backend_use_no_cpu_thread_api():
         if names:
             found[str(path.relative_to(ROOT))] = sorted(names)
     assert not found, found
+
+
+def test_a_cuda_call_takes_its_workspace_a_chunk_at_a_time(cuda_plan_on_the_cpu):
+    # 1-D, 16 -> 16 channels, k3, 16,384 positions an image: 4 MiB of columns and output an image, so the
+    # CUDA plan's 32 MiB chunks hold 8 of the 16 images (the whole batch would take 64 MiB, within the
+    # default 256 MiB workspace limit that sized chunks before)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(16, 16, 16384, generator=g)
+    w = torch.randn(16, 16, 3, generator=g)
+    chunk = 8 * (16 * 3 + 16) * 16384 * 4
+    for name, call in (("forward", lambda: torch.ops.myconv.conv1d(x, w, None, [1], [1], [1], 1)),
+                       ("backward", lambda: torch.ops.myconv.conv1d_backward(x, x, w, [1], [1], [1], 1,
+                                                                             [True, True, False]))):
+        call()
+        peak = torch.ops.myconv._last_workspace_peak()
+        assert chunk // 2 < peak <= chunk + (64 << 10), f"{name}: {peak} bytes of workspace"
