@@ -9,6 +9,7 @@
 // index arithmetic past 2^31 on sampled elements of problems too large to
 // allocate.
 #include "helpers.h"
+#include "host_grid.h"
 
 #include <algorithm>
 #include <iostream>
@@ -32,18 +33,7 @@ using myconv::detail::ColumnTile;
 using myconv::detail::ConvGeometry;
 using myconv_test::f64;
 
-// Runs element i = 0 .. total-1 of Work with `io` exactly as a launch of
-// blocks_for(total) blocks of kThreads would: every thread's grid-stride loop.
-template <typename Work, typename Access>
-void run_grid(int64_t total, const Geom& g, Access& io) {
-  const int64_t blocks = blocks_for(total);
-  auto element = [&](int64_t i) { Work::run(g, i, io); };
-  for (int64_t block = 0; block < blocks; ++block) {
-    for (int64_t thread = 0; thread < kThreads; ++thread) {
-      myconv::cuda::grid_stride(block, thread, blocks, total, element);
-    }
-  }
-}
+using myconv_test::run_grid;
 
 // The launcher of cuda/kernels.h's launch plans, on the host.
 struct HostLauncher {

@@ -13,6 +13,7 @@
 // independent of the grid; index arithmetic past 2^31 on sampled elements of
 // problems too large to allocate.
 #include "helpers.h"
+#include "host_grid.h"
 
 #include <algorithm>
 #include <cstdint>
@@ -34,17 +35,10 @@ using myconv_test::f64;
 
 // ---- the host launcher -------------------------------------------------------------
 
-// Runs elements 0 .. total-1 of Work with `io` exactly as a launch of
-// blocks_for(total) blocks of kThreads would: every thread's grid-stride loop.
+// Elements 0 .. total-1 of Work as a launch's grid would run them (host_grid.h).
 template <typename Work, typename Access>
 void run_elements(int64_t total, const GroupedGeom& g, Access& io) {
-  const int64_t blocks = myconv::cuda::blocks_for(total);
-  auto element = [&](int64_t i) { Work::run(g, i, io); };
-  for (int64_t block = 0; block < blocks; ++block) {
-    for (int64_t thread = 0; thread < kThreads; ++thread) {
-      myconv::cuda::grid_stride(block, thread, blocks, total, element);
-    }
-  }
+  myconv_test::run_grid<Work>(total, g, io);
 }
 
 // Runs the blocks of a reduction launch (`blocks`, or as the device's
