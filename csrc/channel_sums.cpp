@@ -6,6 +6,8 @@
 #include <numeric>
 #include <vector>
 
+#include "conv_plan.h"
+
 namespace myconv::detail {
 namespace {
 
@@ -36,8 +38,7 @@ at::Tensor channel_sums(const at::Tensor& t, int64_t channel_dim) {
   if (t.size(channel_dim) != 1 || t.numel() <= kBlock) {
     return t.sum(others);
   }
-  const bool reduced = t.scalar_type() == at::kHalf || t.scalar_type() == at::kBFloat16;
-  const at::ScalarType acc = reduced ? at::kFloat : t.scalar_type();
+  const at::ScalarType acc = is_reduced_precision(t.scalar_type()) ? at::kFloat : t.scalar_type();
   return blocked_sum(t.reshape({-1}), acc).to(t.scalar_type()).reshape({1});
 }
 
