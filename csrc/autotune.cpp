@@ -71,10 +71,33 @@ std::vector<int64_t> autotune_candidates(int64_t default_tile_bytes) {
   return {default_tile_bytes / 4, default_tile_bytes / 2, default_tile_bytes, 2 * default_tile_bytes};
 }
 
+bool autotune_applies(const Tuning& t, const ConvProblem& p) {
+  // (a tile size set by myconv::set_tile_bytes is the user's choice: kept)
+  return autotune() && t.tile_bytes > 0 && tile_bytes() <= 0 && !use_direct_grouped(t, p);
+}
+
+PassPlan next_plan(const Backend& backend, Pass pass, const ConvProblem& p, at::ScalarType dtype, const Tuning& t,
+                   const PlanSettings& s) {
+  Tuning chosen = t;
+  std::string state = "off";
+  if (autotune_applies(t, p)) {
+    const std::string key = key_of(pass, p, dtype, t.tile_bytes);
+    const std::lock_guard<std::mutex> lock(cache().mutex);
+    const auto it = cache().tile_bytes.find(key);
+    state = it != cache().tile_bytes.end() ? "tuned" : "pending";
+    if (it != cache().tile_bytes.end()) {
+      chosen.tile_bytes = it->second;
+    }
+  }
+  PassPlan plan = plan_pass(pass, p, dtype, chosen, s);
+  name_engine(backend, plan);
+  plan.autotune = state;
+  return plan;
+}
+
 Tuning autotuned(const Tuning& t, Pass pass, const ConvProblem& p, at::ScalarType dtype,
                  c10::function_ref<void(const Tuning&)> run) {
-  // (a tile size set by myconv::set_tile_bytes is the user's choice: kept)
-  if (!autotune() || t.tile_bytes <= 0 || tile_bytes() > 0) {
+  if (!autotune_applies(t, p)) {
     return t;
   }
   const std::string key = key_of(pass, p, dtype, t.tile_bytes);

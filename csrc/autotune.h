@@ -18,10 +18,13 @@
 
 #include "backend.h"
 #include "conv_plan.h"
+#include "pass_plan.h"
 
 namespace myconv::detail {
 
-enum class Pass { kForward, kGradInput, kGradWeight };
+// Whether autotuning applies to this pass's plan: on, a backend with cache
+// tiling, no tile size set by the user, a column path.
+bool autotune_applies(const Tuning& t, const ConvProblem& p);
 
 // t, or, with autotuning on, t with the problem's tuned tile size: looked up,
 // or found now by calling run(candidate) twice for every candidate (the
@@ -30,12 +33,27 @@ enum class Pass { kForward, kGradInput, kGradWeight };
 Tuning autotuned(const Tuning& t, Pass pass, const ConvProblem& p, at::ScalarType dtype,
                  c10::function_ref<void(const Tuning&)> run);
 
-// Runs a pass, run_pass(tuning), with the plan autotuned() gives: t itself
-// unless autotuning is on. Returns what the pass returns.
-template <typename RunPass>
-auto run_tuned(const Tuning& t, Pass pass, const ConvProblem& p, at::ScalarType dtype, const RunPass& run_pass) {
-  return run_pass(autotuned(t, pass, p, dtype, [&](const Tuning& candidate) { run_pass(candidate); }));
+// The plan a call runs: plan_pass() with the tuning autotuned() gives (run
+// executes a candidate plan while tuning), and the backend's GEMM engine
+// named.
+template <typename RunPlan>
+PassPlan tuned_plan(const Backend& backend, Pass pass, const ConvProblem& p, at::ScalarType dtype, const Tuning& t,
+                    const PlanSettings& s, const RunPlan& run) {
+  const bool tuning = autotune_applies(t, p);
+  const Tuning chosen = tuning ? autotuned(t, pass, p, dtype,
+                                           [&](const Tuning& candidate) { run(plan_pass(pass, p, dtype, candidate, s)); })
+                               : t;
+  PassPlan plan = plan_pass(pass, p, dtype, chosen, s);
+  name_engine(backend, plan);
+  plan.autotune = tuning ? "tuned" : "off";
+  return plan;
 }
+
+// The plan the next call of this problem would run, without running it: the
+// cached tuning if the problem was tuned, else the default one, its autotune
+// state "pending" when the next call will tune it.
+PassPlan next_plan(const Backend& backend, Pass pass, const ConvProblem& p, at::ScalarType dtype, const Tuning& t,
+                   const PlanSettings& s);
 
 // The tile sizes autotuning tries for a backend's default tile size.
 std::vector<int64_t> autotune_candidates(int64_t default_tile_bytes);

@@ -10,10 +10,12 @@
 #pragma once
 
 #include <ATen/core/Tensor.h>
+#include <c10/core/DeviceType.h>
 
 #include <cstdint>
 #include <functional>
 #include <optional>
+#include <string>
 
 #include "conv_geometry.h"
 
@@ -65,6 +67,10 @@ class Backend {
 
   virtual Tuning tuning(const at::Tensor& like) const = 0;
 
+  // The name of the engine that runs an (m x k) @ (k x n) GEMM of this dtype
+  // (shown in plans: myconv.explain, MYCONV_VERBOSE).
+  virtual std::string gemm_engine(at::ScalarType dtype, int64_t m, int64_t n, int64_t k) const = 0;
+
   // columns <- im2col(images) for one tile. images: (B, C, D, H, W),
   // contiguous, or channels-last contiguous when layout.channels_last (which
   // also orders the rows (kd, kh, kw, c), see ColumnTile). Every tile entry is
@@ -110,5 +116,11 @@ class Backend {
                                    const ConvGeometry& g, int64_t groups, bool channels_last,
                                    const at::Tensor& gw) const;
 };
+
+// The backend of each device type, registered with its kernels
+// (register_backend_kernels): plans can be made for a device without running
+// there (myconv.explain with meta tensors). Null where none is registered.
+void register_backend(c10::DeviceType device, const Backend& backend);
+const Backend* find_backend(c10::DeviceType device);
 
 } // namespace myconv::detail

@@ -13,6 +13,10 @@
 //   grad_input   cols[g] = W[g]^T @ gy[g];  gI += col2im(cols)
 //   grad_weight  gW[g]  += gy[g] @ cols[g]^T       (im2col recomputed, never stored)
 //
+// Each pass walks the plan pass_plan.h made for it (plan_pass): the path, the
+// tiles and blocks, the workers and their buffers are decided there, before
+// any work; here they are only carried out.
+//
 // Paths inside the passes (chosen from the problem and the backend's Tuning):
 //  * columns: im2col into a tile-sized buffer, then GEMM. CPU tiles are sized
 //    to the L2 cache so the GEMM reads columns that im2col has just written;
@@ -37,22 +41,23 @@
 
 #include "backend.h"
 #include "conv_plan.h"
+#include "pass_plan.h"
 
 namespace myconv::detail {
 
 // out (N, C_out, D', H', W') <- the convolution of x (N, C_in, D, H, W) with
 // weight (C_out, C_in/G, kD, kH, kW) and bias; x and out in the problem's layout.
-void forward_columns(const Backend& backend, const Tuning& t, const ConvProblem& p, const at::Tensor& x,
+void forward_columns(const Backend& backend, const PassPlan& plan, const ConvProblem& p, const at::Tensor& x,
                      const at::Tensor& weight, const std::optional<at::Tensor>& bias, const at::Tensor& out);
 
 // gi (N, C_in, D, H, W) <- the input gradient for grad_output gy; gy and gi in
 // the problem's layout.
-void grad_input_columns(const Backend& backend, const Tuning& t, const ConvProblem& p, const at::Tensor& gy,
+void grad_input_columns(const Backend& backend, const PassPlan& plan, const ConvProblem& p, const at::Tensor& gy,
                         const at::Tensor& weight, const at::Tensor& gi);
 
 // The weight gradient for input x and grad_output gy, as (C_out, C_in/G, kD,
 // kH, kW), laid out in the problem's layout.
-at::Tensor grad_weight_columns(const Backend& backend, const Tuning& t, const ConvProblem& p, const at::Tensor& x,
+at::Tensor grad_weight_columns(const Backend& backend, const PassPlan& plan, const ConvProblem& p, const at::Tensor& x,
                                const at::Tensor& gy);
 
 } // namespace myconv::detail

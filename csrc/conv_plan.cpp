@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <limits>
 
-#include "myconv/ops.h"
 #include "workspace.h"
 
 namespace myconv::detail {
@@ -89,7 +88,7 @@ Tile TilePlan::at(int64_t i) const {
   return {n0, std::min(images_per_tile, batch - n0), 0, L};
 }
 
-TilePlan plan_tiles(const ConvProblem& p, const Tuning& t, int64_t element_size) {
+TilePlan plan_tiles(const ConvProblem& p, const Tuning& t, int64_t element_size, int64_t workspace_limit) {
   TilePlan plan;
   plan.batch = p.batch;
   plan.L = p.L();
@@ -98,7 +97,7 @@ TilePlan plan_tiles(const ConvProblem& p, const Tuning& t, int64_t element_size)
   const int64_t bytes_per_position = (p.geom.rows() + p.out_channels) * element_size;
   if (t.tile_bytes <= 0) {
     const int64_t per_image = bytes_per_position * plan.L;
-    int64_t images = batch_chunk(p.batch, per_image, plan.L);
+    int64_t images = batch_chunk(p.batch, per_image, plan.L, workspace_limit);
     if (t.chunk_bytes > 0 && per_image > 0 && p.batch > 0) {
       const int64_t fill = ceil_div(t.chunk_min_positions, std::max<int64_t>(plan.L, 1));
       images = std::clamp<int64_t>(std::max(t.chunk_bytes / per_image, fill), 1, images);
@@ -107,7 +106,7 @@ TilePlan plan_tiles(const ConvProblem& p, const Tuning& t, int64_t element_size)
     // the workspace limit, and its rows' stride within BLAS's 32 bits
     const auto fits = [&](int64_t n) {
       const int64_t stride = column_row_stride(t, n * plan.L, element_size);
-      return (p.geom.rows() * stride + p.out_channels * n * plan.L) * element_size <= workspace_limit_bytes() &&
+      return (p.geom.rows() * stride + p.out_channels * n * plan.L) * element_size <= workspace_limit &&
              stride <= std::numeric_limits<int32_t>::max();
     };
     while (images > 1 && !fits(images)) {
@@ -124,7 +123,7 @@ TilePlan plan_tiles(const ConvProblem& p, const Tuning& t, int64_t element_size)
     const int64_t by_cache = std::max({t.min_tile_positions, 2 * p.group_out_channels(),
                                       t.tile_bytes / std::max<int64_t>(1, per_position)});
     // Half the limit: the rest is for partial sums, packed weights, other workers.
-    const int64_t by_limit = std::max<int64_t>(1, workspace_limit_bytes() / 2 / bytes_per_position);
+    const int64_t by_limit = std::max<int64_t>(1, workspace_limit / 2 / bytes_per_position);
     int64_t target = std::max<int64_t>(1, std::min(by_cache, by_limit));
     // 1x1 / stride 1 / no padding, channels-first: the GEMMs read the images
     // in place (no columns to keep in cache), so whole images make the
@@ -154,7 +153,9 @@ TilePlan plan_tiles(const ConvProblem& p, const Tuning& t, int64_t element_size)
                                            : t.min_tile_positions;
       const int64_t by_items = std::max({int64_t{1}, p.batch / kMinJoinedTiles, ceil_div(fewest_positions, L)});
       int64_t images = std::clamp<int64_t>(std::min({target / L, by_blas, by_items}), 1, std::max<int64_t>(p.batch, 1));
-      images = ceil_div(p.batch, ceil_div(p.batch, images));
+      if (p.batch > 0) {
+        images = ceil_div(p.batch, ceil_div(p.batch, images));  // tiles of equal size
+      }
       plan.images_per_tile = std::max<int64_t>(images, 1);
     }
   }

@@ -146,7 +146,8 @@ struct TilePlan {
 // tiling (tile_bytes == 0) get chunks of whole images of equal size: as many
 // as the workspace limit allows, or, with Tuning::chunk_bytes, as many as
 // that many bytes hold, but at least chunk_min_positions positions' worth.
-TilePlan plan_tiles(const ConvProblem& p, const Tuning& t, int64_t element_size);
+// workspace_limit: myconv::workspace_limit_bytes(), read once per call.
+TilePlan plan_tiles(const ConvProblem& p, const Tuning& t, int64_t element_size, int64_t workspace_limit);
 
 // Row stride, in elements, of a channels-first column buffer of `positions`
 // columns: rounded up to whole Tuning::column_row_bytes.

@@ -3,9 +3,14 @@
 #include <ATen/ops/empty.h>
 #include <ATen/ops/zeros.h>
 #include <c10/core/DeviceGuard.h>
+#include <c10/core/impl/DeviceGuardImplInterface.h>
 #include <c10/util/Exception.h>
 #include <c10/util/SmallVector.h>
 
+#include <chrono>
+#include <cstdio>
+#include <sstream>
+#include <string>
 #include <vector>
 
 #include "autotune.h"
@@ -13,6 +18,9 @@
 #include "conv_passes.h"
 #include "conv_plan.h"
 #include "conv_shape.h"
+#include "pass_plan.h"
+#include "plan_report.h"
+#include "verbose.h"
 #include "workspace.h"
 
 namespace myconv::detail {
@@ -63,7 +71,97 @@ bool channels_last_input(const at::Tensor& input, int64_t dims, bool batched) {
   return batched && dims >= 2 && input.suggest_memory_format() == channels_last_format(dims + 2);
 }
 
+// MYCONV_VERBOSE: the line of one call, written when the call ends; nothing
+// is made while the level is 0 (one relaxed load per call).
+class CallReport {
+ public:
+  CallReport(const char* op, const at::Tensor& input, const at::Tensor& weight) : level_(verbose_level()) {
+    if (level_ > 0) {
+      std::ostringstream out;
+      out << op << ' ' << input.device().str() << ' ' << dtype_name(input.scalar_type())
+          << " input=" << format_sizes(input.sizes()) << " weight=" << format_sizes(weight.sizes());
+      line_ = out.str();
+      device_ = input.device();
+    }
+    if (level_ > 1) {
+      synchronize();
+      start_ = std::chrono::steady_clock::now();
+    }
+  }
+  bool on() const { return level_ > 0; }
+  void window(at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups) {
+    if (on()) {
+      line_ += " stride=" + format_sizes(stride) + " padding=" + format_sizes(padding) +
+               " dilation=" + format_sizes(dilation) + " groups=" + std::to_string(groups);
+    }
+  }
+  void add(const PassPlan& plan) {
+    if (on()) {
+      line_ += " | " + plan_summary(plan);
+    }
+  }
+  ~CallReport() {
+    if (!on() || std::uncaught_exceptions() > 0) {
+      return;
+    }
+    if (level_ > 1) {
+      synchronize();
+      const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start_).count();
+      char text[32];
+      std::snprintf(text, sizeof(text), " | time=%.3fms", ms);
+      line_ += text;
+    }
+    emit_verbose_line(level_, line_);
+  }
+  CallReport(const CallReport&) = delete;
+  CallReport& operator=(const CallReport&) = delete;
+
+ private:
+  // the call's time includes its kernels (CUDA: queued on a stream)
+  void synchronize() const {
+    if (device_.type() != c10::DeviceType::CPU && device_.type() != c10::DeviceType::Meta) {
+      c10::impl::getDeviceGuardImpl(device_.type())->synchronizeDevice(device_.index());
+    }
+  }
+  int level_;
+  std::string line_;
+  c10::Device device_ = c10::Device(c10::DeviceType::CPU);
+  std::chrono::steady_clock::time_point start_;
+};
+
 } // namespace
+
+ConvCall::ConvCall(const Backend& backend, int64_t dims, const at::Tensor& input, const at::Tensor& weight,
+                   at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups)
+    : batched(input.dim() == dims + 2),
+      x5(as_5d(input, dims, batched)),
+      w5(weight_5d(weight, dims)),
+      tuning(tuning_for(backend, input)),
+      settings(current_plan_settings(input.device().type())),
+      problem(x5, w5, Window3d(stride, padding, dilation), groups,
+              choose_layout(tuning, channels_last_input(input, dims, batched))) {}
+
+ConvCall::ConvCall(const Backend& backend, int64_t dims, const at::Tensor& input, const at::Tensor& weight,
+                   at::IntArrayRef out_size, at::IntArrayRef stride, at::IntArrayRef padding,
+                   at::IntArrayRef dilation, int64_t groups)
+    : batched(input.dim() == dims + 2),
+      x5(as_5d(input, dims, batched)),
+      w5(weight_5d(weight, dims)),
+      tuning(tuning_for(backend, input)),
+      settings(current_plan_settings(input.device().type())),
+      problem(ConvProblem::transposed(x5, w5, out_size, Window3d(stride, padding, dilation), groups,
+                                      choose_layout(tuning, channels_last_input(input, dims, batched)))) {}
+
+std::vector<int64_t> transposed_output_size(int64_t dims, const at::Tensor& input,
+                                            c10::SymIntArrayRef checked_size) {
+  const bool batched = input.dim() == dims + 2;
+  std::vector<int64_t> out_size{batched ? input.size(0) : 1};
+  for (size_t i = batched ? 1 : 0; i < checked_size.size(); ++i) {
+    out_size.push_back(checked_size[i].expect_int());
+  }
+  out_size.insert(out_size.begin() + 2, kMaxSpatialDims - dims, 1);
+  return out_size;
+}
 
 at::Tensor conv(const Backend& backend, int64_t dims, const at::Tensor& input, const at::Tensor& weight,
                 const std::optional<at::Tensor>& bias, at::IntArrayRef stride, at::IntArrayRef padding,
@@ -71,28 +169,31 @@ at::Tensor conv(const Backend& backend, int64_t dims, const at::Tensor& input, c
   check_conv(conv_op_name(dims), dims, input, weight, bias, stride, padding, dilation, groups);
   const c10::OptionalDeviceGuard device_guard(input.device());
   const WorkspaceCall workspace_call;
-  const bool batched = input.dim() == dims + 2;
-  const at::Tensor x5 = as_5d(input, dims, batched), w5 = weight_5d(weight, dims);
-  const Tuning t = tuning_for(backend, input);
-  const ConvProblem p(x5, w5, Window3d(stride, padding, dilation), groups,
-                      choose_layout(t, channels_last_input(input, dims, batched)));
-  const at::Tensor x = x5.contiguous(p.memory_format());
+  CallReport report(conv_op_name(dims), input, weight);
+  report.window(stride, padding, dilation, groups);
+  const ConvCall call(backend, dims, input, weight, stride, padding, dilation, groups);
+  const ConvProblem& p = call.problem;
+  const at::Tensor x = call.x5.contiguous(p.memory_format());
   const ConvGeometry& g = p.geom;
 
   at::Tensor out = at::empty({p.batch, p.out_channels, g.out_d, g.out_h, g.out_w},
                              x.options().memory_format(p.memory_format()));
   if (p.batch > 0 && out.numel() > 0) {
     const bool has_bias = bias.has_value() && bias->defined();
-    if (use_direct_grouped(t, p)) {
-      backend.grouped_forward(x, w5.contiguous(),
-                              has_bias ? std::optional<at::Tensor>(bias->contiguous()) : std::nullopt, g, groups,
-                              p.channels_last(), out);
-    } else {
-      run_tuned(t, Pass::kForward, p, x.scalar_type(),
-                [&](const Tuning& c) { forward_columns(backend, c, p, x, w5, bias, out); });
-    }
+    const auto run = [&](const PassPlan& plan) {
+      if (plan.path == Path::kDirectGrouped) {
+        backend.grouped_forward(x, call.w5.contiguous(),
+                                has_bias ? std::optional<at::Tensor>(bias->contiguous()) : std::nullopt, g, groups,
+                                p.channels_last(), out);
+      } else {
+        forward_columns(backend, plan, p, x, call.w5, bias, out);
+      }
+    };
+    const PassPlan plan = tuned_plan(backend, Pass::kForward, p, x.scalar_type(), call.tuning, call.settings, run);
+    run(plan);
+    report.add(plan);
   }
-  return from_5d(out, dims, batched).contiguous(conv_memory_format(dims, input, weight));
+  return from_5d(out, dims, call.batched).contiguous(conv_memory_format(dims, input, weight));
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> conv_backward(
@@ -102,12 +203,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv_backward(
   check_conv_backward(dims, grad_output, input, weight, stride, padding, dilation, groups);
   const c10::OptionalDeviceGuard device_guard(input.device());
   const WorkspaceCall workspace_call;
-  const bool batched = input.dim() == dims + 2;
-  const at::Tensor x5 = as_5d(input, dims, batched), w5 = weight_5d(weight, dims);
-  const at::Tensor gy5 = as_5d(grad_output, dims, batched);
-  const Tuning t = tuning_for(backend, input);
-  const ConvProblem p(x5, w5, Window3d(stride, padding, dilation), groups,
-                      choose_layout(t, channels_last_input(input, dims, batched)));
+  CallReport report((std::string(conv_op_name(dims)) + "_backward").c_str(), input, weight);
+  report.window(stride, padding, dilation, groups);
+  const ConvCall call(backend, dims, input, weight, stride, padding, dilation, groups);
+  const ConvProblem& p = call.problem;
+  const at::Tensor gy5 = as_5d(grad_output, dims, call.batched);
   const auto [need_input, need_weight, need_bias] = output_mask;
 
   at::Tensor grad_input, grad_weight, grad_bias;
@@ -116,41 +216,48 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv_backward(
   }
   const bool empty = p.batch == 0 || gy5.numel() == 0;
   if (need_input) {
-    const auto options = x5.options().memory_format(p.memory_format());
-    grad_input = empty ? at::zeros(x5.sizes(), options) : at::empty(x5.sizes(), options);
+    const auto options = call.x5.options().memory_format(p.memory_format());
+    grad_input = empty ? at::zeros(call.x5.sizes(), options) : at::empty(call.x5.sizes(), options);
   }
   if (need_weight && empty) {
-    grad_weight = at::zeros(w5.sizes(), w5.options());
+    grad_weight = at::zeros(call.w5.sizes(), call.w5.options());
   }
 
   if ((need_input || need_weight) && !empty) {
     const at::Tensor gy = gy5.contiguous(p.memory_format());
     // The input is only read to rebuild columns for grad_weight.
-    const at::Tensor x = need_weight ? x5.contiguous(p.memory_format()) : at::Tensor();
-    if (use_direct_grouped(t, p)) {
-      const at::Tensor w = w5.contiguous();
-      if (need_input) {
-        backend.grouped_grad_input(gy, w, p.geom, groups, p.channels_last(), grad_input);
-      }
-      if (need_weight) {
-        grad_weight = at::empty(w5.sizes(), w5.options());
-        backend.grouped_grad_weight(gy, x, p.geom, groups, p.channels_last(), grad_weight);
-      }
-    } else {
-      if (need_input) {
-        run_tuned(t, Pass::kGradInput, p, gy.scalar_type(),
-                  [&](const Tuning& c) { grad_input_columns(backend, c, p, gy, w5, grad_input); });
-      }
-      if (need_weight) {
-        grad_weight = run_tuned(t, Pass::kGradWeight, p, gy.scalar_type(),
-                                [&](const Tuning& c) { return grad_weight_columns(backend, c, p, x, gy); });
-      }
+    const at::Tensor x = need_weight ? call.x5.contiguous(p.memory_format()) : at::Tensor();
+    const at::ScalarType dtype = gy.scalar_type();
+    if (need_input) {
+      const auto run = [&](const PassPlan& plan) {
+        if (plan.path == Path::kDirectGrouped) {
+          backend.grouped_grad_input(gy, call.w5.contiguous(), p.geom, groups, p.channels_last(), grad_input);
+        } else {
+          grad_input_columns(backend, plan, p, gy, call.w5, grad_input);
+        }
+      };
+      const PassPlan plan = tuned_plan(backend, Pass::kGradInput, p, dtype, call.tuning, call.settings, run);
+      run(plan);
+      report.add(plan);
+    }
+    if (need_weight) {
+      const auto run = [&](const PassPlan& plan) {
+        if (plan.path == Path::kDirectGrouped) {
+          at::Tensor gw = at::empty(call.w5.sizes(), call.w5.options());
+          backend.grouped_grad_weight(gy, x, p.geom, groups, p.channels_last(), gw);
+          return gw;
+        }
+        return grad_weight_columns(backend, plan, p, x, gy);
+      };
+      const PassPlan plan = tuned_plan(backend, Pass::kGradWeight, p, dtype, call.tuning, call.settings, run);
+      grad_weight = run(plan);
+      report.add(plan);
     }
   }
 
   // Each gradient in the layout of the tensor it is the gradient of.
   if (need_input) {
-    grad_input = from_5d(grad_input, dims, batched).contiguous(input.suggest_memory_format());
+    grad_input = from_5d(grad_input, dims, call.batched).contiguous(input.suggest_memory_format());
   }
   if (need_weight) {
     grad_weight = from_5d(grad_weight, dims, true).contiguous(weight.suggest_memory_format());
@@ -168,31 +275,29 @@ at::Tensor conv_transpose(const Backend& backend, int64_t dims, const at::Tensor
                                          output_padding, dilation, groups);
   const c10::OptionalDeviceGuard device_guard(input.device());
   const WorkspaceCall workspace_call;
-  const bool batched = input.dim() == dims + 2;
-  const at::Tensor x5 = as_5d(input, dims, batched), w5 = weight_5d(weight, dims);
-  const Tuning t = tuning_for(backend, input);
-  // The output's size as (N, C_out, D, H, W).
-  std::vector<int64_t> out_size{x5.size(0)};
-  for (size_t i = batched ? 1 : 0; i < size.size(); ++i) {
-    out_size.push_back(size[i].expect_int());
-  }
-  out_size.insert(out_size.begin() + 2, kMaxSpatialDims - dims, 1);
-  const ConvProblem p = ConvProblem::transposed(x5, w5, out_size, Window3d(stride, padding, dilation), groups,
-                                                choose_layout(t, channels_last_input(input, dims, batched)));
-  at::Tensor out = at::empty(out_size, x5.options().memory_format(p.memory_format()));
+  CallReport report(conv_transpose_op_name(dims), input, weight);
+  report.window(stride, padding, dilation, groups);
+  const std::vector<int64_t> out_size = transposed_output_size(dims, input, size);
+  const ConvCall call(backend, dims, input, weight, out_size, stride, padding, dilation, groups);
+  const ConvProblem& p = call.problem;
+  at::Tensor out = at::empty(out_size, call.x5.options().memory_format(p.memory_format()));
   if (p.batch > 0) {
-    const at::Tensor gy = x5.contiguous(p.memory_format());
-    if (use_direct_grouped(t, p)) {
-      backend.grouped_grad_input(gy, w5.contiguous(), p.geom, groups, p.channels_last(), out);
-    } else {
-      run_tuned(t, Pass::kGradInput, p, gy.scalar_type(),
-                [&](const Tuning& c) { grad_input_columns(backend, c, p, gy, w5, out); });
-    }
+    const at::Tensor gy = call.x5.contiguous(p.memory_format());
+    const auto run = [&](const PassPlan& plan) {
+      if (plan.path == Path::kDirectGrouped) {
+        backend.grouped_grad_input(gy, call.w5.contiguous(), p.geom, groups, p.channels_last(), out);
+      } else {
+        grad_input_columns(backend, plan, p, gy, call.w5, out);
+      }
+    };
+    const PassPlan plan = tuned_plan(backend, Pass::kGradInput, p, gy.scalar_type(), call.tuning, call.settings, run);
+    run(plan);
+    report.add(plan);
     if (bias.has_value() && bias->defined()) {
       out.add_(bias->view({1, -1, 1, 1, 1}));
     }
   }
-  return from_5d(out, dims, batched).contiguous(conv_memory_format(dims, input, weight));
+  return from_5d(out, dims, call.batched).contiguous(conv_memory_format(dims, input, weight));
 }
 
 at::Tensor im2col(const Backend& backend, const at::Tensor& input, at::IntArrayRef kernel_size,

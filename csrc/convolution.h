@@ -16,10 +16,36 @@
 #include <cstdint>
 #include <optional>
 #include <tuple>
+#include <vector>
 
 #include "backend.h"
+#include "conv_plan.h"
+#include "pass_plan.h"
 
 namespace myconv::detail {
+
+// A call's tensors as 5-D views, the backend's tuning and the settings read
+// once, and the problem: what the passes are planned from. Tensors may be
+// meta tensors (myconv.explain).
+struct ConvCall {
+  bool batched;
+  at::Tensor x5, w5;
+  Tuning tuning;
+  PlanSettings settings;
+  ConvProblem problem;
+  // A convolution of input with weight.
+  ConvCall(const Backend& backend, int64_t dims, const at::Tensor& input, const at::Tensor& weight,
+           at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups);
+  // A transposed convolution of input with weight, its output of out_size
+  // (transposed_output_size).
+  ConvCall(const Backend& backend, int64_t dims, const at::Tensor& input, const at::Tensor& weight,
+           at::IntArrayRef out_size, at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation,
+           int64_t groups);
+};
+
+// A transposed convolution's output size as (N, C_out, D, H, W), from the
+// size check_conv_transpose returns.
+std::vector<int64_t> transposed_output_size(int64_t dims, const at::Tensor& input, c10::SymIntArrayRef checked_size);
 
 at::Tensor conv(const Backend& backend, int64_t dims, const at::Tensor& input, const at::Tensor& weight,
                 const std::optional<at::Tensor>& bias, at::IntArrayRef stride, at::IntArrayRef padding,
@@ -81,10 +107,12 @@ struct BackendKernels {
 };
 
 // Registers the compositions, bound to the backend B, in a
-// TORCH_LIBRARY_IMPL block: `register_backend_kernels<CpuBackend>(m);`.
+// TORCH_LIBRARY_IMPL block, and B as the backend of `device` (find_backend):
+// `register_backend_kernels<CpuBackend>(m, c10::DeviceType::CPU);`.
 template <class B>
-void register_backend_kernels(torch::Library& m) {
+void register_backend_kernels(torch::Library& m, c10::DeviceType device) {
   using K = BackendKernels<B>;
+  register_backend(device, K::backend());
   m.impl("conv1d", TORCH_FN(K::template conv<1>));
   m.impl("conv2d", TORCH_FN(K::template conv<2>));
   m.impl("conv3d", TORCH_FN(K::template conv<3>));

@@ -26,6 +26,7 @@
 #include "blas_plan.h"
 #include "cpu/cpu_gemm.h"
 #include "conv_shape.h"
+#include "explain.h"
 #include "myconv/ops.h"
 #include "ops_nd.h"
 
@@ -75,6 +76,14 @@ TORCH_LIBRARY(myconv, m) {
   m.def("_clear_autotune_cache() -> ()", &myconv::detail::clear_autotune_cache);
   // For tests: the CPU backend with the CUDA backend's work plan.
   m.def("_set_cpu_whole_image_plan(bool on) -> ()", &myconv::set_cpu_whole_image_plan);
+  // myconv.explain(): the plans of a call's passes, as JSON (csrc/explain.cpp).
+  m.def(
+      "_explain(str op, Tensor input, Tensor weight, Tensor? bias, int[] stride, int[] padding, str padding_mode, "
+      "int[] dilation, int groups, int[] output_padding, str? device=None) -> str",
+      &myconv::detail::explain);
+  // Process-wide setting: MYCONV_VERBOSE's level (0 off, 1 a line per call, 2 with its time).
+  m.def("_get_verbose() -> int", []() -> int64_t { return myconv::verbose(); });
+  m.def("_set_verbose(int level) -> ()", &myconv::set_verbose);
   // For tests: the peak workspace of this thread's latest convolution call.
   m.def("_last_workspace_peak() -> int", &myconv::last_workspace_peak_bytes);
   // For tests: the compute type the CUDA backend's GEMMs take for a dtype under

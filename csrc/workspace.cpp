@@ -35,8 +35,8 @@ Workspace::Workspace(int64_t elements, const at::TensorOptions& options)
     : tensor_(elements > 0 ? aligned_empty(elements, options) : at::Tensor()),
       charge_(elements > 0 ? elements * tensor_.element_size() : 0) {}
 
-int64_t buffer_alignment(const at::TensorOptions& options) {
-  return options.device().is_cpu() ? 4096 : 64;
+int64_t buffer_alignment(c10::DeviceType device) {
+  return device == c10::DeviceType::CPU ? 4096 : 64;
 }
 
 at::Tensor aligned_empty(int64_t elements, const at::TensorOptions& options) {
@@ -54,10 +54,13 @@ at::Tensor aligned_empty(int64_t elements, const at::TensorOptions& options) {
   return at::from_blob(start, {elements}, [raw](void*) {}, options);
 }
 
-int64_t aligned_elements(int64_t elements, const at::TensorOptions& options) {
-  const int64_t per_line =
-      std::max<int64_t>(1, buffer_alignment(options) / static_cast<int64_t>(options.dtype().itemsize()));
+int64_t aligned_elements(int64_t elements, int64_t element_size, int64_t alignment) {
+  const int64_t per_line = std::max<int64_t>(1, alignment / element_size);
   return (elements + per_line - 1) / per_line * per_line;
+}
+
+int64_t aligned_elements(int64_t elements, const at::TensorOptions& options) {
+  return aligned_elements(elements, static_cast<int64_t>(options.dtype().itemsize()), buffer_alignment(options));
 }
 
 WorkerBuffers::WorkerBuffers(int64_t workers, int64_t elements, const at::TensorOptions& options)
@@ -97,17 +100,17 @@ at::Tensor WorkerBuffers::rows(int64_t worker, int64_t groups, int64_t rows, int
   return buffers_[worker].as_strided({groups, rows, n}, {rows * row_stride, row_stride, 1}, 0);
 }
 
-int64_t workers_for(int64_t max_workers, int64_t items, int64_t bytes_per_worker, int64_t reserved) {
-  const int64_t room = std::max<int64_t>(0, workspace_limit_bytes() - reserved);
+int64_t workers_for(int64_t max_workers, int64_t items, int64_t bytes_per_worker, int64_t reserved, int64_t limit) {
+  const int64_t room = std::max<int64_t>(0, limit - reserved);
   const int64_t by_memory = bytes_per_worker > 0 ? room / bytes_per_worker : items;
   return std::clamp<int64_t>(std::min({max_workers, items, by_memory}), 1, std::max<int64_t>(items, 1));
 }
 
-int64_t batch_chunk(int64_t batch, int64_t bytes_per_image, int64_t cols_per_image) {
+int64_t batch_chunk(int64_t batch, int64_t bytes_per_image, int64_t cols_per_image, int64_t limit) {
   if (batch <= 1 || bytes_per_image <= 0) {
     return std::max<int64_t>(batch, 1);
   }
-  const int64_t by_memory = workspace_limit_bytes() / bytes_per_image;
+  const int64_t by_memory = limit / bytes_per_image;
   const int64_t by_blas = std::numeric_limits<int32_t>::max() / std::max<int64_t>(cols_per_image, 1);
   return std::clamp<int64_t>(std::min(by_memory, by_blas), 1, batch);
 }

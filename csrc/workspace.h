@@ -4,6 +4,7 @@
 #pragma once
 
 #include <ATen/core/Tensor.h>
+#include <c10/core/DeviceType.h>
 #include <c10/core/TensorOptions.h>
 #include <c10/util/ArrayRef.h>
 #include <c10/util/SmallVector.h>
@@ -59,7 +60,10 @@ class Workspace {
 // operand alignment (measured: MKL's results differed in the last bits
 // between buffers 36 bytes apart), and MKL promises the same bits only for
 // the same alignment. Elsewhere 64 bytes (a CUDA allocation starts on 512).
-int64_t buffer_alignment(const at::TensorOptions& options);
+int64_t buffer_alignment(c10::DeviceType device);
+inline int64_t buffer_alignment(const at::TensorOptions& options) {
+  return buffer_alignment(options.device().type());
+}
 
 // An uninitialised 1-D tensor of `elements` elements starting at a multiple
 // of buffer_alignment bytes. Its storage holds exactly those elements (on the
@@ -67,7 +71,9 @@ int64_t buffer_alignment(const at::TensorOptions& options);
 // bounds checks of csrc/blas_plan.h stay exact.
 at::Tensor aligned_empty(int64_t elements, const at::TensorOptions& options);
 
-// Elements rounded up to whole multiples of buffer_alignment bytes.
+// Elements rounded up to whole multiples of `alignment` bytes (of
+// buffer_alignment bytes).
+int64_t aligned_elements(int64_t elements, int64_t element_size, int64_t alignment);
 int64_t aligned_elements(int64_t elements, const at::TensorOptions& options);
 
 // One buffer per worker (each aligned_empty), handed out as views.
@@ -87,13 +93,13 @@ class WorkerBuffers {
 };
 
 // Workers (at most max_workers) for `items` items that each need
-// bytes_per_worker of buffers, within the workspace limit less `reserved`
-// bytes: at least one.
-int64_t workers_for(int64_t max_workers, int64_t items, int64_t bytes_per_worker, int64_t reserved = 0);
+// bytes_per_worker of buffers, within the workspace limit `limit` less
+// `reserved` bytes: at least one.
+int64_t workers_for(int64_t max_workers, int64_t items, int64_t bytes_per_worker, int64_t reserved, int64_t limit);
 
 // Images per chunk so that a chunk's workspace (bytes_per_image each) stays
-// within the workspace limit and a chunk's cols_per_image * images columns fit
-// the 32-bit dimensions of BLAS; at least 1, at most `batch`.
-int64_t batch_chunk(int64_t batch, int64_t bytes_per_image, int64_t cols_per_image);
+// within the workspace limit `limit` and a chunk's cols_per_image * images
+// columns fit the 32-bit dimensions of BLAS; at least 1, at most `batch`.
+int64_t batch_chunk(int64_t batch, int64_t bytes_per_image, int64_t cols_per_image, int64_t limit);
 
 } // namespace myconv::detail

@@ -96,6 +96,10 @@ class CudaBackend final : public Backend {
     return cuda_backend_tuning();
   }
 
+  std::string gemm_engine(at::ScalarType dtype, int64_t, int64_t, int64_t) const override {
+    return std::string("cublas/") + gemm_compute_name(gemm_compute(dtype, cuda_matmul_allows_tf32()));
+  }
+
   void im2col(const at::Tensor& images, const ConvGeometry& g, const ColumnTile& tile,
               const at::Tensor& columns, ColumnLayout layout) const override {
     check_whole_images(g, tile, layout, images);
@@ -157,7 +161,7 @@ class CudaBackend final : public Backend {
 } // namespace
 
 TORCH_LIBRARY_IMPL(myconv, CUDA, m) {
-  register_backend_kernels<CudaBackend>(m);
+  register_backend_kernels<CudaBackend>(m, c10::DeviceType::CUDA);
 }
 
 } // namespace myconv::detail

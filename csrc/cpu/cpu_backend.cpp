@@ -105,6 +105,13 @@ class CpuBackend final : public Backend {
     return t;
   }
 
+  std::string gemm_engine(at::ScalarType dtype, int64_t m, int64_t n, int64_t k) const override {
+    if (cpu_whole_image_plan()) {
+      return "cublas-replay";  // the CUDA backend's cuBLAS call, run on the CPU (see bmm)
+    }
+    return cpu_gemm_engine_name(choose_cpu_gemm_engine(dtype, m, n, k));
+  }
+
   void im2col(const at::Tensor& images, const ConvGeometry& g, const ColumnTile& tile, const at::Tensor& columns,
               ColumnLayout layout) const override {
     im2col_cpu(images, g, tile, columns, layout);
@@ -187,7 +194,7 @@ class CpuBackend final : public Backend {
 } // namespace
 
 TORCH_LIBRARY_IMPL(myconv, CPU, m) {
-  register_backend_kernels<CpuBackend>(m);
+  register_backend_kernels<CpuBackend>(m, c10::DeviceType::CPU);
 }
 
 } // namespace myconv::detail

@@ -20,6 +20,8 @@ using myconv::detail::TilePlan;
 using myconv::detail::Tuning;
 using myconv::detail::Window3d;
 
+constexpr int64_t kLimit = int64_t{256} << 20;  // the default workspace limit
+
 struct Layer {
   int64_t n, c, out, size, kernel;
 };
@@ -52,7 +54,7 @@ TEST(CudaPlan, ChunksOfWholeImagesFillTheGemmWithoutTakingTheWholeBatchsMemory) 
   };
   for (const Want& w : cases) {
     const ConvProblem p = problem(w.layer);
-    const TilePlan plan = plan_tiles(p, t, 4);
+    const TilePlan plan = plan_tiles(p, t, 4, kLimit);
     const int64_t L = p.L(), per_image = (p.geom.rows() + p.out_channels) * L * 4;
     EXPECT_EQ(plan.images_per_tile, w.images) << "batch " << w.layer.n << ", " << w.layer.c << " channels, "
                                               << w.layer.size << "^2";
@@ -66,11 +68,8 @@ TEST(CudaPlan, ChunksOfWholeImagesFillTheGemmWithoutTakingTheWholeBatchsMemory) 
 }
 
 TEST(CudaPlan, TheWorkspaceLimitStillBoundsAChunk) {
-  const int64_t saved = myconv::workspace_limit_bytes();
-  myconv::set_workspace_limit_bytes(int64_t{8} << 20);
   const ConvProblem p = problem({32, 64, 64, 56, 3});  // 8 MB an image
-  const TilePlan plan = plan_tiles(p, cuda_backend_tuning(), 4);
-  myconv::set_workspace_limit_bytes(saved);
+  const TilePlan plan = plan_tiles(p, cuda_backend_tuning(), 4, int64_t{8} << 20);
   EXPECT_EQ(plan.images_per_tile, 1);
   EXPECT_EQ(plan.count, 32);
 }
@@ -83,10 +82,7 @@ TEST(CudaPlan, ChunksCountTheirPaddedRowsAgainstTheWorkspaceLimit) {
                       Window3d(std::vector<int64_t>{1}, std::vector<int64_t>{1}, std::vector<int64_t>{1}), 1,
                       Layout::kChannelsFirst);
   const Tuning t = cuda_backend_tuning();
-  const int64_t saved = myconv::workspace_limit_bytes();
-  myconv::set_workspace_limit_bytes(4 * (64 * 3 + 64) * 1001 * 4);
-  const TilePlan plan = plan_tiles(p, t, 4);
-  myconv::set_workspace_limit_bytes(saved);
+  const TilePlan plan = plan_tiles(p, t, 4, 4 * (64 * 3 + 64) * 1001 * 4);
   EXPECT_EQ(myconv::detail::column_row_stride(t, 4 * 1001, 4), 4008);
   EXPECT_EQ(plan.images_per_tile, 3);
   EXPECT_EQ(plan.count, 3);
@@ -101,6 +97,7 @@ TEST(CudaPlan, ReducedPrecisionKeepsChunksAsLargeAsTheWorkspaceAllows) {
     void col2im(const at::Tensor&, myconv::detail::ColumnLayout, const myconv::detail::ColumnTile&,
                 const myconv::detail::ConvGeometry&, const at::Tensor&, bool) const override {}
     void bmm(const at::Tensor&, const at::Tensor&, const at::Tensor&, bool) const override {}
+    std::string gemm_engine(at::ScalarType, int64_t, int64_t, int64_t) const override { return "none"; }
   } backend;
   const auto meta = at::TensorOptions().device(at::kMeta);
   EXPECT_EQ(myconv::detail::tuning_for(backend, at::empty({1}, meta.dtype(at::kBFloat16))).chunk_bytes, 0);
@@ -113,7 +110,7 @@ TEST(CudaPlan, WithoutChunkBytesChunksAreAsLargeAsTheWorkspaceLimitAllows) {
   Tuning t = cuda_backend_tuning();
   t.chunk_bytes = 0;
   const ConvProblem p = problem({32, 64, 64, 56, 3});
-  EXPECT_EQ(plan_tiles(p, t, 4).images_per_tile, 32);  // 256 MiB hold the whole batch
+  EXPECT_EQ(plan_tiles(p, t, 4, kLimit).images_per_tile, 32);  // 256 MiB hold the whole batch
 }
 
 } // namespace

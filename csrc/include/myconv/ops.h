@@ -220,6 +220,15 @@ void set_cpu_gemm_engine(const std::string& engine);
 bool autotune();
 void set_autotune(bool on);
 
+// Verbose calls (MYCONV_VERBOSE in the environment sets the starting level):
+// 0 off (default); 1, one line per convolution call naming the op, shapes,
+// dtype, device and each pass's plan (path, layout, GEMM engine, tiles,
+// workers, workspace); 2, the call's time too (measured after a device
+// synchronisation on CUDA). Lines go to stderr, or in Python to the "myconv"
+// logger. Off, a call pays one flag check.
+int verbose();
+void set_verbose(int64_t level);
+
 // For tests: run the CPU backend with the CUDA backend's work plan (chunks
 // of whole images, one item per pass, all groups in one batched GEMM, NCHW
 // columns only, no direct kernels) and the CUDA backend's cuBLAS calls,

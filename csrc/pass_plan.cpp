@@ -1,0 +1,239 @@
+// The plans of the three passes (see pass_plan.h; the matrices and the work
+// items are described in conv_passes.h).
+#include "pass_plan.h"
+
+#include <c10/util/Exception.h>
+
+#include <algorithm>
+
+#include "myconv/ops.h"
+#include "workspace.h"
+
+namespace myconv::detail {
+
+const char* pass_name(Pass pass) {
+  switch (pass) {
+    case Pass::kForward:
+      return "forward";
+    case Pass::kGradInput:
+      return "grad_input";
+    case Pass::kGradWeight:
+      return "grad_weight";
+  }
+  return "?";
+}
+
+const char* path_name(Path path) {
+  switch (path) {
+    case Path::kDirectGrouped:
+      return "direct_grouped";
+    case Path::kColumns:
+      return "columns";
+    case Path::kGemmOnViews:
+      return "gemm_on_views";
+  }
+  return "?";
+}
+
+PlanSettings current_plan_settings(c10::DeviceType device) {
+  return {workspace_limit_bytes(), buffer_alignment(device)};
+}
+
+namespace {
+
+// Elements rounded up to whole buffer alignments.
+int64_t aligned(const PlanSettings& s, int64_t elements, int64_t element_size) {
+  return aligned_elements(elements, element_size, s.buffer_alignment);
+}
+
+// What every column pass shares: the tiles, and where the GEMMs may read the
+// tensors in place.
+PassPlan start(Pass pass, const ConvProblem& p, at::ScalarType dtype, const Tuning& t, const PlanSettings& s) {
+  PassPlan plan;
+  plan.pass = pass;
+  plan.layout = p.layout;
+  plan.dtype = dtype;
+  plan.element_size = static_cast<int64_t>(c10::elementSize(dtype));
+  plan.tuning = t;
+  plan.settings = s;
+  plan.tiles = plan_tiles(p, t, plan.element_size, s.workspace_limit);
+  const bool in_place = t.gemm_on_views && (p.channels_last() || plan.tiles.single_image_tiles());
+  plan.path = p.pointwise() && in_place ? Path::kGemmOnViews : Path::kColumns;
+  plan.gather_grad_output = pass != Pass::kForward && !p.channels_last() && !plan.tiles.single_image_tiles();
+  plan.out_block_rows = p.group_out_channels();
+  plan.blocks = Blocking{p.groups, p.group_channels(), 1, p.group_channels(), true};
+  return plan;
+}
+
+// The columns of a tile of P positions for a block of `channels` channels
+// per group of `groups` groups: channels-first rows column_row_stride apart.
+int64_t column_elements(const PassPlan& plan, const ConvProblem& p, int64_t groups, int64_t channels) {
+  if (plan.path == Path::kGemmOnViews) {
+    return 0;
+  }
+  const int64_t P = plan.tiles.max_positions();
+  return groups * channels * p.taps() *
+         (p.channels_last() ? P : column_row_stride(plan.tuning, P, plan.element_size));
+}
+
+// Forward. With enough tiles, one item per tile: im2col into the worker's
+// buffer, then the GEMM while the columns are in its cache. With fewer than
+// kTargetItems / 2 tiles (small batches of small images, deep layers), the
+// output channels are cut into blocks of at least 2 * kMinBlockRows as well:
+// the columns of a wave of tiles are built first, then every (tile, block)
+// GEMM is an item, so that each GEMM still runs on one thread.
+void plan_forward(PassPlan& plan, const ConvProblem& p) {
+  const Tuning& t = plan.tuning;
+  const PlanSettings& s = plan.settings;
+  const int64_t G = p.groups, M = p.group_out_channels(), K = p.group_rows(), es = plan.element_size;
+  const TilePlan& tiles = plan.tiles;
+  const bool in_place = t.gemm_on_views && (p.channels_last() || tiles.single_image_tiles());
+  plan.output_in_place = in_place || (tiles.single_image_tiles() && tiles.tiles_per_image == 1);
+
+  const int64_t count = std::max<int64_t>(tiles.count, 1);  // (no tiles: an empty batch)
+  int64_t mblocks = 1;
+  if (t.split_work && 2 * count < kTargetItems) {
+    mblocks = std::clamp<int64_t>(ceil_div(kTargetItems / 2, count), 1,
+                                  std::max<int64_t>(1, M / (2 * kMinBlockRows)));
+  }
+  const int64_t mb = ceil_div(M, mblocks);
+  plan.out_blocks = ceil_div(M, mb);
+  plan.out_block_rows = mb;
+
+  const int64_t P = tiles.max_positions();
+  plan.column_elems = column_elements(plan, p, G, p.group_channels());
+  plan.scratch_elems = plan.output_in_place ? 0 : G * mb * P;
+  plan.gemm = p.channels_last() ? GemmShape{G, P, mb, K} : GemmShape{G, mb, P, K};
+
+  if (plan.out_blocks == 1) {
+    plan.items = tiles.count;
+    plan.worker_bytes = aligned(s, plan.worker_elems(), es) * es;
+    plan.workers = workers_for(t.workers, plan.items, plan.worker_bytes, 0, s.workspace_limit);
+    return;
+  }
+  // Waves of tiles whose columns take at most half the workspace, and at
+  // most kMaxWaveBytes.
+  const int64_t column_stride = aligned(s, plan.column_elems, es);
+  const int64_t wave_bytes = std::min(s.workspace_limit / 2, kMaxWaveBytes);
+  plan.wave = std::clamp<int64_t>(wave_bytes / std::max<int64_t>(1, column_stride * es), 1, count);
+  plan.shared_bytes = plan.wave * column_stride * es;
+  plan.items = tiles.count * plan.out_blocks;
+  plan.worker_bytes = aligned(s, plan.worker_elems(), es) * es;  // the scratch alone
+  plan.workers = workers_for(t.workers, plan.wave * plan.out_blocks, plan.worker_bytes, plan.shared_bytes,
+                             s.workspace_limit);
+}
+
+void plan_grad_input(PassPlan& plan, const ConvProblem& p) {
+  const Tuning& t = plan.tuning;
+  const PlanSettings& s = plan.settings;
+  const int64_t M = p.group_out_channels(), es = plan.element_size;
+  const bool cl = p.channels_last();
+  // Channels-last blocks of part of a group's channels need packed weight
+  // columns: only when those fit a quarter of the workspace.
+  const int64_t weight_bytes = p.out_channels * p.group_rows() * es;
+  plan.blocks = plan_blocks(p, t, plan.tiles.sequences(), /*split_channels=*/!cl || weight_bytes <= s.workspace_limit / 4);
+  for (int64_t i = 0; i < plan.blocks.count() && cl; ++i) {
+    const Block b = plan.blocks.at(i);
+    if (b.channels() != p.group_channels()) {
+      plan.packed_bytes += b.groups() * M * p.taps() * b.channels() * es;
+    }
+  }
+  const Block widest = plan.blocks.at(0);
+  const int64_t P = plan.tiles.max_positions();
+  plan.column_elems = column_elements(plan, p, widest.groups(), widest.channels());
+  plan.scratch_elems = plan.gather_grad_output ? widest.groups() * M * P : 0;
+  plan.items = plan.tiles.sequences() * plan.blocks.count();
+  plan.worker_bytes = aligned(s, plan.worker_elems(), es) * es;
+  plan.workers = workers_for(t.workers, plan.items, plan.worker_bytes, plan.packed_bytes, s.workspace_limit);
+  const int64_t kb = widest.channels() * p.taps();
+  plan.gemm = cl ? GemmShape{widest.groups(), P, kb, M} : GemmShape{widest.groups(), kb, P, M};
+}
+
+void plan_grad_weight(PassPlan& plan, const ConvProblem& p) {
+  const Tuning& t = plan.tuning;
+  const PlanSettings& s = plan.settings;
+  const int64_t G = p.groups, M = p.group_out_channels(), K = p.group_rows(), es = plan.element_size;
+  const bool cl = p.channels_last();
+  const bool reduced = is_reduced_precision(plan.dtype);
+  const int64_t acc_size = reduced ? 4 : es;
+
+  // Chunks of tiles, each summed into its own partial matrix (the partials
+  // are added in chunk order), while there are fewer than kTargetItems items,
+  // the partials fit a quarter of the workspace and each chunk sums
+  // kMinChunkPositions positions; then blocks of columns. With one chunk,
+  // each block's item accumulates straight into grad_weight (float32 partials
+  // for reduced precision; and channels-last blocks of part of a group's
+  // channels, which are no matrix of grad_weight, only when partials fit).
+  const int64_t gw_bytes = G * M * K * acc_size;
+  const int64_t room = std::min(s.workspace_limit / 4, kMaxPartialBytes);
+  int64_t chunks = 1;
+  if (t.split_work) {
+    // each chunk sums at least kMinChunkPositions positions: fewer, larger
+    // partials where the weight is large next to the work (deep layers)
+    const int64_t by_work = std::max<int64_t>(1, p.batch * p.L() / kMinChunkPositions);
+    chunks = std::clamp<int64_t>(kTargetItems, 1,
+                                 std::min({std::max<int64_t>(plan.tiles.count, 1),
+                                           std::max<int64_t>(1, room / std::max<int64_t>(gw_bytes, 1)), by_work}));
+  }
+  plan.chunks = chunks;
+  plan.blocks = plan_blocks(p, t, chunks, /*split_channels=*/!cl || gw_bytes <= room);
+  plan.into_result = !reduced && chunks == 1 && !(cl && plan.blocks.splits_channels());
+  for (int64_t i = 0; i < plan.blocks.count() && !plan.into_result; ++i) {
+    const Block b = plan.blocks.at(i);
+    plan.partial_bytes += chunks * b.groups() * M * b.channels() * p.taps() * acc_size;
+  }
+  const Block widest = plan.blocks.at(0);
+  const int64_t kb = widest.channels() * p.taps(), P = plan.tiles.max_positions();
+  plan.column_elems = column_elements(plan, p, widest.groups(), widest.channels());
+  plan.scratch_elems = plan.gather_grad_output ? widest.groups() * M * P : 0;
+  plan.product_elems = reduced ? widest.groups() * M * kb : 0;
+  plan.items = chunks * plan.blocks.count();
+  plan.worker_bytes = aligned(s, plan.worker_elems(), es) * es;
+  plan.workers = workers_for(t.workers, plan.items, plan.worker_bytes, plan.partial_bytes, s.workspace_limit);
+  plan.gemm = GemmShape{widest.groups(), M, kb, P};
+}
+
+} // namespace
+
+PassPlan plan_pass(Pass pass, const ConvProblem& p, at::ScalarType dtype, const Tuning& t, const PlanSettings& s) {
+  if (use_direct_grouped(t, p)) {
+    PassPlan plan;
+    plan.pass = pass;
+    plan.path = Path::kDirectGrouped;
+    plan.layout = p.layout;
+    plan.dtype = dtype;
+    plan.element_size = static_cast<int64_t>(c10::elementSize(dtype));
+    plan.tuning = t;
+    plan.settings = s;
+    plan.items = 1;
+    return plan;
+  }
+  PassPlan plan = start(pass, p, dtype, t, s);
+  switch (pass) {
+    case Pass::kForward:
+      plan_forward(plan, p);
+      break;
+    case Pass::kGradInput:
+      plan_grad_input(plan, p);
+      break;
+    case Pass::kGradWeight:
+      plan_grad_weight(plan, p);
+      break;
+  }
+  if (p.batch == 0 || p.L() == 0 || p.out_channels == 0 || p.geom.channels == 0) {
+    // nothing to compute (the ops return empty or zero results without running the pass)
+    plan.items = 0;
+    plan.workers = 1;
+    plan.column_elems = plan.scratch_elems = plan.product_elems = 0;
+    plan.worker_bytes = plan.shared_bytes = plan.partial_bytes = plan.packed_bytes = 0;
+  }
+  return plan;
+}
+
+void name_engine(const Backend& backend, PassPlan& plan) {
+  plan.engine = plan.path == Path::kDirectGrouped
+                    ? "direct"
+                    : backend.gemm_engine(plan.dtype, plan.gemm.m, plan.gemm.n, plan.gemm.k);
+}
+
+} // namespace myconv::detail
