@@ -34,6 +34,7 @@ from .functional import (
     conv_transpose3d,
     im2col,
 )
+from .explain import Explanation, explain, get_verbose, set_verbose
 from .modules import Conv1d, Conv2d, Conv3d, ConvTranspose1d, ConvTranspose2d, ConvTranspose3d, convert
 from . import onnx_export  # noqa: F401  (ONNX export: symbolics for the TorchScript exporter)
 
@@ -54,15 +55,19 @@ __all__ = [
     "conv_transpose3d",
     "convert",
     "cuda_built",
+    "explain",
+    "Explanation",
     "get_autotune",
     "get_cpu_gemm_engine",
     "get_tile_bytes",
+    "get_verbose",
     "get_workspace_limit",
     "im2col",
     "library_path",
     "set_autotune",
     "set_cpu_gemm_engine",
     "set_tile_bytes",
+    "set_verbose",
     "set_workspace_limit",
 ]
 __version__ = "0.1.0"
