@@ -79,7 +79,7 @@ bool autotune_applies(const Tuning& t, const ConvProblem& p) {
 PassPlan next_plan(const Backend& backend, Pass pass, const ConvProblem& p, at::ScalarType dtype, const Tuning& t,
                    const PlanSettings& s) {
   Tuning chosen = t;
-  std::string state = "off";
+  const char* state = "off";
   if (autotune_applies(t, p)) {
     const std::string key = key_of(pass, p, dtype, t.tile_bytes);
     const std::lock_guard<std::mutex> lock(cache().mutex);

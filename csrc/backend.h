@@ -15,7 +15,6 @@
 #include <cstdint>
 #include <functional>
 #include <optional>
-#include <string>
 
 #include "conv_geometry.h"
 
@@ -68,8 +67,8 @@ class Backend {
   virtual Tuning tuning(const at::Tensor& like) const = 0;
 
   // The name of the engine that runs an (m x k) @ (k x n) GEMM of this dtype
-  // (shown in plans: myconv.explain, MYCONV_VERBOSE).
-  virtual std::string gemm_engine(at::ScalarType dtype, int64_t m, int64_t n, int64_t k) const = 0;
+  // (shown in plans: myconv.explain, MYCONV_VERBOSE); a static string.
+  virtual const char* gemm_engine(at::ScalarType dtype, int64_t m, int64_t n, int64_t k) const = 0;
 
   // columns <- im2col(images) for one tile. images: (B, C, D, H, W),
   // contiguous, or channels-last contiguous when layout.channels_last (which

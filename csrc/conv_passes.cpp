@@ -3,6 +3,7 @@
 #include "conv_passes.h"
 
 #include <ATen/ops/empty.h>
+#include <c10/util/Exception.h>
 
 #include <algorithm>
 #include <vector>
@@ -108,10 +109,14 @@ void grad_input_columns(const Backend& backend, const PassPlan& plan, const Conv
   const int64_t M = p.group_out_channels(), es = plan.element_size;
   const at::Tensor w = weight_matrix(p, weight);
   std::vector<at::Tensor> wblocks;  // views, or packed copies (channels-last blocks of part of a group)
+  int64_t packed = 0;
   for (int64_t i = 0; i < blocking.count(); ++i) {
     wblocks.push_back(block_weight(p, w, blocking.at(i)));
+    packed += wblocks.back().is_alias_of(w) ? 0 : wblocks.back().numel() * wblocks.back().element_size();
   }
-  const WorkspaceCharge packed_charge(plan.packed_bytes);
+  TORCH_INTERNAL_ASSERT(packed == plan.packed_bytes, "myconv: the plan counted ", plan.packed_bytes,
+                        " bytes of packed weight blocks, the pass made ", packed);
+  const WorkspaceCharge packed_charge(packed);
   const bool columns_are_grad_input = plan.path == Path::kGemmOnViews;
   const WorkerBuffers buffers(plan.workers, plan.worker_elems(), gy.options());
 

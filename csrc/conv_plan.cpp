@@ -188,7 +188,7 @@ Blocking plan_blocks(const ConvProblem& p, const Tuning& t, int64_t other_items,
   const int64_t by_rows = std::max<int64_t>(1, p.group_rows() / kMinBlockRows);
   const int64_t by_runs = p.channels_last() ? std::max<int64_t>(1, b.group_channels / kMinBlockChannels)
                                             : b.group_channels;
-  const int64_t n = std::clamp<int64_t>(wanted, 1, std::min(by_runs, by_rows));
+  const int64_t n = std::clamp<int64_t>(wanted, 1, std::max<int64_t>(1, std::min(by_runs, by_rows)));
   if (n > 1 && split_channels) {
     b.all_groups = false;
     b.block_channels = ceil_div(b.group_channels, n);

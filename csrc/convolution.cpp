@@ -71,8 +71,9 @@ bool channels_last_input(const at::Tensor& input, int64_t dims, bool batched) {
   return batched && dims >= 2 && input.suggest_memory_format() == channels_last_format(dims + 2);
 }
 
-// MYCONV_VERBOSE: the line of one call, written when the call ends; nothing
-// is made while the level is 0 (one relaxed load per call).
+// MYCONV_VERBOSE: the line of one call, written by finish() when the call
+// has succeeded; nothing is made while the level is 0 (one relaxed load per
+// call).
 class CallReport {
  public:
   CallReport(const char* op, const at::Tensor& input, const at::Tensor& weight) : level_(verbose_level()) {
@@ -100,8 +101,11 @@ class CallReport {
       line_ += " | " + plan_summary(plan);
     }
   }
-  ~CallReport() {
-    if (!on() || std::uncaught_exceptions() > 0) {
+  // Writes the line: called once the call has succeeded (a failed call writes
+  // nothing; the CUDA synchronisation of level 2 may throw, so not in a
+  // destructor).
+  void finish() {
+    if (!on()) {
       return;
     }
     if (level_ > 1) {
@@ -193,6 +197,7 @@ at::Tensor conv(const Backend& backend, int64_t dims, const at::Tensor& input, c
     run(plan);
     report.add(plan);
   }
+  report.finish();
   return from_5d(out, dims, call.batched).contiguous(conv_memory_format(dims, input, weight));
 }
 
@@ -262,6 +267,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv_backward(
   if (need_weight) {
     grad_weight = from_5d(grad_weight, dims, true).contiguous(weight.suggest_memory_format());
   }
+  report.finish();
   return {grad_input, grad_weight, grad_bias};
 }
 
@@ -297,6 +303,7 @@ at::Tensor conv_transpose(const Backend& backend, int64_t dims, const at::Tensor
       out.add_(bias->view({1, -1, 1, 1, 1}));
     }
   }
+  report.finish();
   return from_5d(out, dims, call.batched).contiguous(conv_memory_format(dims, input, weight));
 }
 

@@ -46,22 +46,30 @@ int64_t aligned(const PlanSettings& s, int64_t elements, int64_t element_size) {
   return aligned_elements(elements, element_size, s.buffer_alignment);
 }
 
-// What every column pass shares: the tiles, and where the GEMMs may read the
-// tensors in place.
-PassPlan start(Pass pass, const ConvProblem& p, at::ScalarType dtype, const Tuning& t, const PlanSettings& s) {
+// What every plan records: the pass, the problem's layout, the dtype, what it
+// was planned with; no work yet.
+PassPlan base(Pass pass, const ConvProblem& p, at::ScalarType dtype, const Tuning& t, const PlanSettings& s) {
   PassPlan plan;
   plan.pass = pass;
+  plan.path = use_direct_grouped(t, p) ? Path::kDirectGrouped : Path::kColumns;
   plan.layout = p.layout;
   plan.dtype = dtype;
   plan.element_size = static_cast<int64_t>(c10::elementSize(dtype));
   plan.tuning = t;
   plan.settings = s;
+  plan.out_block_rows = p.group_out_channels();
+  plan.blocks = Blocking{p.groups, p.group_channels(), 1, p.group_channels(), true};
+  return plan;
+}
+
+// What every column pass shares: the tiles, and where the GEMMs may read the
+// tensors in place.
+PassPlan start(Pass pass, const ConvProblem& p, at::ScalarType dtype, const Tuning& t, const PlanSettings& s) {
+  PassPlan plan = base(pass, p, dtype, t, s);
   plan.tiles = plan_tiles(p, t, plan.element_size, s.workspace_limit);
   const bool in_place = t.gemm_on_views && (p.channels_last() || plan.tiles.single_image_tiles());
   plan.path = p.pointwise() && in_place ? Path::kGemmOnViews : Path::kColumns;
   plan.gather_grad_output = pass != Pass::kForward && !p.channels_last() && !plan.tiles.single_image_tiles();
-  plan.out_block_rows = p.group_out_channels();
-  plan.blocks = Blocking{p.groups, p.group_channels(), 1, p.group_channels(), true};
   return plan;
 }
 
@@ -132,7 +140,9 @@ void plan_grad_input(PassPlan& plan, const ConvProblem& p) {
   // columns: only when those fit a quarter of the workspace.
   const int64_t weight_bytes = p.out_channels * p.group_rows() * es;
   plan.blocks = plan_blocks(p, t, plan.tiles.sequences(), /*split_channels=*/!cl || weight_bytes <= s.workspace_limit / 4);
-  for (int64_t i = 0; i < plan.blocks.count() && cl; ++i) {
+  // (block_weight copies a block's columns unless they are contiguous already:
+  // one output channel of a 1x1 kernel a group)
+  for (int64_t i = 0; i < plan.blocks.count() && cl && M * p.taps() > 1; ++i) {
     const Block b = plan.blocks.at(i);
     if (b.channels() != p.group_channels()) {
       plan.packed_bytes += b.groups() * M * p.taps() * b.channels() * es;
@@ -196,16 +206,13 @@ void plan_grad_weight(PassPlan& plan, const ConvProblem& p) {
 } // namespace
 
 PassPlan plan_pass(Pass pass, const ConvProblem& p, at::ScalarType dtype, const Tuning& t, const PlanSettings& s) {
+  if (p.batch == 0 || p.L() == 0 || p.out_channels == 0 || p.geom.channels == 0) {
+    // nothing to compute: the ops return empty or zero results without running the pass
+    return base(pass, p, dtype, t, s);
+  }
   if (use_direct_grouped(t, p)) {
-    PassPlan plan;
-    plan.pass = pass;
-    plan.path = Path::kDirectGrouped;
-    plan.layout = p.layout;
-    plan.dtype = dtype;
-    plan.element_size = static_cast<int64_t>(c10::elementSize(dtype));
-    plan.tuning = t;
-    plan.settings = s;
-    plan.items = 1;
+    PassPlan plan = base(pass, p, dtype, t, s);
+    plan.items = 1;  // the backend's kernels, one launch (CPU: parallel inside)
     return plan;
   }
   PassPlan plan = start(pass, p, dtype, t, s);
@@ -219,13 +226,6 @@ PassPlan plan_pass(Pass pass, const ConvProblem& p, at::ScalarType dtype, const 
     case Pass::kGradWeight:
       plan_grad_weight(plan, p);
       break;
-  }
-  if (p.batch == 0 || p.L() == 0 || p.out_channels == 0 || p.geom.channels == 0) {
-    // nothing to compute (the ops return empty or zero results without running the pass)
-    plan.items = 0;
-    plan.workers = 1;
-    plan.column_elems = plan.scratch_elems = plan.product_elems = 0;
-    plan.worker_bytes = plan.shared_bytes = plan.partial_bytes = plan.packed_bytes = 0;
   }
   return plan;
 }

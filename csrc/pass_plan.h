@@ -13,7 +13,6 @@
 #include <c10/core/ScalarType.h>
 
 #include <cstdint>
-#include <string>
 
 #include "backend.h"
 #include "conv_plan.h"
@@ -87,11 +86,12 @@ struct PassPlan {
 
   // The GEMM of the widest item, and the engine the backend gives it
   // (filled by the caller from Backend::gemm_engine; the plan is pure).
+  // (Static strings: a plan owns no heap memory, a call pays nothing for it.)
   GemmShape gemm;
-  std::string engine;
+  const char* engine = "";
   // Autotuning (CPU, opt-in): "off", "tuned" (a cached tile size),
   // "pending" (the next call times the candidates).
-  std::string autotune = "off";
+  const char* autotune = "off";
 };
 
 // The plan of `pass` for problem p in dtype under tuning t and settings s.

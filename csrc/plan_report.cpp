@@ -155,7 +155,7 @@ std::string plan_summary(const PassPlan& plan) {
   }
   out << " items=" << plan.items << " workers=" << plan.workers
       << " workspace=" << format_bytes(plan.workspace_bytes());
-  if (plan.autotune != "off") {
+  if (std::string(plan.autotune) != "off") {
     out << " autotune=" << plan.autotune << "(tile " << format_bytes(plan.tuning.tile_bytes) << ')';
   }
   return out.str();

@@ -96,8 +96,16 @@ class CudaBackend final : public Backend {
     return cuda_backend_tuning();
   }
 
-  std::string gemm_engine(at::ScalarType dtype, int64_t, int64_t, int64_t) const override {
-    return std::string("cublas/") + gemm_compute_name(gemm_compute(dtype, cuda_matmul_allows_tf32()));
+  const char* gemm_engine(at::ScalarType dtype, int64_t, int64_t, int64_t) const override {
+    switch (gemm_compute(dtype, cuda_matmul_allows_tf32())) {
+      case GemmCompute::kFloat64:
+        return "cublas/64F";
+      case GemmCompute::kFloat32:
+        return "cublas/32F";
+      case GemmCompute::kFloat32FastTF32:
+        return "cublas/32F_FAST_TF32";
+    }
+    return "cublas";
   }
 
   void im2col(const at::Tensor& images, const ConvGeometry& g, const ColumnTile& tile,

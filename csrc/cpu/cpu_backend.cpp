@@ -105,7 +105,7 @@ class CpuBackend final : public Backend {
     return t;
   }
 
-  std::string gemm_engine(at::ScalarType dtype, int64_t m, int64_t n, int64_t k) const override {
+  const char* gemm_engine(at::ScalarType dtype, int64_t m, int64_t n, int64_t k) const override {
     if (cpu_whole_image_plan()) {
       return "cublas-replay";  // the CUDA backend's cuBLAS call, run on the CPU (see bmm)
     }

@@ -97,7 +97,7 @@ TEST(CudaPlan, ReducedPrecisionKeepsChunksAsLargeAsTheWorkspaceAllows) {
     void col2im(const at::Tensor&, myconv::detail::ColumnLayout, const myconv::detail::ColumnTile&,
                 const myconv::detail::ConvGeometry&, const at::Tensor&, bool) const override {}
     void bmm(const at::Tensor&, const at::Tensor&, const at::Tensor&, bool) const override {}
-    std::string gemm_engine(at::ScalarType, int64_t, int64_t, int64_t) const override { return "none"; }
+    const char* gemm_engine(at::ScalarType, int64_t, int64_t, int64_t) const override { return "none"; }
   } backend;
   const auto meta = at::TensorOptions().device(at::kMeta);
   EXPECT_EQ(myconv::detail::tuning_for(backend, at::empty({1}, meta.dtype(at::kBFloat16))).chunk_bytes, 0);

@@ -76,12 +76,17 @@ const std::vector<Layer>& layers() {
   return all;
 }
 
-// Everything of a plan but its workers (and what follows from them).
+// Everything of a plan but its workers (and what follows from them): the
+// cut, and every buffer's size.
 std::string cut_of(const PassPlan& plan) {
   PassPlan c = plan;
   c.workers = 0;
   c.tuning.workers = 0;
-  return myconv::detail::plan_summary(c);
+  return myconv::detail::plan_summary(c) + " columns=" + std::to_string(c.column_elems) +
+         " scratch=" + std::to_string(c.scratch_elems) + " product=" + std::to_string(c.product_elems) +
+         " per_worker=" + std::to_string(c.worker_bytes) + " shared=" + std::to_string(c.shared_bytes) +
+         " partials=" + std::to_string(c.partial_bytes) + " packed=" + std::to_string(c.packed_bytes) +
+         " into_result=" + std::to_string(c.into_result);
 }
 
 TEST(PassPlan, TheCutOfTheWorkIsTheSameForEveryThreadCount) {

@@ -240,3 +240,26 @@ def test_myconv_verbose_from_the_environment_prints_to_stderr():
 def test_an_empty_batch_has_a_plan_with_no_work():
     e = myconv.explain(t(0, 16, 8, 8), t(8, 16, 3, 3), padding=1)
     assert all(plan["items"] == 0 and plan["tiles"]["count"] == 0 for plan in e["forward"] + e["backward"])
+
+
+def test_packed_weight_blocks_are_counted_only_where_they_are_copied():
+    # channels-last grad_input cut into blocks of part of a group's channels packs each block's weight
+    # columns, unless they are contiguous already (one output channel of a 1x1 kernel)
+    for out_channels, kernel in ((1, 1), (2, 1), (1, 3)):
+        x = t(1, 256, 8, 8).to(memory_format=torch.channels_last)
+        w = t(out_channels, 256, kernel, kernel)
+        (plan,) = [p for p in myconv.explain(x, w, padding=kernel // 2)["backward"] if p["computes"] == "grad_input"]
+        assert plan["channel_blocks"]["count"] > 1
+        copied = out_channels * kernel * kernel > 1
+        assert (plan["workspace"]["packed_weight"] > 0) == copied
+        _backward(x, w, dict(padding=kernel // 2), [True, False, False])  # the pass asserts it made what was planned
+        assert torch.ops.myconv._last_workspace_peak() == plan["workspace"]["total"]
+
+
+def test_verbose_set_through_the_op_still_shows_its_lines(capfd):
+    # a level set without myconv.set_verbose (torch.ops, or C++'s myconv::set_verbose) still shows lines
+    code = ("import logging, torch, myconv; torch.ops.myconv._set_verbose(1);"
+            "myconv.conv2d(torch.randn(1, 3, 8, 8), torch.randn(4, 3, 3, 3))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "myconv::conv2d cpu float32" in out.stderr

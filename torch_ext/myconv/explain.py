@@ -94,6 +94,10 @@ def explain(input: Union[Tensor, nn.Module], weight: Optional[Tensor] = None, bi
     ``channel_blocks``, ``chunks``, ``items``, ``workers``, ``workspace``
     (bytes, with the ``total`` a call holds at most), ``autotune`` and a
     one-line ``summary``. Printed, it reads one line per pass.
+
+    The backward's plans assume the output's gradient comes in the output's
+    layout (channels-last for a channels-last output); a gradient in another
+    layout (an expanded ``ones``, say) runs channels-first.
     """
     if isinstance(input, nn.Module):
         if weight is None:
@@ -119,6 +123,8 @@ def explain(input: Union[Tensor, nn.Module], weight: Optional[Tensor] = None, bi
 # ---- MYCONV_VERBOSE -----------------------------------------------------------
 
 def _log_line(level: int, line: bytes) -> None:
+    if logger.level == logging.NOTSET and not logger.isEnabledFor(logging.INFO):
+        _show_lines()  # verbose was turned on without set_verbose (torch.ops, C++): lines must be seen
     logger.info(line.decode("utf-8", "replace"))
 
 
