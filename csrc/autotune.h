@@ -34,8 +34,9 @@ Tuning autotuned(const Tuning& t, Pass pass, const ConvProblem& p, at::ScalarTyp
                  c10::function_ref<void(const Tuning&)> run);
 
 // The plan a call runs: plan_pass() with the tuning autotuned() gives (run
-// executes a candidate plan while tuning), and the backend's GEMM engine
-// named.
+// executes a candidate plan while tuning). Its engine is named only when the
+// plan is shown (name_engine): each GEMM's engine is the backend's choice as
+// it runs, and naming it costs a call.
 template <typename RunPlan>
 PassPlan tuned_plan(const Backend& backend, Pass pass, const ConvProblem& p, at::ScalarType dtype, const Tuning& t,
                     const PlanSettings& s, const RunPlan& run) {
@@ -44,14 +45,13 @@ PassPlan tuned_plan(const Backend& backend, Pass pass, const ConvProblem& p, at:
                                            [&](const Tuning& candidate) { run(plan_pass(pass, p, dtype, candidate, s)); })
                                : t;
   PassPlan plan = plan_pass(pass, p, dtype, chosen, s);
-  name_engine(backend, plan);
   plan.autotune = tuning ? "tuned" : "off";
   return plan;
 }
 
 // The plan the next call of this problem would run, without running it: the
 // cached tuning if the problem was tuned, else the default one, its autotune
-// state "pending" when the next call will tune it.
+// state "pending" when the next call will tune it; its engine named.
 PassPlan next_plan(const Backend& backend, Pass pass, const ConvProblem& p, at::ScalarType dtype, const Tuning& t,
                    const PlanSettings& s);
 

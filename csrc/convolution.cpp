@@ -96,9 +96,11 @@ class CallReport {
                " dilation=" + format_sizes(dilation) + " groups=" + std::to_string(groups);
     }
   }
-  void add(const PassPlan& plan) {
+  void add(const Backend& backend, const PassPlan& plan) {
     if (on()) {
-      line_ += " | " + plan_summary(plan);
+      PassPlan shown = plan;
+      name_engine(backend, shown);
+      line_ += " | " + plan_summary(shown);
     }
   }
   // Writes the line: called once the call has succeeded (a failed call writes
@@ -195,7 +197,7 @@ at::Tensor conv(const Backend& backend, int64_t dims, const at::Tensor& input, c
     };
     const PassPlan plan = tuned_plan(backend, Pass::kForward, p, x.scalar_type(), call.tuning, call.settings, run);
     run(plan);
-    report.add(plan);
+    report.add(backend, plan);
   }
   report.finish();
   return from_5d(out, dims, call.batched).contiguous(conv_memory_format(dims, input, weight));
@@ -243,7 +245,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv_backward(
       };
       const PassPlan plan = tuned_plan(backend, Pass::kGradInput, p, dtype, call.tuning, call.settings, run);
       run(plan);
-      report.add(plan);
+      report.add(backend, plan);
     }
     if (need_weight) {
       const auto run = [&](const PassPlan& plan) {
@@ -256,7 +258,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv_backward(
       };
       const PassPlan plan = tuned_plan(backend, Pass::kGradWeight, p, dtype, call.tuning, call.settings, run);
       grad_weight = run(plan);
-      report.add(plan);
+      report.add(backend, plan);
     }
   }
 
@@ -298,7 +300,7 @@ at::Tensor conv_transpose(const Backend& backend, int64_t dims, const at::Tensor
     };
     const PassPlan plan = tuned_plan(backend, Pass::kGradInput, p, gy.scalar_type(), call.tuning, call.settings, run);
     run(plan);
-    report.add(plan);
+    report.add(backend, plan);
     if (bias.has_value() && bias->defined()) {
       out.add_(bias->view({1, -1, 1, 1, 1}));
     }

@@ -84,8 +84,9 @@ struct PassPlan {
   int64_t packed_bytes = 0;   // grad_input: packed weight blocks (channels-last blocks of part of a group)
   int64_t workspace_bytes() const { return workers * worker_bytes + shared_bytes + partial_bytes + packed_bytes; }
 
-  // The GEMM of the widest item, and the engine the backend gives it
-  // (filled by the caller from Backend::gemm_engine; the plan is pure).
+  // The GEMM of the widest item, and the engine the backend gives it (named
+  // by name_engine from Backend::gemm_engine where the plan is shown: the
+  // plan itself is pure, and each GEMM's engine is chosen as it runs).
   // (Static strings: a plan owns no heap memory, a call pays nothing for it.)
   GemmShape gemm;
   const char* engine = "";
