@@ -210,6 +210,16 @@ at::Tensor col2im(const at::Tensor& input, at::IntArrayRef output_size, at::IntA
                                stride);
 }
 
+std::string explain(const std::string& op, const at::Tensor& input, const at::Tensor& weight,
+                    const std::optional<at::Tensor>& bias, at::IntArrayRef stride, at::IntArrayRef padding,
+                    at::IntArrayRef dilation, int64_t groups, at::IntArrayRef output_padding,
+                    const std::string& device) {
+  const std::vector<int64_t> zeros(std::max<int64_t>(weight.dim() - 2, 0), 0);
+  return detail::explain(op, input, weight, bias, stride, padding, "", dilation, groups,
+                         output_padding.empty() ? at::IntArrayRef(zeros) : output_padding,
+                         device.empty() ? std::nullopt : std::optional<c10::string_view>(device));
+}
+
 // ---- Meta, autocast, string padding ----------------------------------------------
 
 namespace {

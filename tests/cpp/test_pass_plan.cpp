@@ -262,3 +262,35 @@ TEST(PassPlan, TheSummaryNamesWhatRuns) {
 }
 
 } // namespace
+
+namespace {
+
+// The number after `"key": ` at or after `from` in a JSON text.
+int64_t json_number(const std::string& json, const std::string& key, size_t from = 0) {
+  const size_t at = json.find("\"" + key + "\": ", from);
+  EXPECT_NE(at, std::string::npos) << key;
+  return at == std::string::npos ? -1 : std::stoll(json.substr(at + key.size() + 4));
+}
+
+TEST(Explain, TheCppApiShowsThePlanACallRuns) {
+  const at::Tensor x = at::randn({4, 32, 20, 20}), w = at::randn({48, 32, 3, 3});
+  const std::string json = myconv::explain("conv2d", x, w, std::nullopt, {1, 1}, {1, 1}, {1, 1}, 1);
+  EXPECT_NE(json.find("\"op\": \"conv2d\", \"device\": \"cpu\", \"dtype\": \"float32\""), std::string::npos) << json;
+  EXPECT_NE(json.find("\"path\": \"columns\""), std::string::npos);
+  // the forward's workspace is the peak the call holds
+  myconv::conv2d(x, w, std::nullopt, {1, 1}, {1, 1}, {1, 1}, 1);
+  EXPECT_EQ(json_number(json, "total", json.find("\"forward\"")), myconv::last_workspace_peak_bytes());
+  // meta tensors give the same plans; a 1x1 reads its tensors in place
+  EXPECT_EQ(myconv::explain("conv2d", x.to(at::kMeta), w.to(at::kMeta), std::nullopt, {1, 1}, {1, 1}, {1, 1}, 1),
+            json);
+  const std::string pointwise = myconv::explain("conv2d", x, w.narrow(2, 0, 1).narrow(3, 0, 1).contiguous(),
+                                                std::nullopt, {1, 1}, {0, 0}, {1, 1}, 1);
+  EXPECT_NE(pointwise.find("\"path\": \"gemm_on_views\""), std::string::npos) << pointwise;
+  // a transposed op, output_padding defaulted; a bad op name is an error
+  const std::string up = myconv::explain("conv_transpose2d", x, at::randn({32, 8, 4, 4}), std::nullopt, {2, 2},
+                                         {1, 1}, {1, 1}, 1);
+  EXPECT_NE(up.find("\"op\": \"conv_transpose2d\""), std::string::npos) << up;
+  EXPECT_THROW(myconv::explain("conv4d", x, w, std::nullopt, {1, 1}, {1, 1}, {1, 1}, 1), c10::Error);
+}
+
+} // namespace

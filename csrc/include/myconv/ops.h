@@ -238,6 +238,19 @@ void set_verbose(int64_t level);
 bool cpu_whole_image_plan();
 void set_cpu_whole_image_plan(bool on);
 
+// The plans a convolution call would run, without running it, as a JSON
+// object: what Python's myconv.explain() returns as a dict (op, device,
+// dtype, shapes, and "forward" / "backward": each pass's path, layout, GEMM
+// engine, tiles, blocks, work items, workers, workspace bytes and a one-line
+// "summary"). op: "conv1d" ... "conv3d", "conv_transpose1d" ...
+// "conv_transpose3d"; output_padding: transposed ops only (empty: zeros);
+// device: "" for the tensors' own (the CPU for meta tensors), or "cpu" /
+// "cuda" (any build with that backend). Tensors may be meta tensors.
+std::string explain(const std::string& op, const at::Tensor& input, const at::Tensor& weight,
+                    const std::optional<at::Tensor>& bias, at::IntArrayRef stride, at::IntArrayRef padding,
+                    at::IntArrayRef dilation, int64_t groups, at::IntArrayRef output_padding = {},
+                    const std::string& device = "");
+
 // For tests: the most workspace, in bytes, that the latest convolution call
 // (forward, backward or transposed) made by this thread held at once (column tiles,
 // per-thread buffers, partial sums, packed weight blocks).
