@@ -48,6 +48,14 @@ struct Tuning {
   // result into views of the output (1x1 convolutions without columns, GEMMs
   // straight into output rows).
   bool gemm_on_views = false;
+  // With gemm_on_views, a 1x1 / stride 1 / no padding channels-first tile of
+  // several whole images needs no columns either: the forward and grad_input
+  // run one strided-batched GEMM per group over the tile's images, the weight
+  // broadcast (batch stride 0). grad_weight, whose images all add into one
+  // matrix, keeps columns for such tiles. For backends whose GEMM is one
+  // launch per call (CUDA); the CPU joins images only when they are too small
+  // for a GEMM of their own.
+  bool image_batched_views = false;
   // Channels-last columns for channels-last tensors.
   bool channels_last = false;
   // Direct kernels (no columns) for grouped convolutions with a tiny

@@ -35,6 +35,18 @@ void forward_columns(const Backend& backend, const PassPlan& plan, const ConvPro
   // The GEMM of output channels [m0, m0 + rows) of every group for a tile.
   const auto gemm_item = [&](const Tile& tile, const at::Tensor& cols, int64_t m0, int64_t rows,
                              const at::Tensor& scratch) {
+    if (columns_are_input && tile.nb > 1 && !cl) {
+      // 1x1 over several images (channels-first): per group, one GEMM per image, batched, the weight broadcast
+      for (int64_t g = 0; g < G; ++g) {
+        const at::Tensor dst = images_view(p, out, tile, M, g, m0, rows);  // (nb, rows, L)
+        if (has_bias) {
+          dst.copy_(b.select(0, g).narrow(0, m0, rows).view({1, rows, 1}).expand_as(dst));
+        }
+        backend.bmm(w.select(0, g).narrow(0, m0, rows).expand({tile.nb, rows, K}),
+                    images_view(p, x, tile, p.group_channels(), g, 0, p.group_channels()), dst, has_bias);
+      }
+      return;
+    }
     const int64_t n = tile.positions();
     const at::Tensor dst = output_in_place ? part(output_view(p, out, tile, 0, G), cl ? 2 : 1, m0, rows)
                                            : scratch.view({G, rows, n});
@@ -58,7 +70,7 @@ void forward_columns(const Backend& backend, const PassPlan& plan, const ConvPro
   // The tile's columns in `buffer` (at least column_elems long).
   const auto tile_columns = [&](const Tile& tile, const at::Tensor& buffer) {
     if (columns_are_input) {
-      return pointwise_view(p, x, tile, all);
+      return tile.nb > 1 && !cl ? at::Tensor() : pointwise_view(p, x, tile, all);  // (several images: gemm_item)
     }
     const int64_t n = tile.positions();
     const at::Tensor cols = cl ? part(buffer, 0, 0, G * n * K).view({G, n, K})
@@ -128,6 +140,14 @@ void grad_input_columns(const Backend& backend, const PassPlan& plan, const Conv
     for (int64_t k = first; k < last; ++k) {
       const Tile tile = tiles.at(k);
       const int64_t n = tile.positions();
+      if (columns_are_grad_input && tile.nb > 1 && !cl) {
+        // 1x1 over several images: per group, one GEMM per image, batched, the weight broadcast
+        for (int64_t g = b.g0; g < b.g1; ++g) {
+          backend.bmm(wb.select(0, g - b.g0).t().expand({tile.nb, kb, M}), images_view(p, gy, tile, M, g, 0, M),
+                      images_view(p, gi, tile, p.group_channels(), g, b.c0, b.channels()), false);
+        }
+        continue;
+      }
       const at::Tensor gym = grad_output_matrix(p, gy, tile, b.g0, ng, [&] {
         return buffers.get(worker, plan.scratch_offset(), {ng, M, n});
       });

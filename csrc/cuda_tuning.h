@@ -8,12 +8,18 @@
 
 namespace myconv::detail {
 
-// Whole-image chunks, one worker (the kernels queue on one stream), no view or
-// channels-last paths; the direct grouped kernels (cuda/grouped.cu) for
-// grouped convolutions with a tiny per-group K; column rows on 32 bytes.
+// Whole-image chunks, one worker (the kernels queue on one stream), 1x1 GEMMs
+// on views (a chunk's images batched), no channels-last path; the direct
+// grouped kernels (cuda/grouped.cu) for grouped convolutions with a tiny
+// per-group K; column rows on 32 bytes.
 inline Tuning cuda_backend_tuning() {
   Tuning t;
   t.direct_grouped = true;
+  // 1x1 / stride 1 / no padding: GEMMs on the tensors themselves, a chunk's
+  // images in one batched GEMM (forward, grad_input); no columns to build.
+  // Not yet timed on a GPU.
+  t.gemm_on_views = true;
+  t.image_batched_views = true;
   t.column_row_bytes = 32;  // rows of columns on whole sectors: coalesced stores, tensor-op GEMMs
   // chunks of 32 MiB, or 8192 positions where images are larger: the GEMMs
   // stay large enough for the GPU, the columns no longer take the whole

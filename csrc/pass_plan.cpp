@@ -67,9 +67,14 @@ PassPlan base(Pass pass, const ConvProblem& p, at::ScalarType dtype, const Tunin
 PassPlan start(Pass pass, const ConvProblem& p, at::ScalarType dtype, const Tuning& t, const PlanSettings& s) {
   PassPlan plan = base(pass, p, dtype, t, s);
   plan.tiles = plan_tiles(p, t, plan.element_size, s.workspace_limit);
-  const bool in_place = t.gemm_on_views && (p.channels_last() || plan.tiles.single_image_tiles());
-  plan.path = p.pointwise() && in_place ? Path::kGemmOnViews : Path::kColumns;
-  plan.gather_grad_output = pass != Pass::kForward && !p.channels_last() && !plan.tiles.single_image_tiles();
+  const bool single = plan.tiles.single_image_tiles();
+  const bool in_place = t.gemm_on_views && (p.channels_last() || single);
+  // 1x1 over tiles of several whole images: a batched GEMM over the images
+  // (Tuning::image_batched_views), but for grad_weight
+  const bool batched_views = t.gemm_on_views && t.image_batched_views && !p.channels_last() && pass != Pass::kGradWeight;
+  plan.path = p.pointwise() && (in_place || batched_views) ? Path::kGemmOnViews : Path::kColumns;
+  plan.gather_grad_output =
+      pass != Pass::kForward && !p.channels_last() && !single && plan.path == Path::kColumns;
   return plan;
 }
 
@@ -96,7 +101,8 @@ void plan_forward(PassPlan& plan, const ConvProblem& p) {
   const int64_t G = p.groups, M = p.group_out_channels(), K = p.group_rows(), es = plan.element_size;
   const TilePlan& tiles = plan.tiles;
   const bool in_place = t.gemm_on_views && (p.channels_last() || tiles.single_image_tiles());
-  plan.output_in_place = in_place || (tiles.single_image_tiles() && tiles.tiles_per_image == 1);
+  plan.output_in_place = in_place || (tiles.single_image_tiles() && tiles.tiles_per_image == 1) ||
+                         plan.path == Path::kGemmOnViews;
 
   const int64_t count = std::max<int64_t>(tiles.count, 1);  // (no tiles: an empty batch)
   int64_t mblocks = 1;
@@ -112,6 +118,9 @@ void plan_forward(PassPlan& plan, const ConvProblem& p) {
   plan.column_elems = column_elements(plan, p, G, p.group_channels());
   plan.scratch_elems = plan.output_in_place ? 0 : G * mb * P;
   plan.gemm = p.channels_last() ? GemmShape{G, P, mb, K} : GemmShape{G, mb, P, K};
+  if (plan.path == Path::kGemmOnViews && !tiles.single_image_tiles()) {
+    plan.gemm = GemmShape{G * tiles.images_per_tile, mb, p.L(), K};  // per group, a GEMM per image
+  }
 
   if (plan.out_blocks == 1) {
     plan.items = tiles.count;
@@ -157,6 +166,9 @@ void plan_grad_input(PassPlan& plan, const ConvProblem& p) {
   plan.workers = workers_for(t.workers, plan.items, plan.worker_bytes, plan.packed_bytes, s.workspace_limit);
   const int64_t kb = widest.channels() * p.taps();
   plan.gemm = cl ? GemmShape{widest.groups(), P, kb, M} : GemmShape{widest.groups(), kb, P, M};
+  if (plan.path == Path::kGemmOnViews && !plan.tiles.single_image_tiles()) {
+    plan.gemm = GemmShape{widest.groups() * plan.tiles.images_per_tile, kb, p.L(), M};  // a GEMM per image
+  }
 }
 
 void plan_grad_weight(PassPlan& plan, const ConvProblem& p) {

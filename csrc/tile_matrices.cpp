@@ -86,6 +86,13 @@ at::Tensor column_matrix(const at::Tensor& flat, int64_t groups, int64_t rows, i
   return flat.as_strided({groups, rows, n}, {rows * row_stride, row_stride, 1}, flat.storage_offset());
 }
 
+at::Tensor images_view(const ConvProblem& p, const at::Tensor& t, const Tile& tile, int64_t per_group, int64_t g,
+                       int64_t c0, int64_t nc) {
+  TORCH_INTERNAL_ASSERT(!p.channels_last() && t.is_contiguous() && tile.l_begin == 0 && tile.l_end == p.L());
+  const int64_t C = t.size(1), L = p.L();
+  return t.as_strided({tile.nb, nc, L}, {C * L, L, 1}, t.storage_offset() + (tile.n0 * C + g * per_group + c0) * L);
+}
+
 at::Tensor output_view(const ConvProblem& p, const at::Tensor& t, const Tile& tile, int64_t g0, int64_t ng) {
   const int64_t M = p.group_out_channels();
   return tile_view(p, t, tile, M, g0, ng, 0, M);

@@ -38,6 +38,13 @@ at::Tensor output_view(const ConvProblem& p, const at::Tensor& t, const Tile& ti
 // stride 1 / no padding convolution, which is its column matrix.
 at::Tensor pointwise_view(const ConvProblem& p, const at::Tensor& t, const Tile& tile, const Block& b);
 
+// The tile's whole images of a channels-first image-shaped tensor t (input,
+// output or a gradient; per_group channels a group) for group g, channels
+// [c0, c0 + nc) of the group: (nb, nc, L), one matrix per image, for a
+// batched GEMM over the images (Tuning::image_batched_views).
+at::Tensor images_view(const ConvProblem& p, const at::Tensor& t, const Tile& tile, int64_t per_group, int64_t g,
+                       int64_t c0, int64_t nc);
+
 // The (groups, rows, n) channels-first column matrix at the start of the
 // contiguous 1-D buffer `flat` (at least groups * rows * row_stride long),
 // its rows `row_stride` elements apart (column_row_stride).

@@ -91,7 +91,7 @@ void check_whole_images(const ConvGeometry& g, const ColumnTile& tile, ColumnLay
 class CudaBackend final : public Backend {
  public:
   Tuning tuning(const at::Tensor&) const override {
-    // whole-image chunks, one worker, no view / channels-last paths; direct
+    // whole-image chunks, one worker, 1x1 GEMMs on views, no channels-last path; direct
     // grouped kernels (the CPU backend replays this plan for the tests)
     return cuda_backend_tuning();
   }

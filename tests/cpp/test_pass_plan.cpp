@@ -187,7 +187,10 @@ TEST(PassPlan, PathsFollowTheShapes) {
     EXPECT_EQ(path(strided, pass, cpu), Path::kColumns);        // a stride: no longer
     EXPECT_EQ(path(depthwise, pass, cpu), Path::kDirectGrouped);
     EXPECT_EQ(path(depthwise, pass, cuda), Path::kDirectGrouped);
-    EXPECT_EQ(path(pointwise, pass, cuda), Path::kColumns);  // CUDA: no GEMMs on views (yet)
+    // CUDA: chunks of several images; the forward and grad_input batch their GEMMs over the images,
+    // grad_weight (every image adds into one matrix) builds columns
+    EXPECT_EQ(path(pointwise, pass, cuda), pass == Pass::kGradWeight ? Path::kColumns : Path::kGemmOnViews);
+    EXPECT_EQ(path(strided, pass, cuda), Path::kColumns);
   }
 }
 

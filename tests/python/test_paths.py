@@ -287,6 +287,32 @@ def test_the_cuda_backends_plan_runs_right_on_the_cpu(case, channels_last, works
         check_against_reference(x, w, b, kw, 1e-11)
 
 
+@pytest.mark.parametrize("dtype, tol", [(torch.float64, 1e-11), (torch.bfloat16, 3e-2)], ids=str)
+@pytest.mark.parametrize("groups", [1, 2])
+@pytest.mark.parametrize("workspace", [None, 200_000], ids=["one-chunk", "chunks-of-3-and-2"])
+def test_the_cuda_plans_1x1_batches_its_gemms_over_a_chunks_images(workspace, groups, dtype, tol):
+    # 1x1 / stride 1 / no padding on the CUDA plan: the forward and grad_input run one batched GEMM
+    # per group over a chunk's images (the weight broadcast), no columns; grad_weight builds columns.
+    # 40 channels a group: no direct kernels; bias; 42 positions an image, 5 images (chunks of
+    # several images, in two chunks of 3 and 2 with 200 kB of workspace in float64, 50 kB in bfloat16)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(5, 80, 6, 7, generator=g, dtype=torch.float64)
+    w = torch.randn(48, 80 // groups, 1, 1, generator=g, dtype=torch.float64)
+    b = torch.randn(48, generator=g, dtype=torch.float64)
+    kw = dict(groups=groups)
+    workspace = workspace and workspace * dtype.itemsize // 8
+    with settings(workspace=workspace), cuda_plan_on_cpu():
+        e = myconv.explain(x.to(dtype), w.to(dtype), b.to(dtype), **kw)
+        plans = e["forward"] + e["backward"]
+        assert [p["path"] for p in plans] == ["gemm_on_views", "gemm_on_views", "columns"]
+        assert all(p["tiles"]["images_per_tile"] == (5 if workspace is None else 3) for p in plans)
+        assert plans[0]["workspace"]["total"] == plans[1]["workspace"]["total"] == 0
+        ours = forward_backward(myconv.conv2d, x.to(dtype), w.to(dtype), b.to(dtype), kw)
+    ref = forward_backward(F.conv2d, x, w, b, kw)
+    for name, a, e in zip(("output", "grad_input", "grad_weight", "grad_bias"), ours, ref):
+        assert_rel_close(a, e, tol, name)
+
+
 @pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
 def test_the_cuda_backends_plan_in_bfloat16(case):
     x, w, b, kw = make(case, torch.bfloat16)

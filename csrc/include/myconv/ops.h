@@ -231,7 +231,8 @@ void set_verbose(int64_t level);
 
 // For tests: run the CPU backend with the CUDA backend's work plan (chunks
 // of whole images, one item per pass, all groups in one batched GEMM, NCHW
-// columns only, no direct kernels) and the CUDA backend's cuBLAS calls,
+// columns only, 1x1 GEMMs on views, direct grouped kernels: the CPU's) and
+// the CUDA backend's cuBLAS calls,
 // replayed by a reference column-major GEMM that reads operands only as
 // cuBLAS would (csrc/blas_plan.h), so that the composition the CUDA backend
 // runs is exercised without a GPU. Off by default.
