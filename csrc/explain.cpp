@@ -28,16 +28,6 @@ at::Tensor as_meta(const at::Tensor& t) {
   return at::empty_strided(t.sizes(), t.strides(), t.options().device(at::kMeta));
 }
 
-std::string json_ints(at::IntArrayRef v) {
-  std::ostringstream out;
-  out << '[';
-  for (size_t i = 0; i < v.size(); ++i) {
-    out << (i ? ", " : "") << v[i];
-  }
-  out << ']';
-  return out.str();
-}
-
 } // namespace
 
 std::string explain(c10::string_view op, const at::Tensor& input_arg, const at::Tensor& weight_arg,

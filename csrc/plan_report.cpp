@@ -34,14 +34,26 @@ std::string dtype_name(at::ScalarType dtype) {
   }
 }
 
-std::string format_sizes(at::IntArrayRef sizes) {
+namespace {
+
+std::string join(at::IntArrayRef values, const char* open, const char* close) {
   std::ostringstream out;
-  out << '(';
-  for (size_t i = 0; i < sizes.size(); ++i) {
-    out << (i ? ", " : "") << sizes[i];
+  out << open;
+  for (size_t i = 0; i < values.size(); ++i) {
+    out << (i ? ", " : "") << values[i];
   }
-  out << (sizes.size() == 1 ? ",)" : ")");
+  out << close;
   return out.str();
+}
+
+} // namespace
+
+std::string format_sizes(at::IntArrayRef sizes) {
+  return join(sizes, "(", sizes.size() == 1 ? ",)" : ")");
+}
+
+std::string json_ints(at::IntArrayRef values) {
+  return join(values, "[", "]");
 }
 
 namespace {
@@ -95,12 +107,7 @@ class Json {
   }
   Json& ints(const char* key, std::initializer_list<int64_t> v) {
     sep(key);
-    out_ << '[';
-    size_t i = 0;
-    for (const int64_t x : v) {
-      out_ << (i++ ? ", " : "") << x;
-    }
-    out_ << ']';
+    out_ << json_ints(v);
     return *this;
   }
   std::string done() { return out_.str() + "}"; }

@@ -32,4 +32,7 @@ std::string dtype_name(at::ScalarType dtype);
 // "(8, 64, 56, 56)".
 std::string format_sizes(at::IntArrayRef sizes);
 
+// "[8, 64, 56, 56]", a JSON array.
+std::string json_ints(at::IntArrayRef values);
+
 } // namespace myconv::detail
