@@ -37,9 +37,14 @@ void forward_columns(const Backend& backend, const PassPlan& plan, const ConvPro
                              const at::Tensor& scratch) {
     if (columns_are_input && tile.nb > 1 && !cl) {
       // 1x1 over several images (channels-first): per group, one GEMM per image, batched, the weight broadcast
+      const bool whole_bias = has_bias && rows == M;  // every output channel: one copy of the bias
+      if (whole_bias) {
+        const at::Tensor images = out.narrow(0, tile.n0, tile.nb);
+        images.copy_(b.view({1, G * M, 1, 1, 1}).expand_as(images));
+      }
       for (int64_t g = 0; g < G; ++g) {
         const at::Tensor dst = images_view(p, out, tile, M, g, m0, rows);  // (nb, rows, L)
-        if (has_bias) {
+        if (has_bias && !whole_bias) {
           dst.copy_(b.select(0, g).narrow(0, m0, rows).view({1, rows, 1}).expand_as(dst));
         }
         backend.bmm(w.select(0, g).narrow(0, m0, rows).expand({tile.nb, rows, K}),

@@ -41,6 +41,14 @@ constexpr int64_t kMaxPartialBytes = int64_t{64} << 20;
 constexpr int64_t kMaxWaveBytes = int64_t{16} << 20;
 // Largest per-group K that goes to the direct grouped kernels.
 constexpr int64_t kDirectMaxGroupRows = 32;
+// Tuning::image_batched_views: the fewest output positions an image's GEMM
+// keeps (smaller images are joined into one wide GEMM over columns), the
+// byte multiple an image's plane keeps (so that every image's matrix starts
+// where tensor-op GEMM kernels can read it), and the most images one batched
+// GEMM takes (cuBLAS's grid limit on some devices).
+constexpr int64_t kMinViewImagePositions = 64;
+constexpr int64_t kViewImageAlignment = 16;
+constexpr int64_t kMaxGemmBatch = 65535;
 
 bool is_reduced_precision(at::ScalarType t);
 

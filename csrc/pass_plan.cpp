@@ -70,8 +70,12 @@ PassPlan start(Pass pass, const ConvProblem& p, at::ScalarType dtype, const Tuni
   const bool single = plan.tiles.single_image_tiles();
   const bool in_place = t.gemm_on_views && (p.channels_last() || single);
   // 1x1 over tiles of several whole images: a batched GEMM over the images
-  // (Tuning::image_batched_views), but for grad_weight
-  const bool batched_views = t.gemm_on_views && t.image_batched_views && !p.channels_last() && pass != Pass::kGradWeight;
+  // (Tuning::image_batched_views), but for grad_weight, and for images too
+  // small for a GEMM of their own
+  const bool batched_views = t.gemm_on_views && t.image_batched_views && !p.channels_last() &&
+                             pass != Pass::kGradWeight && p.L() >= kMinViewImagePositions &&
+                             p.L() * plan.element_size % kViewImageAlignment == 0 &&
+                             plan.tiles.images_per_tile <= kMaxGemmBatch;
   plan.path = p.pointwise() && (in_place || batched_views) ? Path::kGemmOnViews : Path::kColumns;
   plan.gather_grad_output =
       pass != Pass::kForward && !p.channels_last() && !single && plan.path == Path::kColumns;

@@ -191,6 +191,10 @@ TEST(PassPlan, PathsFollowTheShapes) {
     // grad_weight (every image adds into one matrix) builds columns
     EXPECT_EQ(path(pointwise, pass, cuda), pass == Pass::kGradWeight ? Path::kColumns : Path::kGemmOnViews);
     EXPECT_EQ(path(strided, pass, cuda), Path::kColumns);
+    // a chunk of one image (batch 1, or large images): every pass on the tensors themselves
+    EXPECT_EQ(path({"1x1 batch 1", 1, 256, 64, 56, 1, 1, 1}, pass, cuda), Path::kGemmOnViews);
+    // 7x7 images: a GEMM each would be too narrow, one GEMM over columns
+    EXPECT_EQ(path({"1x1 7^2", 8, 256, 64, 7, 1, 1, 1}, pass, cuda), Path::kColumns);
   }
 }
 

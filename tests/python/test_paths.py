@@ -90,11 +90,11 @@ def make(case, dtype=torch.float64, channels_last=False, batch=None, seed=0):
 
 
 def forward_backward(fn, x, w, b, kw, gy_seed=1):
-    x, w, b = (t.detach().clone().requires_grad_() for t in (x, w, b))
+    x, w, b = (t if t is None else t.detach().clone().requires_grad_() for t in (x, w, b))
     y = fn(x, w, b, **kw)
     gy = torch.randn(y.shape, generator=torch.Generator().manual_seed(gy_seed), dtype=torch.float64).to(y.dtype)
     y.backward(gy)
-    return y.detach(), x.grad, w.grad, b.grad
+    return y.detach(), x.grad, w.grad, None if b is None else b.grad
 
 
 def check_against_reference(x, w, b, kw, tol):
@@ -289,28 +289,52 @@ def test_the_cuda_backends_plan_runs_right_on_the_cpu(case, channels_last, works
 
 @pytest.mark.parametrize("dtype, tol", [(torch.float64, 1e-11), (torch.bfloat16, 3e-2)], ids=str)
 @pytest.mark.parametrize("groups", [1, 2])
-@pytest.mark.parametrize("workspace", [None, 200_000], ids=["one-chunk", "chunks-of-3-and-2"])
-def test_the_cuda_plans_1x1_batches_its_gemms_over_a_chunks_images(workspace, groups, dtype, tol):
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "no-bias"])
+@pytest.mark.parametrize("chunk", [None, 3], ids=["one-chunk", "chunks-of-3-3-1"])
+def test_the_cuda_plans_1x1_batches_its_gemms_over_a_chunks_images(chunk, bias, groups, dtype, tol):
     # 1x1 / stride 1 / no padding on the CUDA plan: the forward and grad_input run one batched GEMM
-    # per group over a chunk's images (the weight broadcast), no columns; grad_weight builds columns.
-    # 40 channels a group: no direct kernels; bias; 42 positions an image, 5 images (chunks of
-    # several images, in two chunks of 3 and 2 with 200 kB of workspace in float64, 50 kB in bfloat16)
+    # per group over a chunk's images (the weight broadcast), no columns; grad_weight builds columns
+    # for chunks of several images, and reads the tensors for a chunk of one. 40 channels a group
+    # (no direct kernels); 72 positions an image; 7 images, in one chunk, or in chunks of 3, 3 and 1
+    # (the workspace limit sized to 3 images' columns and output, and their rows' padding)
     g = torch.Generator().manual_seed(0)
-    x = torch.randn(5, 80, 6, 7, generator=g, dtype=torch.float64)
+    x = torch.randn(7, 80, 8, 9, generator=g, dtype=torch.float64)
     w = torch.randn(48, 80 // groups, 1, 1, generator=g, dtype=torch.float64)
-    b = torch.randn(48, generator=g, dtype=torch.float64)
+    b = torch.randn(48, generator=g, dtype=torch.float64) if bias else None
     kw = dict(groups=groups)
-    workspace = workspace and workspace * dtype.itemsize // 8
+    cast = [t if t is None else t.to(dtype) for t in (x, w, b)]
+    workspace = chunk and chunk * (80 + 48) * 72 * dtype.itemsize + 4096
     with settings(workspace=workspace), cuda_plan_on_cpu():
-        e = myconv.explain(x.to(dtype), w.to(dtype), b.to(dtype), **kw)
+        e = myconv.explain(*cast, **kw)
         plans = e["forward"] + e["backward"]
         assert [p["path"] for p in plans] == ["gemm_on_views", "gemm_on_views", "columns"]
-        assert all(p["tiles"]["images_per_tile"] == (5 if workspace is None else 3) for p in plans)
+        assert all(p["tiles"]["images_per_tile"] == (chunk or 7) for p in plans)
         assert plans[0]["workspace"]["total"] == plans[1]["workspace"]["total"] == 0
-        ours = forward_backward(myconv.conv2d, x.to(dtype), w.to(dtype), b.to(dtype), kw)
+        ours = forward_backward(myconv.conv2d, *cast, kw)
     ref = forward_backward(F.conv2d, x, w, b, kw)
     for name, a, e in zip(("output", "grad_input", "grad_weight", "grad_bias"), ours, ref):
-        assert_rel_close(a, e, tol, name)
+        if e is not None:
+            assert_rel_close(a, e, tol, name)
+
+
+def test_the_cuda_plans_1x1_joins_small_images_and_batches_transposed_ones():
+    g = torch.Generator().manual_seed(0)
+    with cuda_plan_on_cpu():
+        # images of 7x7 (49 positions) and 1x1: too small for a GEMM each, one GEMM over columns
+        for size in (7, 1):
+            x, w = torch.randn(6, 64, size, size, generator=g), torch.randn(32, 64, 1, 1, generator=g)
+            assert {p["path"] for p in myconv.explain(x, w)["forward"]} == {"columns"}
+            assert_rel_close(myconv.conv2d(x, w), F.conv2d(x, w), 1e-5, f"{size}x{size}")
+        # 14x14 in float16: an image's plane (392 bytes) is no multiple of 16: columns
+        x, w = torch.randn(6, 64, 14, 14, generator=g), torch.randn(32, 64, 1, 1, generator=g)
+        assert myconv.explain(x.half(), w.half())["forward"][0]["path"] == "columns"
+        assert myconv.explain(x, w)["forward"][0]["path"] == "gemm_on_views"
+        # a transposed 1x1 runs the grad_input pass: batched over the images too
+        x = torch.randn(5, 64, 9, 8, generator=g, dtype=torch.float64)
+        w = torch.randn(64, 24, 1, 1, generator=g, dtype=torch.float64)
+        e = myconv.explain(x, w, transposed=True)
+        assert e["forward"][0]["path"] == "gemm_on_views" and e["forward"][0]["tiles"]["images_per_tile"] == 5
+        assert_rel_close(myconv.conv_transpose2d(x, w), F.conv_transpose2d(x, w), 1e-12, "transposed")
 
 
 @pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
