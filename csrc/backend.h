@@ -61,6 +61,11 @@ struct Tuning {
   // Direct kernels (no columns) for grouped convolutions with a tiny
   // per-group K, such as depthwise ones.
   bool direct_grouped = false;
+  // bmm may write float32 results for float16 / bfloat16 operands (its own
+  // float32 sums, never rounded to the dtype): grad_weight then adds every
+  // chunk straight into its float32 sum, so reduced precision is chunked like
+  // float32 (tuning_for keeps chunk_bytes).
+  bool float_gemm_results = false;
   // Rows of channels-first column buffers start on a multiple of this many
   // bytes (0: rows follow each other). CUDA: a 32-byte sector, so that a
   // warp's stores of a row fill whole sectors, and cuBLAS's tensor-op kernels
@@ -93,8 +98,10 @@ class Backend {
   virtual void col2im(const at::Tensor& columns, ColumnLayout layout, const ColumnTile& tile,
                       const ConvGeometry& g, const at::Tensor& images, bool accumulate) const = 0;
 
-  // c[i] = a[i] @ b[i] (+ c[i] when accumulate), for 3-D tensors of one dtype.
-  // a and b may be strided views; c is contiguous unless Tuning::gemm_on_views.
+  // c[i] = a[i] @ b[i] (+ c[i] when accumulate), for 3-D tensors of one dtype
+  // (or, with Tuning::float_gemm_results, a float32 c for float16 / bfloat16
+  // a and b). a and b may be strided views; c is contiguous unless
+  // Tuning::gemm_on_views.
   virtual void bmm(const at::Tensor& a, const at::Tensor& b, const at::Tensor& c,
                    bool accumulate) const = 0;
 

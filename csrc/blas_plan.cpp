@@ -128,14 +128,19 @@ ColumnMajorGemm plan_column_major_gemm(const at::Tensor& a, const at::Tensor& b,
   TORCH_INTERNAL_ASSERT(a.size(0) == c.size(0) && b.size(0) == c.size(0) && a.size(1) == c.size(1) &&
                             b.size(2) == c.size(2) && a.size(2) == b.size(1),
                         "myconv: GEMM sizes ", a.sizes(), " @ ", b.sizes(), " -> ", c.sizes());
-  TORCH_INTERNAL_ASSERT(a.scalar_type() == c.scalar_type() && b.scalar_type() == c.scalar_type());
+  TORCH_INTERNAL_ASSERT(a.scalar_type() == b.scalar_type() &&
+                            (c.scalar_type() == a.scalar_type() ||
+                             (c.scalar_type() == at::kFloat &&
+                              (a.scalar_type() == at::kHalf || a.scalar_type() == at::kBFloat16))),
+                        "myconv: GEMM dtypes ", a.scalar_type(), " @ ", b.scalar_type(), " -> ", c.scalar_type());
   ColumnMajorGemm g;
   g.batch = c.size(0);
   g.m = c.size(2);
   g.n = c.size(1);
   g.k = a.size(2);
   g.accumulate = accumulate;
-  g.dtype = c.scalar_type();
+  g.dtype = a.scalar_type();
+  g.result_dtype = c.scalar_type();
 
   const BlasOperand first = readable_operand(b, g.first_copy);
   const BlasOperand second = readable_operand(a, g.second_copy);
@@ -173,16 +178,16 @@ ColumnMajorGemm plan_column_major_gemm(const at::Tensor& a, const at::Tensor& b,
 
 namespace {
 
-template <typename scalar_t>
+template <typename scalar_t, typename out_t>
 void run_typed(const ColumnMajorGemm& g) {
   using acc_t = at::opmath_type<scalar_t>;
   const scalar_t* A = static_cast<const scalar_t*>(g.first);
   const scalar_t* B = static_cast<const scalar_t*>(g.second);
-  scalar_t* C = static_cast<scalar_t*>(g.result);
+  out_t* C = static_cast<out_t*>(g.result);
   for (int64_t p = 0; p < g.batch; ++p) {
     const scalar_t* Ap = A + p * g.stride_first;
     const scalar_t* Bp = B + p * g.stride_second;
-    scalar_t* Cp = C + p * g.stride_result;
+    out_t* Cp = C + p * g.stride_result;
     for (int64_t j = 0; j < g.n; ++j) {
       for (int64_t i = 0; i < g.m; ++i) {
         acc_t sum = 0;
@@ -191,8 +196,8 @@ void run_typed(const ColumnMajorGemm& g) {
           const scalar_t b = g.transpose_second ? Bp[j + l * g.ld_second] : Bp[l + j * g.ld_second];
           sum += static_cast<acc_t>(a) * static_cast<acc_t>(b);
         }
-        scalar_t& c = Cp[i + j * g.ld_result];
-        c = static_cast<scalar_t>(g.accumulate ? static_cast<acc_t>(c) + sum : sum);
+        out_t& c = Cp[i + j * g.ld_result];
+        c = static_cast<out_t>(g.accumulate ? static_cast<acc_t>(c) + sum : sum);
       }
     }
   }
@@ -203,7 +208,12 @@ void run_typed(const ColumnMajorGemm& g) {
 void run_column_major_gemm_on_cpu(const ColumnMajorGemm& g) {
   check_blas_rules(g);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, g.dtype, "myconv_column_major_gemm", [&] {
-    run_typed<scalar_t>(g);
+    if (g.result_dtype == g.dtype) {
+      run_typed<scalar_t, scalar_t>(g);
+    } else {
+      TORCH_INTERNAL_ASSERT(g.result_dtype == at::kFloat);
+      run_typed<scalar_t, float>(g);
+    }
   });
 }
 

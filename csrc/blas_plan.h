@@ -62,7 +62,8 @@ struct ColumnMajorGemm {
   void* result = nullptr;  // c's data
   int64_t ld_result = 1, stride_result = 0;
   bool accumulate = false;
-  at::ScalarType dtype = at::kFloat;
+  at::ScalarType dtype = at::kFloat;         // a's and b's
+  at::ScalarType result_dtype = at::kFloat;  // c's: dtype, or float32 for float16 / bfloat16 operands
   // Contiguous copies of operands the BLAS could not read as given; they
   // must outlive the call.
   at::Tensor first_copy, second_copy;

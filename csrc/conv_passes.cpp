@@ -222,7 +222,7 @@ at::Tensor grad_weight_columns(const Backend& backend, const PassPlan& plan, con
       // (G', M, P) @ (G', P, K')
       const at::Tensor lhs = cl ? gym.transpose(1, 2) : gym;
       const at::Tensor rhs = cl ? cols : cols.transpose(1, 2);
-      if (reduced) {
+      if (plan.product_elems > 0) {  // reduced precision: the product in the dtype, added in float
         const at::Tensor part = buffers.get(worker, plan.product_offset(), {ng, M, kb});
         backend.bmm(lhs, rhs, part, false);
         k == first ? acc.copy_(part) : acc.add_(part);

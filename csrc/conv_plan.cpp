@@ -16,9 +16,11 @@ Tuning tuning_for(const Backend& backend, const at::Tensor& input) {
   if (is_reduced_precision(input.scalar_type())) {
     t.split_images = false;
     // grad_weight's GEMM writes each chunk's part in the dtype before it is
-    // added in float: chunks as large as the workspace allows keep those
-    // roundings few
-    t.chunk_bytes = 0;
+    // added in float (unless the GEMM writes float32): chunks as large as the
+    // workspace allows keep those roundings few
+    if (!t.float_gemm_results) {
+      t.chunk_bytes = 0;
+    }
   }
   return t;
 }

@@ -60,7 +60,8 @@ enum class Layout { kChannelsFirst, kChannelsLast };
 
 // The backend's tuning, adjusted for the dtype: reduced-precision images are
 // never split into tiles, so that col2im sums each image element once, in
-// float, and rounds once.
+// float, and rounds once; and, unless the backend's GEMM writes float32
+// results, are chunked as coarsely as the workspace allows.
 Tuning tuning_for(const Backend& backend, const at::Tensor& input);
 
 // Channels-last columns for a channels-last input, where the backend has them.

@@ -20,6 +20,10 @@ inline Tuning cuda_backend_tuning() {
   // Not yet timed on a GPU.
   t.gemm_on_views = true;
   t.image_batched_views = true;
+  // float16 / bfloat16 GEMMs write float32 (cublasGemmEx's C type): grad_weight
+  // sums every chunk in float32, so reduced precision takes the chunks float32
+  // does, not the whole batch's memory.
+  t.float_gemm_results = true;
   t.column_row_bytes = 32;  // rows of columns on whole sectors: coalesced stores, tensor-op GEMMs
   // chunks of 32 MiB, or 8192 positions where images are larger: the GEMMs
   // stay large enough for the GPU, the columns no longer take the whole

@@ -203,7 +203,10 @@ void plan_grad_weight(PassPlan& plan, const ConvProblem& p) {
   }
   plan.chunks = chunks;
   plan.blocks = plan_blocks(p, t, chunks, /*split_channels=*/!cl || gw_bytes <= room);
-  plan.into_result = !reduced && chunks == 1 && !(cl && plan.blocks.splits_channels());
+  // reduced precision: each GEMM's product in the dtype, added in float, unless
+  // the backend's GEMM writes float32 (into the float32 result or partials)
+  const bool products_in_dtype = reduced && !t.float_gemm_results;
+  plan.into_result = !products_in_dtype && chunks == 1 && !(cl && plan.blocks.splits_channels());
   for (int64_t i = 0; i < plan.blocks.count() && !plan.into_result; ++i) {
     const Block b = plan.blocks.at(i);
     plan.partial_bytes += chunks * b.groups() * M * b.channels() * p.taps() * acc_size;
@@ -212,7 +215,7 @@ void plan_grad_weight(PassPlan& plan, const ConvProblem& p) {
   const int64_t kb = widest.channels() * p.taps(), P = plan.tiles.max_positions();
   plan.column_elems = column_elements(plan, p, widest.groups(), widest.channels());
   plan.scratch_elems = plan.gather_grad_output ? widest.groups() * M * P : 0;
-  plan.product_elems = reduced ? widest.groups() * M * kb : 0;
+  plan.product_elems = products_in_dtype ? widest.groups() * M * kb : 0;
   plan.items = chunks * plan.blocks.count();
   plan.worker_bytes = aligned(s, plan.worker_elems(), es) * es;
   plan.workers = workers_for(t.workers, plan.items, plan.worker_bytes, plan.partial_bytes, s.workspace_limit);

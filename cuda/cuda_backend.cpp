@@ -134,7 +134,7 @@ class CudaBackend final : public Backend {
     const float alpha_f = 1.0f, beta_f = accumulate ? 1.0f : 0.0f;
     const void* alpha = float64 ? static_cast<const void*>(&alpha_d) : &alpha_f;
     const void* beta = float64 ? static_cast<const void*>(&beta_d) : &beta_f;
-    const cudaDataType_t data = blas_data_type(g.dtype);
+    const cudaDataType_t data = blas_data_type(g.dtype), result = blas_data_type(g.result_dtype);
     const cublasComputeType_t compute = blas_compute_type(gemm_compute(g.dtype, cuda_matmul_allows_tf32()));
 
     cublasHandle_t handle = at::cuda::getCurrentCUDABlasHandle();  // on the current stream
@@ -143,7 +143,7 @@ class CudaBackend final : public Backend {
         handle, blas_op(g.transpose_first), blas_op(g.transpose_second), blas_int(g.m),
         blas_int(g.n), blas_int(g.k), alpha, g.first, data, blas_int(g.ld_first),
         g.stride_first, g.second, data, blas_int(g.ld_second), g.stride_second, beta, g.result,
-        data, blas_int(g.ld_result), g.stride_result, blas_int(g.batch), compute,
+        result, blas_int(g.ld_result), g.stride_result, blas_int(g.batch), compute,
         CUBLAS_GEMM_DEFAULT));
   }
 

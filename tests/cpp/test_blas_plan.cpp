@@ -145,6 +145,29 @@ TEST(ColumnMajorGemm, ReducedPrecisionAccumulatesInFloat) {
   }
 }
 
+TEST(ColumnMajorGemm, ReducedPrecisionOperandsMayWriteFloat32Results) {
+  // grad_weight on the CUDA plan: float16 / bfloat16 operands, the float32 sum accumulated across
+  // chunks, never rounded to the operands' dtype (a result of 1 + tiny products keeps them)
+  for (const auto dtype : {at::kHalf, at::kBFloat16}) {
+    const auto o = at::TensorOptions().dtype(dtype);
+    const at::Tensor a = at::randn({2, 6, 40}, o), b = at::randn({2, 40, 7}, o);
+    const at::Tensor start = at::full({2, 6, 7}, 1024.0, at::kFloat);
+    at::Tensor c = start.clone();
+    const auto plan = myconv::detail::plan_column_major_gemm(a, b, c, /*accumulate=*/true);
+    EXPECT_EQ(plan.dtype, dtype);
+    EXPECT_EQ(plan.result_dtype, at::kFloat);
+    myconv::detail::run_column_major_gemm_on_cpu(plan);
+    const at::Tensor ref = start.to(at::kDouble) + at::bmm(a.to(at::kDouble), b.to(at::kDouble));
+    // float32 near 1024 resolves 1e-4; float16 / bfloat16 would resolve 1 / 8
+    EXPECT_LT((c.to(at::kDouble) - ref).abs().max().item<double>(), 1e-2);
+  }
+  // float32 results only for float16 / bfloat16 operands
+  const auto f64 = myconv_test::f64();
+  EXPECT_THROW(myconv::detail::plan_column_major_gemm(at::randn({1, 2, 3}, f64), at::randn({1, 3, 4}, f64),
+                                                      at::zeros({1, 2, 4}, at::kFloat), false),
+               c10::Error);
+}
+
 TEST(GemmCompute, FromDtypeAndTF32) {
   using myconv::detail::gemm_compute;
   EXPECT_EQ(gemm_compute(at::kDouble, true), GemmCompute::kFloat64);

@@ -88,10 +88,16 @@ TEST(CudaPlan, ChunksCountTheirPaddedRowsAgainstTheWorkspaceLimit) {
   EXPECT_EQ(plan.count, 3);
 }
 
-TEST(CudaPlan, ReducedPrecisionKeepsChunksAsLargeAsTheWorkspaceAllows) {
-  // grad_weight rounds each chunk's part to the dtype before adding it in float: few chunks
+TEST(CudaPlan, ReducedPrecisionIsChunkedLikeFloat32WhereTheGemmWritesFloat32) {
+  // grad_weight rounds each chunk's part to the dtype before adding it in float unless the GEMM
+  // writes float32 (the CUDA backend's): then chunks as float32's; else as few as the workspace allows
   struct Reduced final : myconv::detail::Backend {
-    Tuning tuning(const at::Tensor&) const override { return cuda_backend_tuning(); }
+    bool float_results = true;
+    Tuning tuning(const at::Tensor&) const override {
+      Tuning t = cuda_backend_tuning();
+      t.float_gemm_results = float_results;
+      return t;
+    }
     void im2col(const at::Tensor&, const myconv::detail::ConvGeometry&, const myconv::detail::ColumnTile&,
                 const at::Tensor&, myconv::detail::ColumnLayout) const override {}
     void col2im(const at::Tensor&, myconv::detail::ColumnLayout, const myconv::detail::ColumnTile&,
@@ -100,6 +106,12 @@ TEST(CudaPlan, ReducedPrecisionKeepsChunksAsLargeAsTheWorkspaceAllows) {
     const char* gemm_engine(at::ScalarType, int64_t, int64_t, int64_t) const override { return "none"; }
   } backend;
   const auto meta = at::TensorOptions().device(at::kMeta);
+  ASSERT_TRUE(cuda_backend_tuning().float_gemm_results);
+  for (const auto dtype : {at::kBFloat16, at::kHalf, at::kFloat}) {
+    EXPECT_EQ(myconv::detail::tuning_for(backend, at::empty({1}, meta.dtype(dtype))).chunk_bytes,
+              cuda_backend_tuning().chunk_bytes);
+  }
+  backend.float_results = false;
   EXPECT_EQ(myconv::detail::tuning_for(backend, at::empty({1}, meta.dtype(at::kBFloat16))).chunk_bytes, 0);
   EXPECT_EQ(myconv::detail::tuning_for(backend, at::empty({1}, meta.dtype(at::kHalf))).chunk_bytes, 0);
   EXPECT_EQ(myconv::detail::tuning_for(backend, at::empty({1}, meta.dtype(at::kFloat))).chunk_bytes,

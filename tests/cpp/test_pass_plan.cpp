@@ -245,6 +245,12 @@ TEST(PassPlan, GradWeightSumsChunksIntoPartialsOrStraightIntoTheResult) {
   EXPECT_FALSE(reduced.into_result);
   EXPECT_EQ(reduced.partial_bytes, 64 * 64 * 9 * 4);
   EXPECT_GT(reduced.product_elems, 0);
+  // the CUDA plan's GEMM writes float32: bfloat16 sums straight into the float32 result
+  const PassPlan cuda = plan_pass(Pass::kGradWeight, one, at::kBFloat16, myconv::detail::cuda_backend_tuning(),
+                                  {int64_t{256} << 20, 64});
+  EXPECT_TRUE(cuda.into_result);
+  EXPECT_EQ(cuda.partial_bytes, 0);
+  EXPECT_EQ(cuda.product_elems, 0);
 }
 
 TEST(PassPlan, PlansAreMadeFromTheSettingsTheyAreGiven) {

@@ -154,14 +154,18 @@ def test_the_composition_and_the_cuda_backend_use_no_cpu_thread_api():
     assert not found, found
 
 
-def test_a_cuda_call_takes_its_workspace_a_chunk_at_a_time(cuda_plan_on_the_cpu):
-    # 1-D, 16 -> 16 channels, k3, 16,384 positions an image: 4 MiB of columns and output an image, so the
-    # CUDA plan's 32 MiB chunks hold 8 of the 16 images (the whole batch would take 64 MiB, within the
-    # default 256 MiB workspace limit that sized chunks before)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_a_cuda_call_takes_its_workspace_a_chunk_at_a_time(cuda_plan_on_the_cpu, dtype):
+    # 1-D, 16 -> 16 channels, k3, 16,384 positions an image: 4 MiB of columns and output an image in
+    # float32, so the CUDA plan's 32 MiB chunks hold 8 of the 16 images (the whole batch would take
+    # 64 MiB, within the default 256 MiB workspace limit that sized chunks before). bfloat16 too: its
+    # grad_weight GEMMs write float32, so it is chunked like float32: 2 MiB an image, 32 images, chunks
+    # of 16 (it used to take the whole batch, 64 MiB, whatever its size)
     g = torch.Generator().manual_seed(0)
-    x = torch.randn(16, 16, 16384, generator=g)
-    w = torch.randn(16, 16, 3, generator=g)
-    chunk = 8 * (16 * 3 + 16) * 16384 * 4
+    batch = 16 if dtype == torch.float32 else 32
+    x = torch.randn(batch, 16, 16384, generator=g).to(dtype)
+    w = torch.randn(16, 16, 3, generator=g).to(dtype)
+    chunk = 32 << 20
     for name, call in (("forward", lambda: torch.ops.myconv.conv1d(x, w, None, [1], [1], [1], 1)),
                        ("backward", lambda: torch.ops.myconv.conv1d_backward(x, x, w, [1], [1], [1], 1,
                                                                              [True, True, False]))):
