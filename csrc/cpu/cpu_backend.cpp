@@ -127,7 +127,9 @@ class CpuBackend final : public Backend {
   // plan, the CUDA backend's cuBLAS call instead, replayed on the CPU
   // (csrc/blas_plan.h): every operand is read only as cuBLAS would read it.
   void bmm(const at::Tensor& a, const at::Tensor& b, const at::Tensor& c, bool accumulate) const override {
-    if (cpu_whole_image_plan()) {
+    // (a float32 c for 16-bit operands comes only from the CUDA plan's tuning:
+    // replayed, even if the switch was turned off since the call planned)
+    if (cpu_whole_image_plan() || c.scalar_type() != a.scalar_type()) {
       run_column_major_gemm_on_cpu(plan_column_major_gemm(a, b, c, accumulate));
       return;
     }

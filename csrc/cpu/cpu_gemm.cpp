@@ -202,6 +202,9 @@ const char* cpu_gemm_engine_name(CpuGemmEngine engine) {
 }
 
 void cpu_bmm(const at::Tensor& a, const at::Tensor& b, const at::Tensor& c, bool accumulate) {
+  TORCH_INTERNAL_ASSERT(a.scalar_type() == c.scalar_type() && b.scalar_type() == c.scalar_type(),
+                        "myconv: the CPU GEMM takes one dtype, got ", a.scalar_type(), " @ ", b.scalar_type(),
+                        " -> ", c.scalar_type());
   cpu_bmm(a, b, c, accumulate, choose_cpu_gemm_engine(c.scalar_type(), c.size(1), c.size(2), a.size(2)));
 }
 
