@@ -368,55 +368,25 @@ MYCONV_HOST_DEVICE inline auto grouped_grad_weight_partial(const GroupedGeom& g,
 // Built inside the kernels from their __restrict__ pointer parameters (three
 // inputs, one output; unused inputs are null), and on the host by the tests.
 
-// forward: out <- bias + w * x, summed in acc_t.
+// Every pass sums products first[i] * second[j] in acc_t and stores the sum
+// in the dtype: forward, out <- bias + w * x (first = w, second = x);
+// grad_input, gi <- w * gy (first = w, second = gy); grad_weight,
+// gw <- gy * x (first = gy, second = x).
 template <typename scalar_t, typename acc_t>
-struct GroupedForwardAccess {
+struct GroupedProductAccess {
   using In = scalar_t;
   using Out = scalar_t;
   using Acc = acc_t;
-  const scalar_t* x;
-  const scalar_t* w;
-  const scalar_t* bias;  // null: no bias
+  const scalar_t* first;
+  const scalar_t* second;
+  const scalar_t* bias;  // forward's, or null
   scalar_t* out;
   MYCONV_HOST_DEVICE acc_t start(int64_t o) const { return bias != nullptr ? static_cast<acc_t>(bias[o]) : acc_t(0); }
-  MYCONV_HOST_DEVICE void add(acc_t& sum, int64_t weight, int64_t input) const {
-    sum += static_cast<acc_t>(w[weight]) * static_cast<acc_t>(x[input]);
-  }
-  MYCONV_HOST_DEVICE void store(int64_t i, acc_t sum) const { out[i] = static_cast<scalar_t>(sum); }
-};
-
-// grad_input: gi <- w * gy, summed in acc_t.
-template <typename scalar_t, typename acc_t>
-struct GroupedGradInputAccess {
-  using In = scalar_t;
-  using Out = scalar_t;
-  using Acc = acc_t;
-  const scalar_t* gy;
-  const scalar_t* w;
-  const scalar_t* unused;
-  scalar_t* gi;
   MYCONV_HOST_DEVICE acc_t zero_sum() const { return acc_t(0); }
-  MYCONV_HOST_DEVICE void add(acc_t& sum, int64_t weight, int64_t grad_output) const {
-    sum += static_cast<acc_t>(w[weight]) * static_cast<acc_t>(gy[grad_output]);
+  MYCONV_HOST_DEVICE void add(acc_t& sum, int64_t i, int64_t j) const {
+    sum += static_cast<acc_t>(first[i]) * static_cast<acc_t>(second[j]);
   }
-  MYCONV_HOST_DEVICE void store(int64_t i, acc_t sum) const { gi[i] = static_cast<scalar_t>(sum); }
-};
-
-// grad_weight: gw <- gy * x, summed in acc_t.
-template <typename scalar_t, typename acc_t>
-struct GroupedGradWeightAccess {
-  using In = scalar_t;
-  using Out = scalar_t;
-  using Acc = acc_t;
-  const scalar_t* gy;
-  const scalar_t* x;
-  const scalar_t* unused;
-  scalar_t* gw;
-  MYCONV_HOST_DEVICE acc_t zero_sum() const { return acc_t(0); }
-  MYCONV_HOST_DEVICE void add(acc_t& sum, int64_t grad_output, int64_t input) const {
-    sum += static_cast<acc_t>(gy[grad_output]) * static_cast<acc_t>(x[input]);
-  }
-  MYCONV_HOST_DEVICE void store(int64_t e, acc_t sum) const { gw[e] = static_cast<scalar_t>(sum); }
+  MYCONV_HOST_DEVICE void store(int64_t e, acc_t sum) const { out[e] = static_cast<scalar_t>(sum); }
 };
 
 // ---- the work of a launch ------------------------------------------------------------------

@@ -86,6 +86,25 @@ inline void check_grouped(const GroupedGeom& k, int64_t groups, const at::Tensor
                         k.dilation_h >= 1 && k.dilation_w >= 1 && k.pad_d >= 0 && k.pad_h >= 0 && k.pad_w >= 0);
 }
 
+// Hands a launch to the launcher in the dtype's type: Work over `total`
+// elements (kReduce: one block of lanes each), summing first * second
+// products (GroupedProductAccess).
+template <typename Work, bool kReduce, typename Launcher>
+void launch_products(const Launcher& launcher, int64_t total, const GroupedGeom& k, const at::Tensor& first,
+                     const at::Tensor& second, const at::Tensor* bias, const at::Tensor& out) {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, out.scalar_type(), "myconv_grouped_cuda", [&] {
+    using Access = GroupedProductAccess<scalar_t, at::opmath_type<scalar_t>>;
+    const scalar_t* b = bias != nullptr ? bias->const_data_ptr<scalar_t>() : nullptr;
+    if constexpr (kReduce) {
+      launcher.template reductions<Work, Access>(total, k, first.const_data_ptr<scalar_t>(),
+                                                 second.const_data_ptr<scalar_t>(), b, out.mutable_data_ptr<scalar_t>());
+    } else {
+      launcher.template elements<Work, Access>(total, k, first.const_data_ptr<scalar_t>(),
+                                               second.const_data_ptr<scalar_t>(), b, out.mutable_data_ptr<scalar_t>());
+    }
+  });
+}
+
 // out <- bias + conv(x, w); x (N, C_in, D, H, W), out (N, C_out, OD, OH, OW).
 template <typename Launcher>
 void launch_grouped_forward(const Launcher& launcher, const at::Tensor& x, const at::Tensor& w,
@@ -103,12 +122,7 @@ void launch_grouped_forward(const Launcher& launcher, const at::Tensor& x, const
   if (total == 0) {
     return;
   }
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dtype, "myconv_grouped_forward_cuda", [&] {
-    using Access = GroupedForwardAccess<scalar_t, at::opmath_type<scalar_t>>;
-    launcher.template elements<GroupedForwardWork, Access>(
-        total, k, x.const_data_ptr<scalar_t>(), w.const_data_ptr<scalar_t>(),
-        bias ? bias->const_data_ptr<scalar_t>() : nullptr, out.mutable_data_ptr<scalar_t>());
-  });
+  launch_products<GroupedForwardWork, false>(launcher, total, k, w, x, bias ? &*bias : nullptr, out);
 }
 
 // gi <- the input gradient of conv(., w) for grad_output gy; gy (N, C_out,
@@ -127,12 +141,7 @@ void launch_grouped_grad_input(const Launcher& launcher, const at::Tensor& gy, c
   if (total == 0) {
     return;
   }
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dtype, "myconv_grouped_grad_input_cuda", [&] {
-    using Access = GroupedGradInputAccess<scalar_t, at::opmath_type<scalar_t>>;
-    launcher.template elements<GroupedGradInputWork, Access>(total, k, gy.const_data_ptr<scalar_t>(),
-                                                             w.const_data_ptr<scalar_t>(), nullptr,
-                                                             gi.mutable_data_ptr<scalar_t>());
-  });
+  launch_products<GroupedGradInputWork, false>(launcher, total, k, w, gy, nullptr, gi);
 }
 
 // gw <- the weight gradient for grad_output gy and input x; gw (C_out,
@@ -151,12 +160,7 @@ void launch_grouped_grad_weight(const Launcher& launcher, const at::Tensor& gy, 
   if (total == 0) {
     return;
   }
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dtype, "myconv_grouped_grad_weight_cuda", [&] {
-    using Access = GroupedGradWeightAccess<scalar_t, at::opmath_type<scalar_t>>;
-    launcher.template reductions<GroupedGradWeightWork, Access>(total, k, gy.const_data_ptr<scalar_t>(),
-                                                                x.const_data_ptr<scalar_t>(), nullptr,
-                                                                gw.mutable_data_ptr<scalar_t>());
-  });
+  launch_products<GroupedGradWeightWork, true>(launcher, total, k, gy, x, nullptr, gw);
 }
 
 // The device's launches (cuda/grouped.cu), on PyTorch's current stream of the
