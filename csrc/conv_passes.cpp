@@ -97,8 +97,7 @@ void forward_columns(const Backend& backend, const PassPlan& plan, const ConvPro
   }
 
   // Waves of tiles: their columns first, shared by the blocks' GEMMs.
-  const int64_t column_stride = aligned_elements(column_elems, x.options());
-  const int64_t wave = plan.wave;
+  const int64_t column_stride = plan.wave_stride, wave = plan.wave;
   const Workspace shared_columns(wave * column_stride, x.options());
   const at::Tensor& shared = shared_columns.tensor();
   std::vector<at::Tensor> cols(wave);

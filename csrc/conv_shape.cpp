@@ -368,6 +368,17 @@ StringPadding string_padding(const char* op, c10::string_view padding, at::IntAr
   return out;
 }
 
+std::vector<int64_t> StringPadding::end_pads() const {
+  if (std::all_of(extra.begin(), extra.end(), [](int64_t e) { return e == 0; })) {
+    return {};
+  }
+  std::vector<int64_t> pads;
+  for (auto e = extra.rbegin(); e != extra.rend(); ++e) {
+    pads.insert(pads.end(), {0, *e});
+  }
+  return pads;
+}
+
 at::MemoryFormat channels_last_format(int64_t dim) {
   return dim == 5 ? at::MemoryFormat::ChannelsLast3d : at::MemoryFormat::ChannelsLast;
 }

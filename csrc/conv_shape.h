@@ -75,6 +75,9 @@ std::vector<c10::SymInt> check_conv_transpose(
 struct StringPadding {
   std::vector<int64_t> both;   // symmetric padding given to the convolution
   std::vector<int64_t> extra;  // additional zeros at the end of each axis
+  // The extra zeros as at::constant_pad_nd's pads (last axis first, (before,
+  // after) each); empty when there are none.
+  std::vector<int64_t> end_pads() const;
 };
 StringPadding string_padding(const char* op, c10::string_view padding, at::IntArrayRef kernel,
                              at::IntArrayRef stride, at::IntArrayRef dilation);

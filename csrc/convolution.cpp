@@ -76,10 +76,12 @@ bool channels_last_input(const at::Tensor& input, int64_t dims, bool batched) {
 // call).
 class CallReport {
  public:
-  CallReport(const char* op, const at::Tensor& input, const at::Tensor& weight) : level_(verbose_level()) {
+  // op and suffix ("myconv::conv2d", "_backward") are joined only when the line is made
+  CallReport(const char* op, const char* suffix, const at::Tensor& input, const at::Tensor& weight)
+      : level_(verbose_level()) {
     if (level_ > 0) {
       std::ostringstream out;
-      out << op << ' ' << input.device().str() << ' ' << dtype_name(input.scalar_type())
+      out << op << suffix << ' ' << input.device().str() << ' ' << dtype_name(input.scalar_type())
           << " input=" << format_sizes(input.sizes()) << " weight=" << format_sizes(weight.sizes());
       line_ = out.str();
       device_ = input.device();
@@ -175,7 +177,7 @@ at::Tensor conv(const Backend& backend, int64_t dims, const at::Tensor& input, c
   check_conv(conv_op_name(dims), dims, input, weight, bias, stride, padding, dilation, groups);
   const c10::OptionalDeviceGuard device_guard(input.device());
   const WorkspaceCall workspace_call;
-  CallReport report(conv_op_name(dims), input, weight);
+  CallReport report(conv_op_name(dims), "", input, weight);
   report.window(stride, padding, dilation, groups);
   const ConvCall call(backend, dims, input, weight, stride, padding, dilation, groups);
   const ConvProblem& p = call.problem;
@@ -210,7 +212,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv_backward(
   check_conv_backward(dims, grad_output, input, weight, stride, padding, dilation, groups);
   const c10::OptionalDeviceGuard device_guard(input.device());
   const WorkspaceCall workspace_call;
-  CallReport report((std::string(conv_op_name(dims)) + "_backward").c_str(), input, weight);
+  CallReport report(conv_op_name(dims), "_backward", input, weight);
   report.window(stride, padding, dilation, groups);
   const ConvCall call(backend, dims, input, weight, stride, padding, dilation, groups);
   const ConvProblem& p = call.problem;
@@ -283,7 +285,7 @@ at::Tensor conv_transpose(const Backend& backend, int64_t dims, const at::Tensor
                                          output_padding, dilation, groups);
   const c10::OptionalDeviceGuard device_guard(input.device());
   const WorkspaceCall workspace_call;
-  CallReport report(conv_transpose_op_name(dims), input, weight);
+  CallReport report(conv_transpose_op_name(dims), "", input, weight);
   report.window(stride, padding, dilation, groups);
   const std::vector<int64_t> out_size = transposed_output_size(dims, input, size);
   const ConvCall call(backend, dims, input, weight, out_size, stride, padding, dilation, groups);

@@ -66,13 +66,7 @@ std::string explain(c10::string_view op, const at::Tensor& input_arg, const at::
                 weight.dim(), "-D");
     const auto sp = string_padding(conv_op_name(dims), padding_mode, weight.sizes().slice(2), stride, dilation);
     pad = sp.both;
-    std::vector<int64_t> pads;  // last dimension first: (before, after) per axis
-    bool any = false;
-    for (int64_t i = dims - 1; i >= 0; --i) {
-      pads.insert(pads.end(), {0, sp.extra[i]});
-      any = any || sp.extra[i] != 0;
-    }
-    if (any) {
+    if (const std::vector<int64_t> pads = sp.end_pads(); !pads.empty()) {
       input = at::constant_pad_nd(input, pads, 0);
     }
   }

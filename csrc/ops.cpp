@@ -285,14 +285,8 @@ at::Tensor conv_string_padding(const at::Tensor& input, const at::Tensor& weight
     kernel.push_back(weight.sym_size(2 + i).guard_int(__FILE__, __LINE__));
   }
   const auto pad = detail::string_padding(detail::conv_op_name(D), padding, kernel, stride, dilation);
-  at::Tensor x = input;
-  if (std::any_of(pad.extra.begin(), pad.extra.end(), [](int64_t e) { return e != 0; })) {
-    std::vector<int64_t> pads;  // last dimension first: (before, after) per axis
-    for (int64_t i = D - 1; i >= 0; --i) {
-      pads.insert(pads.end(), {0, pad.extra[i]});
-    }
-    x = at::constant_pad_nd(input, pads, 0);
-  }
+  const std::vector<int64_t> pads = pad.end_pads();
+  const at::Tensor x = pads.empty() ? input : at::constant_pad_nd(input, pads, 0);
   return conv_nd(D, x, weight, bias, stride, pad.both, dilation, groups);
 }
 

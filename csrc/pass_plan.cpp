@@ -134,10 +134,10 @@ void plan_forward(PassPlan& plan, const ConvProblem& p) {
   }
   // Waves of tiles whose columns take at most half the workspace, and at
   // most kMaxWaveBytes.
-  const int64_t column_stride = aligned(s, plan.column_elems, es);
+  plan.wave_stride = aligned(s, plan.column_elems, es);
   const int64_t wave_bytes = std::min(s.workspace_limit / 2, kMaxWaveBytes);
-  plan.wave = std::clamp<int64_t>(wave_bytes / std::max<int64_t>(1, column_stride * es), 1, count);
-  plan.shared_bytes = plan.wave * column_stride * es;
+  plan.wave = std::clamp<int64_t>(wave_bytes / std::max<int64_t>(1, plan.wave_stride * es), 1, count);
+  plan.shared_bytes = plan.wave * plan.wave_stride * es;
   plan.items = tiles.count * plan.out_blocks;
   plan.worker_bytes = aligned(s, plan.worker_elems(), es) * es;  // the scratch alone
   plan.workers = workers_for(t.workers, plan.wave * plan.out_blocks, plan.worker_bytes, plan.shared_bytes,

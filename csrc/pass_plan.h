@@ -59,6 +59,7 @@ struct PassPlan {
   int64_t out_blocks = 1;      // forward: blocks of output channels per tile
   int64_t out_block_rows = 0;  // forward: output channels of a block (per group)
   int64_t wave = 0;            // forward with out_blocks > 1: tiles whose columns are built at once
+  int64_t wave_stride = 0;     // elements from one of the wave's tiles' columns to the next (aligned)
   int64_t chunks = 1;          // grad_weight: partial sums, added in chunk order
   bool into_result = false;    // grad_weight: items add straight into the result (no partials)
   bool output_in_place = false;  // forward: GEMMs write the output itself (no scratch, no copy)
