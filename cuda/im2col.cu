@@ -30,14 +30,14 @@ struct DeviceLauncher {
 
 } // namespace
 
-void im2col(const at::Tensor& images, const detail::ConvGeometry& g, const at::Tensor& columns,
-            detail::ColumnLayout layout) {
-  launch_im2col(DeviceLauncher{}, images, g, columns, layout);
+void im2col(const at::Tensor& images, const detail::ConvGeometry& g, const detail::ColumnTile& tile,
+            const at::Tensor& columns, detail::ColumnLayout layout) {
+  launch_im2col(DeviceLauncher{}, images, g, tile, columns, layout);
 }
 
-void col2im(const at::Tensor& columns, detail::ColumnLayout layout, const detail::ConvGeometry& g,
-            const at::Tensor& images) {
-  launch_col2im(DeviceLauncher{}, columns, layout, g, images);
+void col2im(const at::Tensor& columns, detail::ColumnLayout layout, const detail::ColumnTile& tile,
+            const detail::ConvGeometry& g, const at::Tensor& images) {
+  launch_col2im(DeviceLauncher{}, columns, layout, tile, g, images);
 }
 
 } // namespace myconv::cuda

@@ -125,10 +125,17 @@ Divisors<Index> make_divisors(const G& g) {
 
 // A launch's `batch` (C, D, H, W) images, the sliding window over them and
 // where their column matrix lives: column entry (b, row, position) at
-// b * batch_stride + row * row_stride + position, rows ordered (c, kd, kh,
-// kw), positions (od, oh, ow). Images side by side (batch_stride <
-// row_stride: a row holds every image's positions, the convolution's tile
-// layout) or one matrix each (the im2col op's layout). 1-D and 2-D images have unit leading sizes (depth 1, kernel_d 1, ...).
+// b * batch_stride + row * row_stride + position * col_stride, positions
+// (od, oh, ow).
+//  - Channels-first images (N, C, D, H, W): rows ordered (c, kd, kh, kw),
+//    col_stride 1; images side by side (batch_stride < row_stride: a row
+//    holds every image's positions, the convolution's tile layout) or one
+//    matrix each (the im2col op's layout).
+//  - Channels-last images (N, D, H, W, C), `channels_last`: rows ordered
+//    (kd, kh, kw, c), the convolution's (positions, rows) tiles (row_stride
+//    1, col_stride the rows); the columns hold `channels` of the images'
+//    image_channels, from channel0 on (a group's).
+// 1-D and 2-D images have unit leading sizes (depth 1, kernel_d 1, ...).
 // out_d / out_h / out_w may be fewer than the window's positions (a
 // transposed convolution's output_padding): the missing positions do not
 // exist.
@@ -137,8 +144,10 @@ struct Geom {
   int64_t kernel_d = 1, kernel_h = 1, kernel_w = 1, stride_d = 1, stride_h = 1, stride_w = 1;
   int64_t pad_d = 0, pad_h = 0, pad_w = 0, dilation_d = 1, dilation_h = 1, dilation_w = 1;
   int64_t out_d = 0, out_h = 0, out_w = 0;
-  int64_t batch_stride = 0, row_stride = 0;
+  int64_t batch_stride = 0, row_stride = 0, col_stride = 1;
   int64_t batch = 0;
+  bool channels_last = false;
+  int64_t image_channels = 0, channel0 = 0;  // channels-last: the images' channels, the columns' first
   // im2col's element order: (c, b, positions) when the images lie side by
   // side in each row, else (b, c, positions). Side by side, consecutive
   // elements are consecutive entries of one row, across images, and each row
@@ -177,7 +186,7 @@ inline Geom with_divisors(Geom g) {
                              g.width + 2 * g.pad_w + g.stride_w};
   g.narrow_sizes = std::all_of(std::begin(extents), std::end(extents), [](int64_t v) { return v < kNarrow; });
   // (one image too: its padded rows then get idle elements to their alignment)
-  g.images_side_by_side = g.batch_stride < g.row_stride;
+  g.images_side_by_side = !g.channels_last && g.batch_stride < g.row_stride;
   const int64_t row_entries = g.batch * g.out_d * g.out_h * g.out_w;
   int64_t align = 1;  // the largest power of two up to 32 that divides the row stride
   while (align < 32 && g.row_stride % (2 * align) == 0) {
@@ -200,11 +209,13 @@ inline bool narrow_launch(const Geom& g, int64_t elements) {
 
 // Elements (threads' work items) of each kernel over the launch's images.
 MYCONV_HOST_DEVICE inline int64_t im2col_elements(const Geom& g) {
-  // one per (b, c, od, oh, ow); side by side, the rows' idle elements too
+  // one per (b, c, od, oh, ow) (channels-last: (b, od, oh, ow, c)); side by
+  // side, the rows' idle elements too
   return g.images_side_by_side ? g.channels * g.row_threads : g.batch * g.channels * g.out_d * g.out_h * g.out_w;
 }
 MYCONV_HOST_DEVICE inline int64_t col2im_elements(const Geom& g) {
-  return g.batch * g.channels * g.depth * g.height * g.width;  // one per image element (b, c, d, h, w)
+  // one per image element (b, c, d, h, w) of the columns' channels (channels-last: (b, d, h, w, c))
+  return g.batch * g.channels * g.depth * g.height * g.width;
 }
 
 // ---- per-element work ----------------------------------------------------------------
@@ -216,8 +227,16 @@ MYCONV_HOST_DEVICE inline int64_t col2im_elements(const Geom& g) {
 // consecutive entries of a row, across images too where they lie side by
 // side (coalesced: a warp's stores fill whole sectors where rows start on
 // one, see the column buffers' row stride in csrc/conv_plan.h).
+// Channels-last images: im2col_channels_last_element.
+template <typename Index, typename Access>
+MYCONV_HOST_DEVICE inline void im2col_channels_last_element(const Geom& g, int64_t i, Access& io);
+
 template <typename Index = int64_t, typename Access>
 MYCONV_HOST_DEVICE inline void im2col_element(const Geom& g, int64_t i, Access& io) {
+  if (g.channels_last) {  // (the same for every thread of a launch)
+    im2col_channels_last_element<Index>(g, i, io);
+    return;
+  }
   const Divisors<Index>& dv = g.divisors<Index>();
   Index ow, oh, od, b, c, q;
   if (g.images_side_by_side) {
@@ -251,6 +270,42 @@ MYCONV_HOST_DEVICE inline void im2col_element(const Geom& g, int64_t i, Access& 
         const int64_t iw = iw0 + kw * g.dilation_w;
         io.copy(dst, rows_inside && iw >= 0 && iw < g.width ? row + iw : -1);
         dst += g.row_stride;
+      }
+    }
+  }
+}
+
+// Channels-last im2col element i = (b, od, oh, ow, c), channel c of the
+// columns' ones: writes that position's column entries of channel c, tap by
+// tap in (kd, kh, kw) order (row (kd, kh, kw, c)), io.copy(column, image),
+// image -1 where the tap lies in the padding. Consecutive threads take
+// consecutive channels: they read a run of a pixel's channels and write a
+// run of a row of the (positions, rows) tile, both coalesced.
+template <typename Index, typename Access>
+MYCONV_HOST_DEVICE inline void im2col_channels_last_element(const Geom& g, int64_t i, Access& io) {
+  const Divisors<Index>& dv = g.divisors<Index>();
+  Index c, ow, oh, od;
+  Index q = dv.channels.divmod(static_cast<Index>(i), c);
+  q = dv.out_w.divmod(q, ow);
+  q = dv.out_h.divmod(q, oh);
+  const int64_t b = dv.out_d.divmod(q, od);
+  const int64_t image = b * g.depth * g.height * g.width * g.image_channels + g.channel0 + c;  // pixel 0
+  int64_t dst = b * g.batch_stride + ((static_cast<int64_t>(od) * g.out_h + oh) * g.out_w + ow) * g.col_stride +
+                static_cast<int64_t>(c) * g.row_stride;
+  const int64_t tap_step = g.channels * g.row_stride;
+  const int64_t id0 = static_cast<int64_t>(od) * g.stride_d - g.pad_d;
+  const int64_t ih0 = static_cast<int64_t>(oh) * g.stride_h - g.pad_h;
+  const int64_t iw0 = static_cast<int64_t>(ow) * g.stride_w - g.pad_w;
+  for (int64_t kd = 0; kd < g.kernel_d; ++kd) {
+    const int64_t id = id0 + kd * g.dilation_d;
+    for (int64_t kh = 0; kh < g.kernel_h; ++kh) {
+      const int64_t ih = ih0 + kh * g.dilation_h;
+      const bool rows_inside = id >= 0 && id < g.depth && ih >= 0 && ih < g.height;
+      const int64_t row = (id * g.height + ih) * g.width;
+      for (int64_t kw = 0; kw < g.kernel_w; ++kw) {
+        const int64_t iw = iw0 + kw * g.dilation_w;
+        io.copy(dst, rows_inside && iw >= 0 && iw < g.width ? image + (row + iw) * g.image_channels : -1);
+        dst += tap_step;
       }
     }
   }
@@ -319,8 +374,16 @@ MYCONV_HOST_DEVICE inline void for_each_reader(const AxisReaders& r, int64_t ker
 // accumulator (float for reduced precision), then stores it at i. No
 // atomics: the result is bitwise reproducible. Only the positions whose
 // window reaches the element are visited (AxisReaders).
+// Channels-last images: col2im_channels_last_element.
+template <typename Index, typename Access>
+MYCONV_HOST_DEVICE inline void col2im_channels_last_element(const Geom& g, int64_t i, Access& io);
+
 template <typename Index = int64_t, typename Access>
 MYCONV_HOST_DEVICE inline void col2im_element(const Geom& g, int64_t i, Access& io) {
+  if (g.channels_last) {  // (the same for every thread of a launch)
+    col2im_channels_last_element<Index>(g, i, io);
+    return;
+  }
   const Divisors<Index>& dv = g.divisors<Index>();
   Index w, h, d, c;
   Index q = dv.width.divmod(static_cast<Index>(i), w);
@@ -342,6 +405,38 @@ MYCONV_HOST_DEVICE inline void col2im_element(const Geom& g, int64_t i, Access& 
     });
   });
   io.store(i, sum);
+}
+
+// Channels-last col2im element i = (b, d, h, w, c), channel c of the
+// columns' ones: the same gather as col2im_element (the taps that read the
+// element, in (kd, kh, kw) order, summed in io's accumulator), stored at the
+// image element (b, d, h, w, channel0 + c). Consecutive threads take
+// consecutive channels: coalesced reads of the tile's rows, coalesced stores.
+template <typename Index, typename Access>
+MYCONV_HOST_DEVICE inline void col2im_channels_last_element(const Geom& g, int64_t i, Access& io) {
+  const Divisors<Index>& dv = g.divisors<Index>();
+  Index c, w, h, d;
+  Index q = dv.channels.divmod(static_cast<Index>(i), c);
+  q = dv.width.divmod(q, w);
+  q = dv.height.divmod(q, h);
+  const int64_t b = dv.depth.divmod(q, d);
+  const AxisReaders rd = axis_readers(d, g.pad_d, g.kernel_d, g.dilation_d, g.out_d, dv.stride_d);
+  const AxisReaders rh = axis_readers(h, g.pad_h, g.kernel_h, g.dilation_h, g.out_h, dv.stride_h);
+  const AxisReaders rw = axis_readers(w, g.pad_w, g.kernel_w, g.dilation_w, g.out_w, dv.stride_w);
+  const int64_t src = b * g.batch_stride + static_cast<int64_t>(c) * g.row_stride;
+  const int64_t tap_step = g.channels * g.row_stride;
+  auto sum = io.zero_sum();
+  for_each_reader(rd, g.kernel_d, g.out_d, dv.stride_d, dv.dilation_d, [&](int64_t kd, int64_t od) {
+    for_each_reader(rh, g.kernel_h, g.out_h, dv.stride_h, dv.dilation_h, [&](int64_t kh, int64_t oh) {
+      const int64_t tap0 = (kd * g.kernel_h + kh) * g.kernel_w;
+      const int64_t position0 = (od * g.out_h + oh) * g.out_w;
+      for_each_reader(rw, g.kernel_w, g.out_w, dv.stride_w, dv.dilation_w, [&](int64_t kw, int64_t ow) {
+        io.add(sum, src + (tap0 + kw) * tap_step + (position0 + ow) * g.col_stride);
+      });
+    });
+  });
+  const int64_t pixel = ((b * g.depth + d) * g.height + h) * g.width + w;
+  io.store(pixel * g.image_channels + g.channel0 + c, sum);
 }
 
 // ---- the memory access of the real kernels -------------------------------------------

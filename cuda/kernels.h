@@ -19,22 +19,39 @@
 
 namespace myconv::cuda {
 
-// The kernels' plain-integer geometry of `batch` images' whole-image column matrix.
+// The kernels' plain-integer geometry of `batch` images' whole-image column
+// matrix for the tile's channels (channels-first: all of them).
+inline Geom make_geom(const detail::ConvGeometry& g, detail::ColumnLayout layout, int64_t batch,
+                      const detail::ColumnTile& tile) {
+  Geom k;
+  k.channels = layout.channels_last ? tile.channels() : g.channels;
+  k.depth = g.depth, k.height = g.height, k.width = g.width;
+  k.kernel_d = g.kernel_d, k.kernel_h = g.kernel_h, k.kernel_w = g.kernel_w;
+  k.stride_d = g.stride_d, k.stride_h = g.stride_h, k.stride_w = g.stride_w;
+  k.pad_d = g.pad_d, k.pad_h = g.pad_h, k.pad_w = g.pad_w;
+  k.dilation_d = g.dilation_d, k.dilation_h = g.dilation_h, k.dilation_w = g.dilation_w;
+  k.out_d = g.out_d, k.out_h = g.out_h, k.out_w = g.out_w;
+  k.batch_stride = layout.batch_stride, k.row_stride = layout.row_stride, k.col_stride = layout.col_stride;
+  k.batch = batch;
+  k.channels_last = layout.channels_last;
+  k.image_channels = g.channels;
+  k.channel0 = layout.channels_last ? tile.c_begin : 0;
+  return with_divisors(k);
+}
 inline Geom make_geom(const detail::ConvGeometry& g, detail::ColumnLayout layout, int64_t batch) {
-  return with_divisors({g.channels,   g.depth,      g.height,  g.width,  g.kernel_d, g.kernel_h,          g.kernel_w,
-                        g.stride_d,   g.stride_h,   g.stride_w, g.pad_d, g.pad_h,    g.pad_w,             g.dilation_d,
-                        g.dilation_h, g.dilation_w, g.out_d,   g.out_h,  g.out_w,    layout.batch_stride,
-                        layout.row_stride, batch});
+  return make_geom(g, layout, batch, detail::ColumnTile::whole(g));
 }
 
 #define MYCONV_CUDA_DISPATCH(TYPE, NAME, ...) \
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, TYPE, NAME, __VA_ARGS__)
 
-// columns <- im2col(images); images: contiguous (B, C, D, H, W).
+// columns <- im2col(images) for the tile's channels (channels-first: all of
+// them) and all positions; images: (B, C, D, H, W), contiguous, or
+// channels-last contiguous with a channels-last layout.
 template <typename Launcher>
 void launch_im2col(const Launcher& launcher, const at::Tensor& images, const detail::ConvGeometry& g,
-                   const at::Tensor& columns, detail::ColumnLayout layout) {
-  const Geom geom = make_geom(g, layout, images.size(0));
+                   const detail::ColumnTile& tile, const at::Tensor& columns, detail::ColumnLayout layout) {
+  const Geom geom = make_geom(g, layout, images.size(0), tile);
   const int64_t total = im2col_elements(geom);
   if (total == 0) {
     return;
@@ -49,13 +66,14 @@ void launch_im2col(const Launcher& launcher, const at::Tensor& images, const det
   });
 }
 
-// images <- col2im(columns); a gather: each image element sums its own column
-// entries in (kd, kh, kw) order, in float for reduced precision. No atomics,
-// so the result is bitwise reproducible.
+// images <- col2im(columns) for the tile's channels (the other channels are
+// left alone); a gather: each image element sums its own column entries in
+// (kd, kh, kw) order, in float for reduced precision. No atomics, so the
+// result is bitwise reproducible.
 template <typename Launcher>
 void launch_col2im(const Launcher& launcher, const at::Tensor& columns, detail::ColumnLayout layout,
-                   const detail::ConvGeometry& g, const at::Tensor& images) {
-  const Geom geom = make_geom(g, layout, images.size(0));
+                   const detail::ColumnTile& tile, const detail::ConvGeometry& g, const at::Tensor& images) {
+  const Geom geom = make_geom(g, layout, images.size(0), tile);
   const int64_t total = col2im_elements(geom);
   if (total == 0) {
     return;
@@ -72,9 +90,9 @@ void launch_col2im(const Launcher& launcher, const at::Tensor& columns, detail::
 
 // The device's launches (cuda/im2col.cu), on PyTorch's current stream of the
 // current device.
-void im2col(const at::Tensor& images, const detail::ConvGeometry& g, const at::Tensor& columns,
-            detail::ColumnLayout layout);
-void col2im(const at::Tensor& columns, detail::ColumnLayout layout, const detail::ConvGeometry& g,
-            const at::Tensor& images);
+void im2col(const at::Tensor& images, const detail::ConvGeometry& g, const detail::ColumnTile& tile,
+            const at::Tensor& columns, detail::ColumnLayout layout);
+void col2im(const at::Tensor& columns, detail::ColumnLayout layout, const detail::ColumnTile& tile,
+            const detail::ConvGeometry& g, const at::Tensor& images);
 
 } // namespace myconv::cuda

@@ -212,7 +212,7 @@ TEST(CudaIm2col, MatchesTheReferenceTheCpuBackendAndUnfoldOnTheHost) {
       const at::Tensor x = as_5d(at::randn(c.input, f64()));
       const at::Tensor buffer = at::full({buffer_elements(layout, n, g)}, NAN, f64());
       const auto [cl, view] = layout_of(layout, buffer, n, g);
-      myconv::cuda::launch_im2col(HostLauncher{}, x, g, buffer, cl);
+      myconv::cuda::launch_im2col(HostLauncher{}, x, g, ColumnTile::whole(g), buffer, cl);
       EXPECT_TRUE(at::equal(view, im2col_reference(x, g))) << describe(c);
       // nothing written between the rows
       EXPECT_EQ(at::isnan(buffer).sum().item<int64_t>(), buffer.numel() - view.numel()) << describe(c);
@@ -236,7 +236,7 @@ TEST(CudaCol2im, MatchesTheReferenceTheCpuBackendAndFoldOnTheHost) {
       const at::Tensor buffer = at::randn({buffer_elements(layout, n, g)}, f64());
       const auto [cl, view] = layout_of(layout, buffer, n, g);
       const at::Tensor images = at::full({n, g.channels, g.depth, g.height, g.width}, NAN, f64());
-      myconv::cuda::launch_col2im(HostLauncher{}, buffer, cl, g, images);
+      myconv::cuda::launch_col2im(HostLauncher{}, buffer, cl, ColumnTile::whole(g), g, images);
       EXPECT_CLOSE(images, col2im_reference(view.contiguous(), g), 1e-15) << describe(c);
       // the CPU backend's kernel: the same sums in the same (kd, kh, kw) order, the same bits
       const at::Tensor cpu = at::full_like(images, NAN);
@@ -260,7 +260,7 @@ TEST(CudaCol2im, ReducedPrecisionSumsInFloat) {
     for (const auto dtype : {at::kHalf, at::kBFloat16, at::kFloat}) {
       const at::Tensor cols = at::randn({n, g.rows(), g.cols()}, f64()).to(dtype);
       const at::Tensor images = at::empty({n, g.channels, g.depth, g.height, g.width}, cols.options());
-      myconv::cuda::launch_col2im(HostLauncher{}, cols, cl, g, images);
+      myconv::cuda::launch_col2im(HostLauncher{}, cols, cl, ColumnTile::whole(g), g, images);
       // the CPU backend's sums: float, in (kd, kh, kw) order, rounded once
       const at::Tensor cpu = at::empty_like(images);
       myconv::detail::col2im_cpu(cols, cl, ColumnTile::whole(g), g, cpu, /*accumulate=*/false);
@@ -268,7 +268,7 @@ TEST(CudaCol2im, ReducedPrecisionSumsInFloat) {
       EXPECT_CLOSE(images, col2im_reference(cols.to(at::kDouble), g), dtype == at::kFloat ? 1e-6 : 1e-2);
       const at::Tensor x = at::randn({n, g.channels, g.depth, g.height, g.width}, f64()).to(dtype);
       const at::Tensor out = at::empty({n, g.rows(), g.cols()}, x.options());
-      myconv::cuda::launch_im2col(HostLauncher{}, x, g, out, cl);
+      myconv::cuda::launch_im2col(HostLauncher{}, x, g, ColumnTile::whole(g), out, cl);
       EXPECT_TRUE(at::equal(out, im2col_reference(x.to(at::kDouble), g).to(dtype))) << dtype;
     }
   }
@@ -668,6 +668,300 @@ TEST(CudaKernels, StoresOfStrideOneLayersFillWholeSectors) {
   EXPECT_EQ(myconv::detail::column_row_stride(t, 588, 4), 592);
   EXPECT_EQ(myconv::detail::column_row_stride(t, 588, 2), 592);
   EXPECT_EQ(myconv::detail::column_row_stride(t, 590, 8), 592);
+}
+
+}  // namespace
+
+// ---- channels-last columns ------------------------------------------------------------
+// The convolution's channels-last tiles: channels-last (N, D, H, W, C) images,
+// a (positions, rows) matrix per image, rows (kd, kh, kw, c) over the tile's
+// run of channels [c0, c1) (all of them, or a group's).
+
+namespace {
+
+struct ChannelRun {
+  int64_t c0, c1;
+  int64_t count() const { return c1 - c0; }
+};
+
+// The runs of channels a case's tiles take: all, and where there are enough,
+// a run from the second channel on and one in the middle.
+std::vector<ChannelRun> channel_runs(int64_t channels) {
+  std::vector<ChannelRun> runs = {{0, channels}};
+  if (channels >= 2) {
+    runs.push_back({1, channels});
+  }
+  if (channels >= 3) {
+    runs.push_back({1, channels - 1});
+  }
+  return runs;
+}
+
+ColumnLayout channels_last_layout(const ConvGeometry& g, const ChannelRun& run) {
+  const int64_t rows = run.count() * g.taps();
+  return {g.cols() * rows, 1, rows, /*channels_last=*/true};
+}
+
+ColumnTile channels_last_tile(const ConvGeometry& g, const ChannelRun& run) {
+  return {0, g.cols(), run.c0, run.c1};
+}
+
+// (N, C, *spatial) images as channels-last 5-D tensors.
+at::Tensor channels_last_images(const at::Tensor& t) {
+  return as_5d(t).contiguous(at::MemoryFormat::ChannelsLast3d);
+}
+
+std::string describe(const Case& c, const ChannelRun& run) {
+  return describe(c) + " channels [" + std::to_string(run.c0) + ", " + std::to_string(run.c1) + ")";
+}
+
+TEST(CudaChannelsLast, Im2colAndCol2imMatchTheReferenceAndTheCpuBackend) {
+  for (const auto& c : kCases) {
+    const ConvGeometry g = geometry(c);
+    const int64_t n = c.input[0], C = g.channels, L = g.cols(), taps = g.taps();
+    for (const ChannelRun& run : channel_runs(C)) {
+      const ColumnLayout layout = channels_last_layout(g, run);
+      const ColumnTile tile = channels_last_tile(g, run);
+      const int64_t nc = run.count();
+
+      // im2col: the reference's rows of the run's channels, as (positions, (tap, c)) per image
+      const at::Tensor x = channels_last_images(at::randn(c.input, f64()));
+      const at::Tensor columns = at::full({n * L * nc * taps}, NAN, f64());
+      myconv::cuda::launch_im2col(HostLauncher{}, x, g, tile, columns, layout);
+      const at::Tensor want =
+          im2col_reference(x.contiguous(), g).view({n, C, taps, L}).narrow(1, run.c0, nc).permute({0, 3, 2, 1});
+      EXPECT_TRUE(at::equal(columns.view({n, L, taps, nc}), want)) << describe(c, run);
+      const at::Tensor cpu_columns = at::full_like(columns, NAN);
+      myconv::detail::im2col_cpu(x, g, tile, cpu_columns, layout);
+      EXPECT_TRUE(at::equal(columns, cpu_columns)) << describe(c, run);
+
+      // col2im: the reference's sums for the run's channels; the other channels untouched
+      const at::Tensor cols = at::randn({n * L * nc * taps}, f64());
+      const at::Tensor images = channels_last_images(at::full(c.input, NAN, f64()));
+      myconv::cuda::launch_col2im(HostLauncher{}, cols, layout, tile, g, images);
+      const at::Tensor first = at::zeros({n, C, taps, L}, f64());
+      first.narrow(1, run.c0, nc).copy_(cols.view({n, L, taps, nc}).permute({0, 3, 2, 1}));
+      const at::Tensor expected = col2im_reference(first.view({n, C * taps, L}), g);
+      EXPECT_CLOSE(images.narrow(1, run.c0, nc), expected.narrow(1, run.c0, nc), 1e-15) << describe(c, run);
+      EXPECT_EQ(at::isnan(images).sum().item<int64_t>(), images.numel() / std::max<int64_t>(C, 1) * (C - nc))
+          << describe(c, run);
+      // the CPU backend's channels-last col2im adds position by position (the
+      // kernel: tap by tap), so the same sums up to rounding
+      const at::Tensor cpu_images = at::full_like(images, NAN);
+      myconv::detail::col2im_cpu(cols, layout, tile, g, cpu_images, /*accumulate=*/false);
+      EXPECT_CLOSE(images.narrow(1, run.c0, nc), cpu_images.narrow(1, run.c0, nc), 1e-15) << describe(c, run);
+    }
+  }
+  // float16 / bfloat16 sum in float and round once
+  const Case c{{2, 5, 9, 8}, {3, 3}, {1, 1}, {1, 1}, {1, 1}};
+  const ConvGeometry g = geometry(c);
+  const ChannelRun run{1, 4};
+  for (const auto dtype : {at::kHalf, at::kBFloat16, at::kFloat}) {
+    const at::Tensor cols = at::randn({2 * g.cols() * 3 * g.taps()}, f64()).to(dtype);
+    const at::Tensor images = channels_last_images(at::zeros(c.input, cols.options()));
+    myconv::cuda::launch_col2im(HostLauncher{}, cols, channels_last_layout(g, run), channels_last_tile(g, run), g,
+                                images);
+    const at::Tensor wide = channels_last_images(at::zeros(c.input, f64()));
+    myconv::cuda::launch_col2im(HostLauncher{}, cols.to(at::kDouble), channels_last_layout(g, run),
+                                channels_last_tile(g, run), g, wide);
+    // rounded once from a float sum: within half an ulp of the dtype, plus float's own error
+    EXPECT_TRUE(at::equal(images, wide.to(dtype)) || dtype == at::kFloat) << dtype;
+    EXPECT_CLOSE(images.to(at::kDouble), wide, dtype == at::kFloat ? 1e-6 : 1e-2) << dtype;
+  }
+}
+
+TEST(CudaChannelsLast, Im2colWritesEachEntryOnceAndCol2imGathersExactlyTheTapsThatReadAnElement) {
+  std::mt19937_64 rng(11);
+  for (const auto& c : kCases) {
+    const ConvGeometry g = geometry(c);
+    const int64_t n = c.input[0], C = g.channels, L = g.cols(), taps = g.taps();
+    for (const ChannelRun& run : channel_runs(C)) {
+      const ColumnLayout layout = channels_last_layout(g, run);
+      const Geom geom = myconv::cuda::make_geom(g, layout, n, channels_last_tile(g, run));
+      const int64_t nc = run.count(), entries = n * L * nc * taps, pixels = n * C * g.pixels();
+      // each entry copies the element its tap reads (channels-last offsets), or a padding zero
+      std::vector<int64_t> expected(entries, -1);
+      for_each_tap(g, n, [&](int64_t b, int64_t ch, int64_t pixel, int64_t row, int64_t col) {
+        if (ch >= run.c0 && ch < run.c1) {
+          const int64_t tap = row % taps;
+          expected[b * layout.batch_stride + col * layout.col_stride + (tap * nc + ch - run.c0) * layout.row_stride] =
+              (b * g.pixels() + pixel) * C + ch;
+        }
+      });
+      for (const bool narrow : {false, true}) {
+        std::vector<int32_t> writes(entries, 0);
+        std::vector<int64_t> source(entries, -2);
+        TraceIm2col trace{entries, pixels, writes.data(), source.data()};
+        if (narrow) {
+          ASSERT_TRUE(n == 0 || myconv::cuda::narrow_launch(geom, myconv::cuda::im2col_elements(geom)));
+          run_grid<myconv::cuda::Im2colWork<uint32_t>>(myconv::cuda::im2col_elements(geom), geom, trace);
+        } else {
+          run_grid<myconv::cuda::Im2colWork<>>(myconv::cuda::im2col_elements(geom), geom, trace);
+        }
+        EXPECT_TRUE(std::all_of(writes.begin(), writes.end(), [](int32_t w) { return w == 1; }))
+            << describe(c, run);
+        EXPECT_TRUE(source == expected) << describe(c, run);
+      }
+      // col2im: every element of the run's channels gathers exactly the entries whose tap read it,
+      // and is stored once; the other channels' elements are not stored
+      std::vector<uint64_t> hash(entries);
+      std::vector<Gathered> want(pixels);
+      std::vector<int32_t> want_stores(pixels, 0);
+      for (int64_t e = 0; e < entries; ++e) {
+        hash[e] = rng();
+        if (expected[e] >= 0) {
+          want[expected[e]].hash += hash[e];
+          ++want[expected[e]].count;
+        }
+      }
+      for (int64_t q = 0; q < pixels; ++q) {
+        want_stores[q] = q % std::max<int64_t>(C, 1) >= run.c0 && q % std::max<int64_t>(C, 1) < run.c1;
+      }
+      for (const bool narrow : {false, true}) {
+        std::vector<Gathered> got(pixels);
+        std::vector<int32_t> stores(pixels, 0);
+        TraceCol2im trace{entries, pixels, hash.data(), got.data(), stores.data()};
+        if (narrow) {
+          run_grid<myconv::cuda::Col2imWork<uint32_t>>(myconv::cuda::col2im_elements(geom), geom, trace);
+        } else {
+          run_grid<myconv::cuda::Col2imWork<>>(myconv::cuda::col2im_elements(geom), geom, trace);
+        }
+        EXPECT_TRUE(stores == want_stores) << describe(c, run);
+        EXPECT_TRUE(got == want) << "col2im gathered other entries than the taps that read, " << describe(c, run);
+      }
+    }
+  }
+}
+
+TEST(CudaChannelsLast, ThirtyTwoBitIndexArithmeticDoesExactlyTheSixtyFourBitWork) {
+  for (const auto& c : kCases) {
+    const ConvGeometry g = geometry(c);
+    const int64_t n = c.input[0];
+    if (n == 0) {
+      continue;
+    }
+    for (const ChannelRun& run : channel_runs(g.channels)) {
+      const Geom geom = myconv::cuda::make_geom(g, channels_last_layout(g, run), n, channels_last_tile(g, run));
+      ASSERT_TRUE(geom.narrow_sizes && geom.channels_last && !geom.images_side_by_side);
+      for (int64_t i = 0; i < myconv::cuda::im2col_elements(geom); ++i) {
+        std::vector<int64_t> wide, narrow;
+        RecordAll w{&wide}, r{&narrow};
+        myconv::cuda::im2col_element<int64_t>(geom, i, w);
+        myconv::cuda::im2col_element<uint32_t>(geom, i, r);
+        ASSERT_EQ(wide, narrow) << "im2col element " << i << ", " << describe(c, run);
+      }
+      for (int64_t i = 0; i < myconv::cuda::col2im_elements(geom); ++i) {
+        std::vector<int64_t> wide, narrow;
+        RecordAll w{&wide}, r{&narrow};
+        myconv::cuda::col2im_element<int64_t>(geom, i, w);
+        myconv::cuda::col2im_element<uint32_t>(geom, i, r);
+        ASSERT_EQ(wide, narrow) << "col2im element " << i << ", " << describe(c, run);
+      }
+    }
+  }
+}
+
+// Sampled elements of channels-last problems too large to allocate (3 taps,
+// stride 1, padding 1 along each axis: a position per pixel), every offset
+// checked in 128-bit arithmetic.
+void check_large_channels_last(int64_t N, int64_t C, std::vector<int64_t> size) {
+  const int64_t dims = static_cast<int64_t>(size.size());
+  const std::vector<int64_t> three(dims, 3), one(dims, 1);
+  const ConvGeometry g(C, size, three, one, one, one);
+  const ChannelRun run{0, C};
+  const ColumnLayout layout = channels_last_layout(g, run);
+  const Geom geom = myconv::cuda::make_geom(g, layout, N, channels_last_tile(g, run));
+  const int64_t D = g.depth, H = g.height, W = g.width, L = g.cols(), rows = g.rows();
+  const int64_t K[3] = {g.kernel_d, g.kernel_h, g.kernel_w}, P[3] = {g.pad_d, g.pad_h, g.pad_w};
+  const int64_t extent[3] = {D, H, W};
+  const int64_t total = myconv::cuda::im2col_elements(geom);
+  ASSERT_EQ(static_cast<i128>(total), static_cast<i128>(N) * C * L);
+  ASSERT_EQ(myconv::cuda::col2im_elements(geom), total);
+  ASSERT_GT(total, int64_t{1} << 32);
+  ASSERT_FALSE(myconv::cuda::narrow_launch(geom, total));
+  const std::vector<int64_t> samples = {0, (int64_t{1} << 31) - 1, int64_t{1} << 31, (int64_t{1} << 32) + 12345,
+                                        C * L - 1, C * L + C * (W + 1) + 2, total - 1};
+  for (const int64_t i : samples) {
+    // element i: channel c of pixel (and position) `at` of image b
+    const int64_t c = i % C, pixel = i / C % L, b = i / (C * L);
+    const int64_t at[3] = {pixel / (H * W), pixel / W % H, pixel % W};
+    std::vector<std::pair<int64_t, int64_t>> copies;
+    RecordOffsets record{&copies, nullptr, nullptr};
+    myconv::cuda::im2col_element(geom, i, record);
+    ASSERT_EQ(static_cast<int64_t>(copies.size()), g.taps());
+    std::vector<int64_t> want_gathered;
+    int64_t t = 0;
+    for (int64_t kd = 0; kd < K[0]; ++kd) {
+      for (int64_t kh = 0; kh < K[1]; ++kh) {
+        for (int64_t kw = 0; kw < K[2]; ++kw, ++t) {
+          const int64_t tap[3] = {kd, kh, kw};
+          const i128 column = static_cast<i128>(b) * L * rows + static_cast<i128>(pixel) * rows + t * C + c;
+          bool inside = true, reads = true;
+          i128 source = b, reader = 0;
+          for (int a = 0; a < 3; ++a) {
+            const int64_t in = at[a] - P[a] + tap[a], out = at[a] + P[a] - tap[a];
+            inside = inside && in >= 0 && in < extent[a];
+            reads = reads && out >= 0 && out < extent[a];
+            source = source * extent[a] + in;
+            reader = reader * extent[a] + out;
+          }
+          EXPECT_EQ(static_cast<i128>(copies[t].first), column) << "element " << i << " tap " << t;
+          EXPECT_EQ(static_cast<i128>(copies[t].second), inside ? source * C + c : -1) << "element " << i;
+          if (reads) {
+            want_gathered.push_back(static_cast<int64_t>(static_cast<i128>(b) * L * rows + reader * rows + t * C + c));
+          }
+        }
+      }
+    }
+    std::vector<int64_t> gathered;
+    int64_t stored = -1;
+    RecordOffsets io{nullptr, &gathered, &stored};
+    myconv::cuda::col2im_element(geom, i, io);
+    EXPECT_EQ(stored, i);  // channels-last images: element i is (b, pixel, c)
+    EXPECT_EQ(gathered, want_gathered) << "element " << i;
+  }
+}
+
+TEST(CudaChannelsLast, IndexArithmeticPast2To31WithoutAllocating) {
+  check_large_channels_last(2, 3, {40000, 30000});
+  check_large_channels_last(2, 64, {600, 600, 100});
+  check_large_channels_last(3, 5, {300000000});
+}
+
+TEST(CudaChannelsLast, StoresFillWholeSectorsFromEightFloatChannelsOn) {
+  // a warp takes consecutive channels of a position (im2col) or a pixel
+  // (col2im): whole sectors where a run of channels fills them
+  struct Layer {
+    const char* name;
+    int64_t n, c;
+    std::vector<int64_t> size, kernel, padding, stride;
+  };
+  const std::vector<Layer> layers = {
+      {"3x3 64ch 28x28", 2, 64, {28, 28}, {3, 3}, {1, 1}, {1, 1}},
+      {"3x3 16ch 14x14", 2, 16, {14, 14}, {3, 3}, {1, 1}, {1, 1}},
+      {"3x3/2 32ch 15x15", 2, 32, {15, 15}, {3, 3}, {1, 1}, {2, 2}},
+      {"1x1/2 64ch 14x14", 2, 64, {14, 14}, {1, 1}, {0, 0}, {2, 2}},
+      {"3-D 3x3x3 16ch 5x6x7", 2, 16, {5, 6, 7}, {3, 3, 3}, {1, 1, 1}, {1, 1, 1}},
+      {"7x7/2 3ch 32x32 (stem)", 2, 3, {32, 32}, {7, 7}, {3, 3}, {2, 2}},
+  };
+  for (const int64_t size : {4, 2}) {
+    for (const Layer& l : layers) {
+      const std::vector<int64_t> one(l.size.size(), 1);
+      const ConvGeometry g(l.c, l.size, l.kernel, l.stride, l.padding, one);
+      const ChannelRun run{0, l.c};
+      const Geom geom = myconv::cuda::make_geom(g, channels_last_layout(g, run), l.n, channels_last_tile(g, run));
+      const double im2col = store_sector_efficiency<myconv::cuda::Im2colWork<uint32_t>>(
+          geom, myconv::cuda::im2col_elements(geom), size);
+      const double col2im = store_sector_efficiency<myconv::cuda::Col2imWork<uint32_t>>(
+          geom, myconv::cuda::col2im_elements(geom), size);
+      std::cout << "  channels-last " << l.name << ", " << size << "-byte stores: im2col " << im2col << ", col2im "
+                << col2im << "\n";
+      if (l.c * size >= 32) {
+        EXPECT_GE(im2col, 0.9) << l.name;
+        EXPECT_GE(col2im, 0.9) << l.name;
+      }
+    }
+  }
 }
 
 }  // namespace
