@@ -104,10 +104,11 @@ TilePlan plan_tiles(const ConvProblem& p, const Tuning& t, int64_t element_size,
       const int64_t fill = ceil_div(t.chunk_min_positions, std::max<int64_t>(plan.L, 1));
       images = std::clamp<int64_t>(std::max(t.chunk_bytes / per_image, fill), 1, images);
     }
-    // with padded column rows (column_row_stride): the chunk's buffers within
-    // the workspace limit, and its rows' stride within BLAS's 32 bits
+    // with padded column rows (column_row_stride; channels-first columns): the
+    // chunk's buffers within the workspace limit, and its rows' stride within
+    // BLAS's 32 bits
     const auto fits = [&](int64_t n) {
-      const int64_t stride = column_row_stride(t, n * plan.L, element_size);
+      const int64_t stride = p.channels_last() ? n * plan.L : column_row_stride(t, n * plan.L, element_size);
       return (p.geom.rows() * stride + p.out_channels * n * plan.L) * element_size <= workspace_limit &&
              stride <= std::numeric_limits<int32_t>::max();
     };

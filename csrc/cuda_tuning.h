@@ -9,7 +9,8 @@
 namespace myconv::detail {
 
 // Whole-image chunks, one worker (the kernels queue on one stream), 1x1 GEMMs
-// on views (a chunk's images batched), no channels-last path; the direct
+// on views (a chunk's images batched), channels-last columns for channels-last
+// inputs; the direct
 // grouped kernels (cuda/grouped.cu) for grouped convolutions with a tiny
 // per-group K; column rows on 32 bytes.
 inline Tuning cuda_backend_tuning() {
@@ -20,6 +21,12 @@ inline Tuning cuda_backend_tuning() {
   // Not yet timed on a GPU.
   t.gemm_on_views = true;
   t.image_batched_views = true;
+  // channels-last inputs run on channels-last columns ((positions, rows)
+  // tiles, rows (kd, kh, kw, c)): no copy of the input, grad_output or the
+  // results into channels-first order, every pass a GEMM over the chunk's
+  // positions at once (no gather of grad_output), 1x1 layers without columns
+  // in every pass. Not yet timed on a GPU.
+  t.channels_last = true;
   // float16 / bfloat16 GEMMs write float32 (cublasGemmEx's C type): grad_weight
   // sums every chunk in float32, so reduced precision takes the chunks float32
   // does, not the whole batch's memory.

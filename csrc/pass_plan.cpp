@@ -122,7 +122,7 @@ void plan_forward(PassPlan& plan, const ConvProblem& p) {
   plan.column_elems = column_elements(plan, p, G, p.group_channels());
   plan.scratch_elems = plan.output_in_place ? 0 : G * mb * P;
   plan.gemm = p.channels_last() ? GemmShape{G, P, mb, K} : GemmShape{G, mb, P, K};
-  if (plan.path == Path::kGemmOnViews && !tiles.single_image_tiles()) {
+  if (plan.path == Path::kGemmOnViews && !tiles.single_image_tiles() && !p.channels_last()) {
     plan.gemm = GemmShape{G * tiles.images_per_tile, mb, p.L(), K};  // per group, a GEMM per image
   }
 
@@ -170,7 +170,7 @@ void plan_grad_input(PassPlan& plan, const ConvProblem& p) {
   plan.workers = workers_for(t.workers, plan.items, plan.worker_bytes, plan.packed_bytes, s.workspace_limit);
   const int64_t kb = widest.channels() * p.taps();
   plan.gemm = cl ? GemmShape{widest.groups(), P, kb, M} : GemmShape{widest.groups(), kb, P, M};
-  if (plan.path == Path::kGemmOnViews && !plan.tiles.single_image_tiles()) {
+  if (plan.path == Path::kGemmOnViews && !plan.tiles.single_image_tiles() && !cl) {
     plan.gemm = GemmShape{widest.groups() * plan.tiles.images_per_tile, kb, p.L(), M};  // a GEMM per image
   }
 }

@@ -77,21 +77,30 @@ int blas_int(int64_t v) {
   return static_cast<int>(v);
 }
 
-// The kernels cover whole channels-first images: tiles are chunks of whole
-// images (as many as the workspace limit allows), one pass item at a time,
-// all groups in one strided-batched GEMM.
+// The kernels cover every position of whole images: channels-first images
+// with all their channels in a tile of rows (c, kd, kh, kw); channels-last
+// ones with any run of their channels (a group's) in (positions, rows) tiles
+// of rows (kd, kh, kw, c).
 void check_whole_images(const ConvGeometry& g, const ColumnTile& tile, ColumnLayout layout,
                         const at::Tensor& images) {
-  TORCH_INTERNAL_ASSERT(tile.l_begin == 0 && tile.l_end == g.cols() && tile.c_begin == 0 &&
-                            tile.c_end == g.channels && layout.col_stride == 1 &&
-                            !layout.channels_last && images.is_contiguous(),
-                        "myconv: the CUDA im2col / col2im kernels take whole channels-first images");
+  TORCH_INTERNAL_ASSERT(tile.l_begin == 0 && tile.l_end == g.cols(),
+                        "myconv: the CUDA im2col / col2im kernels take every position of whole images");
+  if (layout.channels_last) {
+    TORCH_INTERNAL_ASSERT(images.is_contiguous(at::MemoryFormat::ChannelsLast3d) && tile.c_begin >= 0 &&
+                              tile.c_end <= g.channels,
+                          "myconv: the CUDA channels-last im2col / col2im kernels take channels-last images");
+    return;
+  }
+  TORCH_INTERNAL_ASSERT(tile.c_begin == 0 && tile.c_end == g.channels && layout.col_stride == 1 &&
+                            images.is_contiguous(),
+                        "myconv: the CUDA channels-first im2col / col2im kernels take all channels of contiguous "
+                        "images");
 }
 
 class CudaBackend final : public Backend {
  public:
   Tuning tuning(const at::Tensor&) const override {
-    // whole-image chunks, one worker, 1x1 GEMMs on views, no channels-last path; direct
+    // whole-image chunks, one worker, 1x1 GEMMs on views, channels-last columns; direct
     // grouped kernels (the CPU backend replays this plan for the tests)
     return cuda_backend_tuning();
   }
@@ -111,14 +120,14 @@ class CudaBackend final : public Backend {
   void im2col(const at::Tensor& images, const ConvGeometry& g, const ColumnTile& tile,
               const at::Tensor& columns, ColumnLayout layout) const override {
     check_whole_images(g, tile, layout, images);
-    myconv::cuda::im2col(images, g, columns, layout);
+    myconv::cuda::im2col(images, g, tile, columns, layout);
   }
 
   void col2im(const at::Tensor& columns, ColumnLayout layout, const ColumnTile& tile,
               const ConvGeometry& g, const at::Tensor& images, bool accumulate) const override {
     check_whole_images(g, tile, layout, images);
     TORCH_INTERNAL_ASSERT(!accumulate, "myconv: the CUDA col2im kernel overwrites its images");
-    myconv::cuda::col2im(columns, layout, g, images);
+    myconv::cuda::col2im(columns, layout, tile, g, images);
   }
 
   // c[i] = a[i] @ b[i] (+ c[i]) as one strided-batched GEMM, called as
@@ -139,12 +148,20 @@ class CudaBackend final : public Backend {
 
     cublasHandle_t handle = at::cuda::getCurrentCUDABlasHandle();  // on the current stream
     const Float32AccumulationGuard fp32_accumulation(handle, g.dtype == at::kHalf || g.dtype == at::kBFloat16);
-    TORCH_CUDABLAS_CHECK(cublasGemmStridedBatchedEx(
-        handle, blas_op(g.transpose_first), blas_op(g.transpose_second), blas_int(g.m),
-        blas_int(g.n), blas_int(g.k), alpha, g.first, data, blas_int(g.ld_first),
-        g.stride_first, g.second, data, blas_int(g.ld_second), g.stride_second, beta, g.result,
-        result, blas_int(g.ld_result), g.stride_result, blas_int(g.batch), compute,
-        CUBLAS_GEMM_DEFAULT));
+    // results interleaved in shared columns (a grouped channels-last output): a call per batch entry
+    const int64_t calls = g.interleaved_results ? g.batch : 1;
+    const int64_t data_size = static_cast<int64_t>(c10::elementSize(g.dtype));
+    const int64_t result_size = static_cast<int64_t>(c10::elementSize(g.result_dtype));
+    for (int64_t i = 0; i < calls; ++i) {
+      const char* first = static_cast<const char*>(g.first) + i * g.stride_first * data_size;
+      const char* second = static_cast<const char*>(g.second) + i * g.stride_second * data_size;
+      char* out = static_cast<char*>(g.result) + i * g.stride_result * result_size;
+      TORCH_CUDABLAS_CHECK(cublasGemmStridedBatchedEx(
+          handle, blas_op(g.transpose_first), blas_op(g.transpose_second), blas_int(g.m), blas_int(g.n),
+          blas_int(g.k), alpha, first, data, blas_int(g.ld_first), g.stride_first, second, data,
+          blas_int(g.ld_second), g.stride_second, beta, out, result, blas_int(g.ld_result), g.stride_result,
+          blas_int(g.batch / calls), compute, CUBLAS_GEMM_DEFAULT));
+    }
   }
 
   // Direct grouped kernels (grouped.cu): one thread per output / input

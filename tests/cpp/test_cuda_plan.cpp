@@ -9,6 +9,7 @@
 
 #include "conv_plan.h"
 #include "cuda_tuning.h"
+#include "pass_plan.h"
 
 namespace {
 
@@ -123,6 +124,62 @@ TEST(CudaPlan, WithoutChunkBytesChunksAreAsLargeAsTheWorkspaceLimitAllows) {
   t.chunk_bytes = 0;
   const ConvProblem p = problem({32, 64, 64, 56, 3});
   EXPECT_EQ(plan_tiles(p, t, 4, kLimit).images_per_tile, 32);  // 256 MiB hold the whole batch
+}
+
+TEST(CudaPlan, ChannelsLastInputsRunOnChannelsLastColumns) {
+  using myconv::detail::GemmShape;
+  using myconv::detail::Pass;
+  using myconv::detail::PassPlan;
+  using myconv::detail::Path;
+  const Tuning t = cuda_backend_tuning();
+  EXPECT_EQ(myconv::detail::choose_layout(t, true), Layout::kChannelsLast);
+  EXPECT_EQ(myconv::detail::choose_layout(t, false), Layout::kChannelsFirst);
+  const myconv::detail::PlanSettings s{kLimit, 256};
+  const auto meta = at::TensorOptions().device(at::kMeta).dtype(at::kFloat);
+  const std::vector<int64_t> one{1, 1};
+  const auto same = [](const GemmShape& a, const GemmShape& b) {
+    return a.batch == b.batch && a.m == b.m && a.n == b.n && a.k == b.k;
+  };
+  {
+    // 3x3 64 -> 64 at 56x56, batch 32: chunks of 4 images' (positions, rows) columns, no row padding, every
+    // pass one GEMM over the chunk's 12,544 positions, grad_output read in place (no gather)
+    const ConvProblem p(at::empty({32, 64, 1, 56, 56}, meta), at::empty({64, 64, 1, 3, 3}, meta),
+                        Window3d(one, one, one), 1, Layout::kChannelsLast);
+    const int64_t P = 4 * 56 * 56;
+    for (const Pass pass : {Pass::kForward, Pass::kGradInput, Pass::kGradWeight}) {
+      const PassPlan plan = myconv::detail::plan_pass(pass, p, at::kFloat, t, s);
+      EXPECT_EQ(plan.path, Path::kColumns);
+      EXPECT_EQ(plan.layout, Layout::kChannelsLast);
+      EXPECT_EQ(plan.tiles.images_per_tile, 4);
+      EXPECT_EQ(plan.column_elems, P * 64 * 9);
+      EXPECT_FALSE(plan.gather_grad_output);
+      EXPECT_EQ(plan.scratch_elems, 0);
+      EXPECT_EQ(plan.items, pass == Pass::kGradWeight ? 1 : 8);  // grad_weight: the chunks add into one sum
+      const GemmShape want = pass == Pass::kForward     ? GemmShape{1, P, 64, 576}
+                             : pass == Pass::kGradInput ? GemmShape{1, P, 576, 64}
+                                                        : GemmShape{1, 64, 576, P};
+      EXPECT_TRUE(same(plan.gemm, want)) << myconv::detail::pass_name(pass);
+    }
+    EXPECT_TRUE(myconv::detail::plan_pass(Pass::kForward, p, at::kFloat, t, s).output_in_place);
+  }
+  {
+    // 1x1 256 -> 64 at 56x56, batch 12, groups 2: no columns in any pass; each GEMM covers a chunk's
+    // positions at once, grad_weight's too
+    const std::vector<int64_t> zero{0, 0};
+    const ConvProblem p(at::empty({12, 256, 1, 56, 56}, meta), at::empty({64, 128, 1, 1, 1}, meta),
+                        Window3d(one, zero, one), 2, Layout::kChannelsLast);
+    for (const Pass pass : {Pass::kForward, Pass::kGradInput, Pass::kGradWeight}) {
+      const PassPlan plan = myconv::detail::plan_pass(pass, p, at::kFloat, t, s);
+      const int64_t P = plan.tiles.images_per_tile * 56 * 56;
+      EXPECT_EQ(plan.path, Path::kGemmOnViews) << myconv::detail::pass_name(pass);
+      EXPECT_EQ(plan.workspace_bytes(), 0) << myconv::detail::pass_name(pass);
+      const GemmShape want = pass == Pass::kForward     ? GemmShape{2, P, 32, 128}
+                             : pass == Pass::kGradInput ? GemmShape{2, P, 128, 32}
+                                                        : GemmShape{2, 32, 128, P};
+      EXPECT_TRUE(same(plan.gemm, want)) << myconv::detail::pass_name(pass) << " " << plan.gemm.batch << "x"
+                                         << plan.gemm.m << "x" << plan.gemm.n << "x" << plan.gemm.k;
+    }
+  }
 }
 
 } // namespace

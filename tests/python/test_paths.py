@@ -13,6 +13,7 @@ gradients against F.conv2d in float64, and bitwise equality across thread counts
 also each CPU GEMM engine (csrc/cpu/cpu_gemm.h) and autotuned plans (csrc/autotune.h).
 """
 import contextlib
+import math
 import threading
 
 import pytest
@@ -280,8 +281,9 @@ def test_workspace_is_used_and_reported_for_a_real_layer():
 @pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
 def test_the_cuda_backends_plan_runs_right_on_the_cpu(case, channels_last, workspace):
     # The CUDA backend's work plan (chunks of whole images, one item per pass,
-    # all groups in one batched GEMM, NCHW only) through the same composition,
-    # on the CPU kernels: the composition the GPU runs, tested without a GPU.
+    # all groups in one batched GEMM; channels-last inputs on channels-last
+    # columns) through the same composition, on the CPU kernels: the
+    # composition the GPU runs, tested without a GPU.
     x, w, b, kw = make(case, channels_last=channels_last)
     with settings(workspace=workspace), cuda_plan_on_cpu():
         check_against_reference(x, w, b, kw, 1e-11)
@@ -337,9 +339,48 @@ def test_the_cuda_plans_1x1_joins_small_images_and_batches_transposed_ones():
         assert_rel_close(myconv.conv_transpose2d(x, w), F.conv_transpose2d(x, w), 1e-12, "transposed")
 
 
+@pytest.mark.parametrize("dims, dtype, tol", [(2, torch.float64, 1e-11), (3, torch.float64, 1e-11),
+                                              (2, torch.bfloat16, 3e-2)], ids=["2d", "3d", "2d-bfloat16"])
+@pytest.mark.parametrize("chunk", [None, 2], ids=["one-chunk", "chunks-of-2"])
+def test_the_cuda_plan_runs_channels_last_inputs_on_channels_last_columns(chunk, dims, dtype, tol):
+    # channels_last (channels_last_3d) inputs on the CUDA plan: channels-last columns for the 3x3 layers
+    # (no copy of the input, grad_output or results into NCHW, grad_output read in place), none at all
+    # for 1x1 ones; results in the input's memory format, like F.convNd's. 5 images, in one chunk or in
+    # chunks of 2, 2 and 1; groups 2 with 40 channels a group (past the direct kernels' reach, the
+    # groups' outputs interleaved in each channels-last row)
+    g = torch.Generator().manual_seed(1)
+    conv = {2: (myconv.conv2d, F.conv2d), 3: (myconv.conv3d, F.conv3d)}[dims]
+    fmt = {2: torch.channels_last, 3: torch.channels_last_3d}[dims]
+    size = (9, 8) if dims == 2 else (4, 5, 6)
+    for k, pad, stride in ((3, 1, 1), (3, 1, 2), (1, 0, 1)):
+        x = torch.randn(5, 80, *size, generator=g, dtype=torch.float64).contiguous(memory_format=fmt)
+        w = torch.randn(40, 40, *(k,) * dims, generator=g, dtype=torch.float64)
+        b = torch.randn(40, generator=g, dtype=torch.float64)
+        kw = dict(padding=pad, stride=stride, groups=2)
+        cast = [t.to(dtype) for t in (x, w, b)]
+        columns = cast[0].element_size() * 40 * k ** dims  # column bytes a position takes, per group
+        workspace = chunk and 2 * 2 * (columns + 40 * cast[0].element_size()) * math.prod(
+            (s + 2 * pad - k) // stride + 1 for s in size) + 4096
+        with settings(workspace=workspace), cuda_plan_on_cpu():
+            e = myconv.explain(*cast, **kw)
+            plans = e["forward"] + e["backward"]
+            assert {p["layout"] for p in plans} == {"channels_last"}
+            assert {p["tiles"]["images_per_tile"] for p in plans} == {chunk or 5}
+            pointwise = k == 1 and stride == 1
+            assert {p["path"] for p in plans} == {"gemm_on_views" if pointwise else "columns"}
+            if pointwise:
+                assert all(p["workspace"]["total"] == 0 for p in plans)
+            ours = forward_backward(conv[0], *cast, kw)
+        assert ours[0].is_contiguous(memory_format=fmt) and ours[1].is_contiguous(memory_format=fmt)
+        ref = forward_backward(conv[1], x, w, b, kw)
+        for name, a, want in zip(("output", "grad_input", "grad_weight", "grad_bias"), ours, ref):
+            assert_rel_close(a, want, tol, f"{k}x{k}/{stride} {name}")
+
+
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
 @pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
-def test_the_cuda_backends_plan_in_bfloat16(case):
-    x, w, b, kw = make(case, torch.bfloat16)
+def test_the_cuda_backends_plan_in_bfloat16(case, channels_last):
+    x, w, b, kw = make(case, torch.bfloat16, channels_last)
     with settings(workspace=5000), cuda_plan_on_cpu():
         ours = forward_backward(myconv.conv2d, x, w, b, kw)
     ref = forward_backward(F.conv2d, x.double(), w.double(), b.double(), kw)
