@@ -9,9 +9,10 @@
 #   2. compute-sanitizer memcheck / racecheck / initcheck / synccheck over a
 #      small CUDA test run (the CUDA fuzz cases and the determinism tests),
 #   3. the host cost of a CUDA step at 1 and all CPU threads (scripts/gpu_host_cost.py),
-#   4. the GPU benchmark (python -m myconv.benchmark --device cuda),
-#   5. MYCONV_VERBOSE=2 over one forward+backward of three layers (3x3, 1x1,
-#      depthwise): each pass's plan on the GPU with its time.
+#   4. the GPU benchmark (python -m myconv.benchmark --device cuda), NCHW then
+#      channels_last (channels-last columns on the GPU),
+#   5. MYCONV_VERBOSE=2 over one forward+backward of four layers (3x3, 1x1,
+#      depthwise, 3x3 channels_last): each pass's plan on the GPU with its time.
 # Everything is logged under $OUT (or build/gpu); a summary ends the output.
 # Knobs: PYTHON (default python3), TORCH_CUDA_ARCH_LIST (default 9.0),
 #        SANITIZER_FUZZ_EXAMPLES (default 40 per tool).
@@ -85,11 +86,19 @@ cat "$out/host_cost.txt"
 note "benchmark: exit $? (benchmark_cuda.txt)"
 cat "$out/benchmark_cuda.txt"
 
+"$PY" -m myconv.benchmark --device cuda --channels-last --pass fwd+bwd --min-run-time 0.3 \
+  >"$out/benchmark_cuda_channels_last.txt" 2>&1
+note "benchmark channels_last: exit $? (benchmark_cuda_channels_last.txt)"
+cat "$out/benchmark_cuda_channels_last.txt"
+
 MYCONV_VERBOSE=2 "$PY" -c '
 import torch, myconv
-for shape, w, kw in (((8, 64, 56, 56), (64, 64, 3, 3), dict(padding=1)), ((8, 256, 56, 56), (64, 256, 1, 1), {}),
-                     ((8, 128, 28, 28), (128, 1, 3, 3), dict(padding=1, groups=128))):
-    x = torch.randn(*shape, device="cuda", requires_grad=True)
+for shape, w, kw, cl in (((8, 64, 56, 56), (64, 64, 3, 3), dict(padding=1), False),
+                         ((8, 256, 56, 56), (64, 256, 1, 1), {}, False),
+                         ((8, 128, 28, 28), (128, 1, 3, 3), dict(padding=1, groups=128), False),
+                         ((8, 64, 56, 56), (64, 64, 3, 3), dict(padding=1), True)):
+    fmt = torch.channels_last if cl else torch.contiguous_format
+    x = torch.randn(*shape, device="cuda").contiguous(memory_format=fmt).requires_grad_()
     weight = torch.randn(*w, device="cuda", requires_grad=True)
     for _ in range(3):  # the last of three calls (the first ones warm cuBLAS and the allocator)
         myconv.conv2d(x, weight, **kw).sum().backward()
