@@ -10,7 +10,8 @@
 // here. Memory is reached only through an Access object (start / zero_sum,
 // add, store), so that a host test can count writes, trace which products an
 // element sums, or record the offsets of a problem too large to allocate.
-// All index arithmetic is 64-bit.
+// Offsets are 64-bit; coordinates come from 32-bit magic-number divisions
+// (Divider<uint32_t>, as the column kernels') where the launch fits 31 bits.
 //
 // Tensors are 5-D (N, C, D, H, W) (1-D and 2-D problems with unit leading
 // sizes), all contiguous, or all channels-last contiguous (N, D, H, W, C);
@@ -39,6 +40,14 @@ namespace myconv::cuda {
 
 // ---- geometry ------------------------------------------------------------------------
 
+// The 32-bit divisors of a launch's coordinates (GroupedGeom::narrow).
+struct GroupedDivisors {
+  Divider<uint32_t> out_c, out_d, out_h, out_w;  // forward: element -> (n, o, od, oh, ow)
+  Divider<uint32_t> in_c, in_d, in_h, in_w;      // grad_input: element -> (n, c, d, h, w)
+  Divider<uint32_t> mg, cg;                      // a channel's group
+  Divider<uint32_t> stride_d, stride_h, stride_w;  // grad_input's tap walks
+};
+
 // A grouped convolution in plain integers, with the element strides of its
 // tensors in their layout. "in" tensors are (N, C_in, D, H, W): x, grad_input;
 // "out" tensors (N, C_out, OD, OH, OW): the output, grad_output. Built on the
@@ -57,9 +66,11 @@ struct GroupedGeom {
   int64_t dil_q_d, dil_r_d, dil_q_h, dil_r_h, dil_q_w, dil_r_w;
   // Every element index of the forward and grad_input launches, and every
   // input index plus its padding, fits 31 bits: their coordinates come from
-  // 32-bit divisions (several times cheaper than 64-bit ones on a GPU).
-  // Offsets are 64-bit either way.
+  // 32-bit divisions by magic numbers (`fast`; a multiply-high and a shift,
+  // several times cheaper than a hardware division on a GPU). Offsets are
+  // 64-bit either way.
   bool narrow;
+  GroupedDivisors fast;
 
   MYCONV_HOST_DEVICE int64_t taps() const { return kernel_d * kernel_h * kernel_w; }
   MYCONV_HOST_DEVICE int64_t positions() const { return out_d * out_h * out_w; }  // per image
@@ -89,7 +100,14 @@ inline GroupedGeom with_strides(GroupedGeom g) {
   const int64_t outputs = g.batch * g.out_image, inputs = g.batch * g.in_image;
   g.narrow = outputs <= kNarrow && inputs <= kNarrow && g.out_channels <= kNarrow && g.channels <= kNarrow &&
              g.depth + g.pad_d <= kNarrow && g.height + g.pad_h <= kNarrow && g.width + g.pad_w <= kNarrow &&
-             g.stride_d <= kNarrow && g.stride_h <= kNarrow && g.stride_w <= kNarrow;
+             g.stride_d <= kNarrow && g.stride_h <= kNarrow && g.stride_w <= kNarrow &&
+             g.out_d <= kNarrow && g.out_h <= kNarrow && g.out_w <= kNarrow && g.mg >= 1 && g.cg >= 1;
+  if (g.narrow) {
+    const auto d = [](int64_t v) { return Divider<uint32_t>(static_cast<uint32_t>(v < 1 ? 1 : v)); };
+    g.fast = {d(g.out_channels), d(g.out_d), d(g.out_h),    d(g.out_w),    d(g.channels),
+              d(g.depth),        d(g.height), d(g.width),   d(g.mg),       d(g.cg),
+              d(g.stride_d),     d(g.stride_h), d(g.stride_w)};
+  }
   return g;
 }
 
@@ -144,39 +162,48 @@ struct Coords {
   int64_t n, c, d, h, w;
 };
 
-// n / d and n % d in Index arithmetic (uint32_t: the caller knows both fit).
-template <typename Index>
-MYCONV_HOST_DEVICE inline Index divmod(Index& n, Index d) {
-  const Index q = n / d;
-  const Index r = n - q * d;
-  n = q;
-  return r;
-}
-
-template <typename Index>
-MYCONV_HOST_DEVICE inline Coords coords_as(int64_t index, int64_t C, int64_t D, int64_t H, int64_t W,
+// Element i of a tensor of (C, D, H, W) images in the layout's order, by the
+// divisors of C, D, H and W (Divider<uint32_t>, or Divider<int64_t>).
+template <typename Div>
+MYCONV_HOST_DEVICE inline Coords coords_by(int64_t index, const Div& C, const Div& D, const Div& H, const Div& W,
                                            bool channels_last) {
-  Index i = static_cast<Index>(index);
+  using Index = decltype(C.d);
+  Index i = static_cast<Index>(index), r = 0;
   Coords p;
   if (channels_last) {  // (n, d, h, w, c)
-    p.c = divmod<Index>(i, static_cast<Index>(C));
-    p.w = divmod<Index>(i, static_cast<Index>(W));
-    p.h = divmod<Index>(i, static_cast<Index>(H));
-    p.d = divmod<Index>(i, static_cast<Index>(D));
+    i = C.divmod(i, r), p.c = r;
+    i = W.divmod(i, r), p.w = r;
+    i = H.divmod(i, r), p.h = r;
+    i = D.divmod(i, r), p.d = r;
   } else {  // (n, c, d, h, w)
-    p.w = divmod<Index>(i, static_cast<Index>(W));
-    p.h = divmod<Index>(i, static_cast<Index>(H));
-    p.d = divmod<Index>(i, static_cast<Index>(D));
-    p.c = divmod<Index>(i, static_cast<Index>(C));
+    i = W.divmod(i, r), p.w = r;
+    i = H.divmod(i, r), p.h = r;
+    i = D.divmod(i, r), p.d = r;
+    i = C.divmod(i, r), p.c = r;
   }
   p.n = static_cast<int64_t>(i);
   return p;
 }
 
-MYCONV_HOST_DEVICE inline Coords coords_of(const GroupedGeom& g, int64_t i, int64_t C, int64_t D, int64_t H,
-                                           int64_t W) {
-  return g.narrow ? coords_as<uint32_t>(i, C, D, H, W, g.channels_last)
-                  : coords_as<int64_t>(i, C, D, H, W, g.channels_last);
+// Element i of the forward's output (out = true) or of grad_input.
+MYCONV_HOST_DEVICE inline Coords coords_of(const GroupedGeom& g, int64_t i, bool out) {
+  if (g.narrow) {
+    const GroupedDivisors& f = g.fast;
+    return out ? coords_by(i, f.out_c, f.out_d, f.out_h, f.out_w, g.channels_last)
+               : coords_by(i, f.in_c, f.in_d, f.in_h, f.in_w, g.channels_last);
+  }
+  using D64 = Divider<int64_t>;
+  return out ? coords_by(i, D64(g.out_channels), D64(g.out_d), D64(g.out_h), D64(g.out_w), g.channels_last)
+             : coords_by(i, D64(g.channels), D64(g.depth), D64(g.height), D64(g.width), g.channels_last);
+}
+
+// The group of output channel o (of input channel c: by = cg).
+MYCONV_HOST_DEVICE inline int64_t group_of(const GroupedGeom& g, int64_t channel, int64_t per_group,
+                                           const Divider<uint32_t>& fast) {
+  if (per_group == 1) {
+    return channel;
+  }
+  return g.narrow ? static_cast<int64_t>(fast.div(static_cast<uint32_t>(channel))) : channel / per_group;
 }
 
 // forward element i (output (n, o, od, oh, ow) in the layout's order, so that
@@ -187,9 +214,9 @@ MYCONV_HOST_DEVICE inline Coords coords_of(const GroupedGeom& g, int64_t i, int6
 // io.store(i, sum).
 template <typename Access>
 MYCONV_HOST_DEVICE inline void grouped_forward_element(const GroupedGeom& g, int64_t i, Access& io) {
-  const Coords p = coords_of(g, i, g.out_channels, g.out_d, g.out_h, g.out_w);
+  const Coords p = coords_of(g, i, /*out=*/true);
   const int64_t o = p.c;
-  const int64_t group = g.mg == 1 ? o : o / g.mg;
+  const int64_t group = group_of(g, o, g.mg, g.fast.mg);
   const int64_t kk = g.taps();
   const int64_t x0 = p.n * g.in_image + group * g.cg * g.in_channel;
   const int64_t w0 = o * g.cg * kk;
@@ -241,10 +268,11 @@ struct TapWalk {
   int64_t q, r;  // offset = q * stride + r, 0 <= r < stride (q < 0: offset < 0)
 };
 
-MYCONV_HOST_DEVICE inline TapWalk tap_walk(int64_t x, int64_t pad, int64_t stride, bool narrow) {
+MYCONV_HOST_DEVICE inline TapWalk tap_walk(int64_t x, int64_t pad, int64_t stride, bool narrow,
+                                           const Divider<uint32_t>& fast_stride) {
   const int64_t offset = x + pad;  // >= 0
   if (narrow) {
-    const uint32_t q = static_cast<uint32_t>(offset) / static_cast<uint32_t>(stride);
+    const uint32_t q = fast_stride.div(static_cast<uint32_t>(offset));
     return {static_cast<int64_t>(q), offset - static_cast<int64_t>(q) * stride};
   }
   const int64_t q = offset / stride;
@@ -270,15 +298,15 @@ MYCONV_HOST_DEVICE inline void next_tap(TapWalk& t, int64_t stride, int64_t dil_
 // missing ones add nothing.
 template <typename Access>
 MYCONV_HOST_DEVICE inline void grouped_grad_input_element(const GroupedGeom& g, int64_t i, Access& io) {
-  const Coords p = coords_of(g, i, g.channels, g.depth, g.height, g.width);
-  const int64_t group = g.cg == 1 ? p.c : p.c / g.cg;
+  const Coords p = coords_of(g, i, /*out=*/false);
+  const int64_t group = group_of(g, p.c, g.cg, g.fast.cg);
   const int64_t ci = p.c - group * g.cg;
   const int64_t kk = g.taps();
   const int64_t y0 = p.n * g.out_image + group * g.mg * g.out_channel;
   const int64_t w0 = (group * g.mg * g.cg + ci) * kk;
   const int64_t w_next = g.cg * kk;  // from output channel j's weights to j + 1's
   auto sum = io.zero_sum();
-  TapWalk td = tap_walk(p.d, g.pad_d, g.stride_d, g.narrow);
+  TapWalk td = tap_walk(p.d, g.pad_d, g.stride_d, g.narrow, g.fast.stride_d);
   for (int64_t kd = 0; kd < g.kernel_d; ++kd, next_tap(td, g.stride_d, g.dil_q_d, g.dil_r_d)) {
     if (td.q < 0) {
       break;  // the offset only falls
@@ -286,7 +314,7 @@ MYCONV_HOST_DEVICE inline void grouped_grad_input_element(const GroupedGeom& g, 
     if (td.r != 0 || td.q >= g.out_d) {
       continue;
     }
-    TapWalk th = tap_walk(p.h, g.pad_h, g.stride_h, g.narrow);
+    TapWalk th = tap_walk(p.h, g.pad_h, g.stride_h, g.narrow, g.fast.stride_h);
     for (int64_t kh = 0; kh < g.kernel_h; ++kh, next_tap(th, g.stride_h, g.dil_q_h, g.dil_r_h)) {
       if (th.q < 0) {
         break;
@@ -296,7 +324,7 @@ MYCONV_HOST_DEVICE inline void grouped_grad_input_element(const GroupedGeom& g, 
       }
       const int64_t y_row = y0 + td.q * g.out_plane + th.q * g.out_row;
       const int64_t w_row = w0 + (kd * g.kernel_h + kh) * g.kernel_w;
-      TapWalk tw = tap_walk(p.w, g.pad_w, g.stride_w, g.narrow);
+      TapWalk tw = tap_walk(p.w, g.pad_w, g.stride_w, g.narrow, g.fast.stride_w);
       for (int64_t kw = 0; kw < g.kernel_w; ++kw, next_tap(tw, g.stride_w, g.dil_q_w, g.dil_r_w)) {
         if (tw.q < 0) {
           break;

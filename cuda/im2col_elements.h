@@ -68,7 +68,7 @@ template <>
 struct Divider<int64_t> {
   int64_t d = 1;
   Divider() = default;
-  explicit Divider(int64_t divisor) : d(divisor) {}
+  MYCONV_HOST_DEVICE explicit Divider(int64_t divisor) : d(divisor) {}
   MYCONV_HOST_DEVICE int64_t div(int64_t n) const { return n / d; }
   MYCONV_HOST_DEVICE int64_t divmod(int64_t n, int64_t& remainder) const {
     const int64_t q = n / d;
