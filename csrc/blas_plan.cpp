@@ -160,11 +160,8 @@ ColumnMajorGemm plan_column_major_gemm(const at::Tensor& a, const at::Tensor& b,
                         " and strides ", c.strides(), " is not written row by row");
   g.ld_result = out->ld;
   g.stride_result = c.stride(0);
-  // the batch's results one after the other, or side by side within each column (interleaved)
-  const bool apart = g.stride_result >= (g.n - 1) * g.ld_result + g.m;
-  g.interleaved_results = g.batch > 1 && g.n > 1 && g.m > 0 && !apart && g.stride_result >= g.m &&
-                          (g.batch - 1) * g.stride_result + g.m <= g.ld_result;
-  TORCH_INTERNAL_ASSERT(g.batch <= 1 || g.n == 0 || g.m == 0 || apart || g.interleaved_results,
+  TORCH_INTERNAL_ASSERT(g.batch <= 1 || g.n == 0 || g.m == 0 ||
+                            g.stride_result >= (g.n - 1) * g.ld_result + g.m,
                         "myconv: the GEMM results of a batch overlap (strides ", c.strides(), ")");
   g.result = c.mutable_data_ptr();
   check_blas_rules(g);

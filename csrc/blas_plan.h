@@ -61,12 +61,6 @@ struct ColumnMajorGemm {
   int64_t ld_second = 1, stride_second = 0;
   void* result = nullptr;  // c's data
   int64_t ld_result = 1, stride_result = 0;
-  // The batch's results share their columns, each its own rows of them
-  // (m <= stride_result and the last one ends within ld_result): a grouped
-  // channels-last output, (G, P, M) with strides (M, C_out, 1). Disjoint
-  // elements, but no layout a strided-batched GEMM documents: a BLAS call per
-  // batch entry.
-  bool interleaved_results = false;
   bool accumulate = false;
   at::ScalarType dtype = at::kFloat;         // a's and b's
   at::ScalarType result_dtype = at::kFloat;  // c's: dtype, or float32 for float16 / bfloat16 operands
@@ -77,8 +71,7 @@ struct ColumnMajorGemm {
 
 // The call for c = a @ b (+ c). An operand whose strides no BLAS operation
 // reads is copied into a fresh contiguous tensor (kept in the plan); c must be
-// readable as op N (the composition writes results row by row), its batch's
-// results apart or interleaved (interleaved_results), never sharing an element. Asserts that
+// readable as op N (the composition writes results row by row). Asserts that
 // every operand is readable and within its storage, and checks cuBLAS's
 // argument rules (leading dimensions, 32-bit sizes) before returning.
 ColumnMajorGemm plan_column_major_gemm(const at::Tensor& a, const at::Tensor& b, const at::Tensor& c,

@@ -148,20 +148,12 @@ class CudaBackend final : public Backend {
 
     cublasHandle_t handle = at::cuda::getCurrentCUDABlasHandle();  // on the current stream
     const Float32AccumulationGuard fp32_accumulation(handle, g.dtype == at::kHalf || g.dtype == at::kBFloat16);
-    // results interleaved in shared columns (a grouped channels-last output): a call per batch entry
-    const int64_t calls = g.interleaved_results ? g.batch : 1;
-    const int64_t data_size = static_cast<int64_t>(c10::elementSize(g.dtype));
-    const int64_t result_size = static_cast<int64_t>(c10::elementSize(g.result_dtype));
-    for (int64_t i = 0; i < calls; ++i) {
-      const char* first = static_cast<const char*>(g.first) + i * g.stride_first * data_size;
-      const char* second = static_cast<const char*>(g.second) + i * g.stride_second * data_size;
-      char* out = static_cast<char*>(g.result) + i * g.stride_result * result_size;
-      TORCH_CUDABLAS_CHECK(cublasGemmStridedBatchedEx(
-          handle, blas_op(g.transpose_first), blas_op(g.transpose_second), blas_int(g.m), blas_int(g.n),
-          blas_int(g.k), alpha, first, data, blas_int(g.ld_first), g.stride_first, second, data,
-          blas_int(g.ld_second), g.stride_second, beta, out, result, blas_int(g.ld_result), g.stride_result,
-          blas_int(g.batch / calls), compute, CUBLAS_GEMM_DEFAULT));
-    }
+    TORCH_CUDABLAS_CHECK(cublasGemmStridedBatchedEx(
+        handle, blas_op(g.transpose_first), blas_op(g.transpose_second), blas_int(g.m),
+        blas_int(g.n), blas_int(g.k), alpha, g.first, data, blas_int(g.ld_first),
+        g.stride_first, g.second, data, blas_int(g.ld_second), g.stride_second, beta, g.result,
+        result, blas_int(g.ld_result), g.stride_result, blas_int(g.batch), compute,
+        CUBLAS_GEMM_DEFAULT));
   }
 
   // Direct grouped kernels (grouped.cu): one thread per output / input

@@ -127,31 +127,6 @@ TEST(ColumnMajorGemm, CopiesWhatNoOperationReads) {
   expect_plan_matches_bmm(at::randn({2, 4, 5}, o), b, at::zeros({2, 4, 3}, o), false, false, true);
 }
 
-TEST(ColumnMajorGemm, GroupedChannelsLastResultsInterleaveInTheirColumns) {
-  const auto o = myconv_test::f64();
-  // (G, P, M) views of a channels-last (P, G * M) output: each group's rows of every column
-  const int64_t G = 3, P = 7, M = 4;
-  const at::Tensor out = at::zeros({P, G * M}, o);
-  const at::Tensor c = out.as_strided({G, P, M}, {M, G * M, 1});
-  const at::Tensor a = at::randn({G, P, 5}, o), b = at::randn({G, 5, M}, o);
-  const auto plan = myconv::detail::plan_column_major_gemm(a, b, c, false);
-  EXPECT_TRUE(plan.interleaved_results);
-  myconv::detail::run_column_major_gemm_on_cpu(plan);
-  EXPECT_CLOSE(out.view({P, G, M}).permute({1, 0, 2}), at::bmm(a, b), 1e-12);
-  // results one after the other are not interleaved
-  EXPECT_FALSE(myconv::detail::plan_column_major_gemm(a, b, at::zeros({G, P, M}, o), false).interleaved_results);
-  // results that share elements are refused: rows of two entries overlapping ...
-  EXPECT_THROW(myconv::detail::plan_column_major_gemm(a, b, at::zeros({P, G * M}, o).as_strided({G, P, M},
-                                                                                                  {M - 1, G * M, 1}),
-                                                      false),
-               c10::Error);
-  // ... or the last entry's rows past the column
-  EXPECT_THROW(myconv::detail::plan_column_major_gemm(a, b, at::zeros({P + 1, G * M}, o).as_strided({G, P, M},
-                                                                                                      {M + 1, G * M, 1}),
-                                                      false),
-               c10::Error);
-}
-
 TEST(ColumnMajorGemm, ResultsMustBeWrittenRowByRow) {
   const auto o = myconv_test::f64();
   const at::Tensor c = at::zeros({2, 5, 4}, o).transpose(1, 2);  // (2, 4, 5) column by column
