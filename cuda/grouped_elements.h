@@ -24,10 +24,14 @@
 //  - grad_input: one input element per thread, a gather over the taps
 //    (kd, kh, kw) that read it, and within a tap over the group's output
 //    channels;
-//  - grad_weight: one weight element per block of kThreads lanes: lane l
-//    sums the products of output positions l, l + kThreads, ... of the
-//    flattened (n, od, oh, ow), then the lanes' sums are added pairwise
-//    (lane_tree_step), halving each time.
+//  - grad_weight: the flattened output positions (n, od, oh, ow) are cut
+//    into `slices` equal runs (grouped_grad_weight_slices: from the problem
+//    alone, so that few weight elements still fill the GPU); one block of
+//    kThreads lanes per (weight element, slice): lane l sums the products of
+//    the run's positions l, l + kThreads, ..., then the lanes' sums are
+//    added pairwise (lane_tree_step), halving each time; with several slices
+//    a second launch adds each element's slice sums in slice order
+//    (grouped_slice_sum_element).
 // Sums are in Access::Acc: float for float16 / bfloat16 (at::opmath_type),
 // the dtype itself for float and double.
 #pragma once
@@ -119,7 +123,31 @@ MYCONV_HOST_DEVICE inline int64_t grouped_grad_input_elements(const GroupedGeom&
   return g.batch * g.channels * g.depth * g.height * g.width;  // one per input element, in memory order
 }
 MYCONV_HOST_DEVICE inline int64_t grouped_grad_weight_elements(const GroupedGeom& g) {
-  return g.out_channels * g.cg * g.taps();  // one per weight element (one block each)
+  return g.out_channels * g.cg * g.taps();  // one per weight element
+}
+
+// grad_weight's slices of the output positions: as many as keep every slice
+// at least kSlicePositions positions long (16 a lane), up to the number that
+// gives kSliceTargetBlocks blocks (a GPU full several times over), at most
+// kMaxSlices. A function of the problem only: the sums' order, hence their
+// bits, is the same on every device.
+constexpr int64_t kSlicePositions = 16 * kThreads;
+constexpr int64_t kSliceTargetBlocks = 4096;
+constexpr int64_t kMaxSlices = 64;
+MYCONV_HOST_DEVICE inline int64_t grouped_grad_weight_slices(const GroupedGeom& g) {
+  const int64_t positions = g.batch * g.positions(), elements = grouped_grad_weight_elements(g);
+  if (elements == 0) {
+    return 1;
+  }
+  const int64_t by_length = positions / kSlicePositions;
+  const int64_t by_blocks = (kSliceTargetBlocks + elements - 1) / elements;
+  const int64_t slices = by_length < by_blocks ? by_length : by_blocks;
+  return slices < 1 ? 1 : (slices > kMaxSlices ? kMaxSlices : slices);
+}
+
+// grad_weight's block work items: one per (weight element, slice), element-major.
+MYCONV_HOST_DEVICE inline int64_t grouped_grad_weight_items(const GroupedGeom& g) {
+  return grouped_grad_weight_elements(g) * grouped_grad_weight_slices(g);
 }
 
 // ---- the block -> element mapping of grad_weight ------------------------------------------
@@ -342,20 +370,25 @@ MYCONV_HOST_DEVICE inline void grouped_grad_input_element(const GroupedGeom& g, 
   io.store(i, sum);
 }
 
-// grad_weight element e (weight (o, ci, kd, kh, kw), contiguous order), lane
-// `lane` of `lanes`: io.add(sum, grad_output, input) for the flattened output
-// positions p = lane, lane + lanes, ... below N * OD * OH * OW (p = ((n * OD
-// + od) * OH + oh) * OW + ow) whose tap (kd, kh, kw) lies inside the image:
-// grad_output (n, o, od, oh, ow), input (n, group * cg + ci, id, ih, iw).
-// Returns the lane's sum. Consecutive lanes take consecutive positions
-// (coalesced along W for channels-first tensors); the position advances by
-// `lanes` as a mixed-radix number, without a division per step.
+// grad_weight item r = (element e, slice s) of `slices`, lane `lane` of
+// `lanes`, where e is weight (o, ci, kd, kh, kw) in contiguous order and the
+// slice holds flattened output positions [s * total / slices, (s + 1) *
+// total / slices) of the total N * OD * OH * OW (p = ((n * OD + od) * OH +
+// oh) * OW + ow): io.add(sum, grad_output, input) for the slice's positions
+// begin + lane, begin + lane + lanes, ... whose tap (kd, kh, kw) lies inside
+// the image: grad_output (n, o, od, oh, ow), input (n, group * cg + ci, id,
+// ih, iw). Returns the lane's sum. Consecutive lanes take consecutive
+// positions (coalesced along W for channels-first tensors); the position
+// advances by `lanes` as a mixed-radix number, without a division per step.
 template <typename Access>
-MYCONV_HOST_DEVICE inline auto grouped_grad_weight_partial(const GroupedGeom& g, int64_t e, int64_t lane,
-                                                           int64_t lanes, Access& io) {
+MYCONV_HOST_DEVICE inline auto grouped_grad_weight_partial(const GroupedGeom& g, int64_t r, int64_t slices,
+                                                           int64_t lane, int64_t lanes, Access& io) {
   auto sum = io.zero_sum();
+  const int64_t e = r / slices, slice = r - e * slices;
   const int64_t total = g.batch * g.positions();
-  if (lane >= total) {
+  const int64_t begin = slice * total / slices, end = (slice + 1) * total / slices;
+  const int64_t first = begin + lane;
+  if (first >= end) {
     return sum;
   }
   const int64_t kw = e % g.kernel_w, kh = e / g.kernel_w % g.kernel_h, kd = e / (g.kernel_w * g.kernel_h) % g.kernel_d;
@@ -366,11 +399,11 @@ MYCONV_HOST_DEVICE inline auto grouped_grad_weight_partial(const GroupedGeom& g,
                 w_off = kw * g.dilation_w - g.pad_w;
   const int64_t y0 = o * g.out_channel, x0 = c * g.in_channel;
   // the first position, and the step, as digits (n, od, oh, ow)
-  int64_t ow = lane % g.out_w, oh = lane / g.out_w % g.out_h, od = lane / (g.out_w * g.out_h) % g.out_d,
-          n = lane / g.positions();
+  int64_t ow = first % g.out_w, oh = first / g.out_w % g.out_h, od = first / (g.out_w * g.out_h) % g.out_d,
+          n = first / g.positions();
   const int64_t step_w = lanes % g.out_w, step_h = lanes / g.out_w % g.out_h,
                 step_d = lanes / (g.out_w * g.out_h) % g.out_d, step_n = lanes / g.positions();
-  for (int64_t p = lane; p < total; p += lanes) {
+  for (int64_t p = first; p < end; p += lanes) {
     const int64_t id = od * g.stride_d + d_off, ih = oh * g.stride_h + h_off, iw = ow * g.stride_w + w_off;
     if (id >= 0 && id < g.depth && ih >= 0 && ih < g.height && iw >= 0 && iw < g.width) {
       io.add(sum, y0 + n * g.out_image + od * g.out_plane + oh * g.out_row + ow * g.out_pixel,
@@ -390,6 +423,18 @@ MYCONV_HOST_DEVICE inline auto grouped_grad_weight_partial(const GroupedGeom& g,
     n += step_n + carry;
   }
   return sum;
+}
+
+// grad_weight with several slices, element e: the sum of its slices' sums,
+// in slice order (io.add(sum, e * slices + s)), then io.store(e, sum).
+template <typename Access>
+MYCONV_HOST_DEVICE inline void grouped_slice_sum_element(const GroupedGeom& g, int64_t e, Access& io) {
+  const int64_t slices = grouped_grad_weight_slices(g);
+  auto sum = io.zero_sum();
+  for (int64_t s = 0; s < slices; ++s) {
+    io.add(sum, e * slices + s);
+  }
+  io.store(e, sum);
 }
 
 // ---- the memory access of the real kernels -------------------------------------------------
@@ -417,6 +462,39 @@ struct GroupedProductAccess {
   MYCONV_HOST_DEVICE void store(int64_t e, acc_t sum) const { out[e] = static_cast<scalar_t>(sum); }
 };
 
+// grad_weight's slice sums (with several slices): products summed as
+// GroupedProductAccess does, each lane tree's total stored in acc_t.
+template <typename scalar_t, typename acc_t>
+struct GroupedSliceAccess {
+  using In = scalar_t;
+  using Out = acc_t;
+  using Acc = acc_t;
+  const scalar_t* first;
+  const scalar_t* second;
+  const scalar_t* unused;
+  acc_t* out;
+  MYCONV_HOST_DEVICE acc_t zero_sum() const { return acc_t(0); }
+  MYCONV_HOST_DEVICE void add(acc_t& sum, int64_t i, int64_t j) const {
+    sum += static_cast<acc_t>(first[i]) * static_cast<acc_t>(second[j]);
+  }
+  MYCONV_HOST_DEVICE void store(int64_t r, acc_t sum) const { out[r] = sum; }
+};
+
+// The slice sums added into grad_weight: acc_t in, the dtype out.
+template <typename scalar_t, typename acc_t>
+struct GroupedSliceSumAccess {
+  using In = acc_t;
+  using Out = scalar_t;
+  using Acc = acc_t;
+  const acc_t* slice_sums;
+  const acc_t* unused_b;
+  const acc_t* unused_c;
+  scalar_t* out;
+  MYCONV_HOST_DEVICE acc_t zero_sum() const { return acc_t(0); }
+  MYCONV_HOST_DEVICE void add(acc_t& sum, int64_t r) const { sum += slice_sums[r]; }
+  MYCONV_HOST_DEVICE void store(int64_t e, acc_t sum) const { out[e] = static_cast<scalar_t>(sum); }
+};
+
 // ---- the work of a launch ------------------------------------------------------------------
 
 // What element i of a launch does, for any Access: the launchers' Work types.
@@ -434,12 +512,19 @@ struct GroupedGradInputWork {
   }
 };
 
-// A block's work: each lane's partial sum of element e, then (the launcher)
-// the lanes' tree and io.store(e, total).
+// A block's work: each lane's partial sum of item r (element, slice), then
+// (the launcher) the lanes' tree and io.store(r, total).
 struct GroupedGradWeightWork {
   template <typename Access>
-  MYCONV_HOST_DEVICE static auto partial(const GroupedGeom& g, int64_t e, int64_t lane, int64_t lanes, Access& io) {
-    return grouped_grad_weight_partial(g, e, lane, lanes, io);
+  MYCONV_HOST_DEVICE static auto partial(const GroupedGeom& g, int64_t r, int64_t lane, int64_t lanes, Access& io) {
+    return grouped_grad_weight_partial(g, r, grouped_grad_weight_slices(g), lane, lanes, io);
+  }
+};
+
+struct GroupedSliceSumWork {
+  template <typename Access>
+  MYCONV_HOST_DEVICE static void run(const GroupedGeom& g, int64_t e, Access& io) {
+    grouped_slice_sum_element(g, e, io);
   }
 };
 

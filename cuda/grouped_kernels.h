@@ -9,9 +9,9 @@
 //     a grid-stride loop over `total` elements, one per thread
 //     (Work::run(geom, i, io));
 //   launcher.reductions<Work, Access>(total, geom, a, b, c, out)
-//     a block-stride loop over `total` elements, one per block of kLanes
-//     lanes: each lane's Work::partial(geom, e, lane, kLanes, io), the lanes'
-//     fixed tree (lane_tree_step), io.store(e, sums[0]).
+//     a block-stride loop over `total` items, one per block of kLanes
+//     lanes: each lane's Work::partial(geom, r, lane, kLanes, io), the lanes'
+//     fixed tree (lane_tree_step), io.store(r, sums[0]).
 // The device's launcher runs __global__ kernels on PyTorch's current stream;
 // the host tests' runs the same loops over every (block, thread) of the same
 // grid.
@@ -20,7 +20,9 @@
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
 #include <c10/core/MemoryFormat.h>
+#include <c10/core/ScalarType.h>
 #include <c10/util/Exception.h>
 
 #include <optional>
@@ -156,11 +158,25 @@ void launch_grouped_grad_weight(const Launcher& launcher, const at::Tensor& gy, 
   check_grouped_tensor(gy, {k.batch, k.out_channels, k.out_d, k.out_h, k.out_w}, channels_last, dtype,
                        "grad_output");
   check_grouped_tensor(x, {k.batch, k.channels, k.depth, k.height, k.width}, channels_last, dtype, "input");
-  const int64_t total = grouped_grad_weight_elements(k);
-  if (total == 0) {
+  const int64_t elements = grouped_grad_weight_elements(k), slices = grouped_grad_weight_slices(k);
+  if (elements == 0) {
     return;
   }
-  launch_products<GroupedGradWeightWork, true>(launcher, total, k, gy, x, nullptr, gw);
+  if (slices == 1) {  // a block per weight element, its total stored in grad_weight
+    launch_products<GroupedGradWeightWork, true>(launcher, elements, k, gy, x, nullptr, gw);
+    return;
+  }
+  // a block per (element, slice), its total stored in float (float32 for float16 / bfloat16); then each
+  // element's slices added in order (elements * slices accumulators: a few hundred kB at most)
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, gw.scalar_type(), "myconv_grouped_grad_weight_cuda", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const at::Tensor sums = at::empty({elements * slices}, gw.options().dtype(c10::CppTypeToScalarType<acc_t>::value));
+    launcher.template reductions<GroupedGradWeightWork, GroupedSliceAccess<scalar_t, acc_t>>(
+        elements * slices, k, gy.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(), nullptr,
+        sums.mutable_data_ptr<acc_t>());
+    launcher.template elements<GroupedSliceSumWork, GroupedSliceSumAccess<scalar_t, acc_t>>(
+        elements, k, sums.const_data_ptr<acc_t>(), nullptr, nullptr, gw.mutable_data_ptr<scalar_t>());
+  });
 }
 
 // The device's launches (cuda/grouped.cu), on PyTorch's current stream of the

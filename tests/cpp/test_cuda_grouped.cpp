@@ -502,6 +502,7 @@ TEST(CudaGroupedCoverage, EachResultWrittenOnceFromExactlyItsProducts) {
         std::vector<Gathered> got(n_w);
         std::vector<int32_t> stores(n_w, 0);
         Trace io{n_out, n_in, n_w, 0, got.data(), stores.data()};
+        ASSERT_EQ(myconv::cuda::grouped_grad_weight_slices(k), 1);  // (the sliced cases: kSlicedCases)
         run_reductions<myconv::cuda::GroupedGradWeightWork>(myconv::cuda::grouped_grad_weight_elements(k), k, io);
         EXPECT_TRUE(std::all_of(stores.begin(), stores.end(), [](int32_t s) { return s == 1; }))
             << "grad_weight: a weight element not written exactly once, " << what;
@@ -535,7 +536,7 @@ TEST(CudaGroupedCoverage, GradWeightLanesTakeEveryPositionOnceInOrder) {
       for (int64_t lane = 0; lane < kLanes; ++lane) {
         std::vector<int64_t> order;
         Visits io{&order};
-        const int64_t count = myconv::cuda::grouped_grad_weight_partial(k, 0, lane, kLanes, io);
+        const int64_t count = myconv::cuda::grouped_grad_weight_partial(k, 0, 1, lane, kLanes, io);
         ASSERT_EQ(count, static_cast<int64_t>(order.size()));
         for (size_t j = 0; j < order.size(); ++j) {
           ASSERT_EQ(order[j], lane + static_cast<int64_t>(j) * kLanes) << "lane " << lane;
@@ -705,7 +706,7 @@ void check_large(int64_t N, int64_t C, int64_t CO, int64_t groups, std::vector<i
         continue;
       }
       Ordered got, want;
-      const int64_t count = myconv::cuda::grouped_grad_weight_partial(k, e, lane, kLanes, got);
+      const int64_t count = myconv::cuda::grouped_grad_weight_partial(k, e, 1, lane, kLanes, got);  // one slice
       EXPECT_EQ(count, got.count);
       const int64_t tap[3] = {e / (K[1] * K[2]) % K[0], e / K[2] % K[1], e % K[2]};
       const i128 o = e / kk / cg, ci = e / kk % cg, c = o / mg * cg + ci;
@@ -745,3 +746,139 @@ TEST(CudaGroupedKernels, IndexArithmeticPast2To31WithoutAllocating) {
 }
 
 } // namespace
+
+// ---- grad_weight's slices of the output positions --------------------------------------------
+
+namespace {
+
+// Few weight elements over many output positions: grad_weight cuts the
+// positions into slices (grouped_grad_weight_slices), a block per (element,
+// slice), then adds each element's slice sums in order.
+const std::vector<Case> kSlicedCases = {
+    {{4, 4, 64, 64}, 4, 4, {3, 3}, {1, 1}, {1, 1}, {1, 1}},            // depthwise: 16,384 positions, 4 slices
+    {{8, 2, 50, 70}, 4, 2, {3, 3}, {2, 1}, {1, 1}, {1, 2}},            // multiplier 2, strided, dilated
+    {{5, 2, 9001}, 2, 2, {3}, {1}, {1}, {1}},                            // 1-D: 45,005 positions, 10 uneven slices
+    {{2, 2, 9, 40, 50}, 2, 2, {3, 3, 3}, {1, 1, 1}, {1, 1, 1}, {1, 1, 1}, {0, 0, 1}},  // 3-D, missing positions
+};
+
+TEST(CudaGroupedSlices, CountFollowsTheProblemAlone) {
+  const auto slices = [](int64_t n, int64_t c, std::vector<int64_t> size, int64_t k) {
+    const std::vector<int64_t> kernel(size.size(), k), one(size.size(), 1), pad(size.size(), k / 2);
+    const ConvGeometry g(c, size, kernel, one, pad, one);
+    return myconv::cuda::grouped_grad_weight_slices(myconv::cuda::make_grouped_geom(g, n, c, c, false));
+  };
+  // depthwise 3x3, 32 channels at 56x56, batch 32: 288 weight elements, 100,352 positions: 15 slices
+  // (4,320 blocks; 24 would keep 4,096 positions each)
+  EXPECT_EQ(slices(32, 32, {56, 56}, 3), 15);
+  // 128 channels at 28x28: 1,152 elements, 25,088 positions: 4 slices (6 by length)
+  EXPECT_EQ(slices(32, 128, {28, 28}, 3), 4);
+  // 512 channels at 7x7: enough blocks already
+  EXPECT_EQ(slices(32, 512, {7, 7}, 3), 1);
+  // few positions: one slice of them all, whatever the elements
+  EXPECT_EQ(slices(1, 1, {60, 60}, 3), 1);
+  // long and narrow: at most kMaxSlices
+  EXPECT_EQ(slices(64, 1, {512, 512}, 1), myconv::cuda::kMaxSlices);
+  // no images
+  EXPECT_EQ(slices(0, 4, {56, 56}, 3), 1);
+}
+
+TEST(CudaGroupedSlices, LanesOfTheSlicesTakeEveryPositionOnceInOrder) {
+  for (const int64_t slices : {1, 2, 3, 7, 64}) {
+    for (const int64_t width : {255, 4096, 10007}) {
+      const ConvGeometry g(1, std::vector<int64_t>{width}, std::vector<int64_t>{1}, std::vector<int64_t>{1},
+                           std::vector<int64_t>{0}, std::vector<int64_t>{1});
+      const GroupedGeom k = myconv::cuda::make_grouped_geom(g, 3, 1, 1, false);
+      const int64_t total = 3 * width;
+      struct Visits {
+        std::vector<int64_t>* order;
+        int64_t zero_sum() const { return 0; }
+        void add(int64_t& sum, int64_t y, int64_t) const {
+          order->push_back(y);
+          ++sum;
+        }
+      };
+      std::vector<int64_t> seen(total, 0);
+      for (int64_t s = 0; s < slices; ++s) {
+        const int64_t begin = s * total / slices, end = (s + 1) * total / slices;
+        for (int64_t lane = 0; lane < kLanes; ++lane) {
+          std::vector<int64_t> order;
+          Visits io{&order};
+          const int64_t count = myconv::cuda::grouped_grad_weight_partial(k, s, slices, lane, kLanes, io);
+          EXPECT_EQ(count, static_cast<int64_t>(order.size()));
+          for (size_t j = 0; j < order.size(); ++j) {
+            ASSERT_EQ(order[j], begin + lane + static_cast<int64_t>(j) * kLanes) << "slice " << s << " lane " << lane;
+            ASSERT_LT(order[j], end);
+            ++seen[order[j]];
+          }
+        }
+      }
+      EXPECT_TRUE(std::all_of(seen.begin(), seen.end(), [](int64_t v) { return v == 1; }))
+          << slices << " slices of " << total;
+    }
+  }
+}
+
+TEST(CudaGroupedSlices, EachSliceSumsExactlyItsPositionsProducts) {
+  for (const bool cl : {false, true}) {
+    for (const Case& c : kSlicedCases) {
+      const ConvGeometry g = geometry(c);
+      const int64_t n = c.batch(), co = c.out_channels, cg = c.channels() / c.groups, kk = g.taps();
+      const GroupedGeom k = myconv::cuda::make_grouped_geom(g, n, co, c.groups, cl);
+      const int64_t slices = myconv::cuda::grouped_grad_weight_slices(k), total = n * g.cols();
+      ASSERT_GT(slices, 1) << describe(c, cl);
+      const int64_t n_out = n * co * g.cols(), n_in = n * g.channels * g.pixels(), n_w = co * cg * kk;
+      std::vector<Gathered> want(n_w * slices);
+      for_each_product(g, n, co, c.groups,
+                       [&](int64_t b, int64_t o, int64_t ch, int64_t ci, int64_t t, int64_t op, int64_t ip) {
+        const int64_t yo = offset_of(b, o, op, co, g.cols(), cl), xo = offset_of(b, ch, ip, g.channels, g.pixels(), cl);
+        const int64_t p = b * g.cols() + op;  // the flattened output position
+        int64_t s = 0;
+        while ((s + 1) * total / slices <= p) {
+          ++s;
+        }
+        want[((o * cg + ci) * kk + t) * slices + s] += {pair_hash(yo, xo), 1};
+      });
+      std::vector<Gathered> got(n_w * slices);
+      std::vector<int32_t> stores(n_w * slices, 0);
+      Trace io{n_out, n_in, n_w * slices, 0, got.data(), stores.data()};
+      run_reductions<myconv::cuda::GroupedGradWeightWork>(myconv::cuda::grouped_grad_weight_items(k), k, io);
+      EXPECT_TRUE(std::all_of(stores.begin(), stores.end(), [](int32_t v) { return v == 1; })) << describe(c, cl);
+      EXPECT_TRUE(got == want) << "a slice summed other products than its positions', " << describe(c, cl);
+    }
+  }
+}
+
+TEST(CudaGroupedSlices, SlicedGradWeightMatchesTheReferenceTheCpuKernelsAndAtenOnAnyGrid) {
+  for (const bool cl : {false, true}) {
+    for (const Case& c : kSlicedCases) {
+      const ConvGeometry g = geometry(c);
+      const int64_t n = c.batch();
+      const std::string what = describe(c, cl);
+      const at::Tensor x = random5(input_sizes(g, n), at::kDouble, cl);
+      const at::Tensor w = random5(weight_sizes(g, c), at::kDouble, false);
+      const at::Tensor bias = at::randn({c.out_channels}, f64());
+      const at::Tensor gy = random5(output_sizes(g, n, c.out_channels), at::kDouble, cl);
+      const Results ours = run_cuda_plans(g, c.groups, cl, x, w, bias, gy);
+      EXPECT_CLOSE(ours.gw, reference(g, c.groups, x, w, bias, gy).gw, 1e-13) << what;
+      EXPECT_CLOSE(ours.gw, run_cpu_kernels(g, c.groups, cl, x, w, bias, gy).gw, 1e-13) << what;
+      if (c.drop.empty()) {
+        EXPECT_CLOSE(ours.gw, run_aten(c, g, x, w, bias, gy).gw, 1e-13) << what;
+      }
+      // float32 and bfloat16: close to float64's sums; the same bits on 1, 3 or 7 blocks
+      for (const auto dtype : {at::kFloat, at::kBFloat16}) {
+        const at::Tensor xr = x.to(dtype), wr = w.to(dtype), gyr = gy.to(dtype);
+        const Results device = run_cuda_plans(g, c.groups, cl, xr, wr, std::nullopt, gyr);
+        const Results exact = run_cuda_plans(g, c.groups, cl, xr.to(at::kDouble), wr.to(at::kDouble), std::nullopt,
+                                             gyr.to(at::kDouble));
+        EXPECT_CLOSE(device.gw.to(at::kDouble), exact.gw, dtype == at::kFloat ? 1e-5 : 1e-2) << dtype << ", " << what;
+        for (const int64_t blocks : {1, 3, 7}) {
+          EXPECT_TRUE(at::equal(device.gw, run_cuda_plans(g, c.groups, cl, xr, wr, std::nullopt, gyr,
+                                                          HostLauncher{blocks}).gw))
+              << blocks << " blocks, " << dtype << ", " << what;
+        }
+      }
+    }
+  }
+}
+
+}  // namespace
