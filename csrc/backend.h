@@ -58,6 +58,12 @@ struct Tuning {
   bool image_batched_views = false;
   // Channels-last columns for channels-last tensors.
   bool channels_last = false;
+  // ... for grouped ones too. A channels-last group's columns are a launch of
+  // their own, and the groups' GEMM results interleave in each output row:
+  // a backend that wants one launch for all groups (CUDA) runs grouped
+  // problems that take columns channels-first (the direct grouped kernels
+  // take either layout).
+  bool grouped_channels_last_columns = true;
   // Direct kernels (no columns) for grouped convolutions with a tiny
   // per-group K, such as depthwise ones.
   bool direct_grouped = false;

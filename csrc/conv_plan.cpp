@@ -25,10 +25,6 @@ Tuning tuning_for(const Backend& backend, const at::Tensor& input) {
   return t;
 }
 
-Layout choose_layout(const Tuning& t, bool channels_last_input) {
-  // Channels-last columns are read and written through views (gemm_on_views).
-  return t.channels_last && t.gemm_on_views && channels_last_input ? Layout::kChannelsLast : Layout::kChannelsFirst;
-}
 
 namespace {
 
@@ -73,6 +69,17 @@ bool use_direct_grouped(const Tuning& t, const ConvProblem& p) {
   return t.direct_grouped && p.groups > 1 && p.group_rows() <= kDirectMaxGroupRows;
 }
 
+Layout choose_layout(const Tuning& t, const ConvProblem& p, bool channels_last_input) {
+  // Channels-last columns are read and written through views (gemm_on_views).
+  if (!(t.channels_last && t.gemm_on_views && channels_last_input)) {
+    return Layout::kChannelsFirst;
+  }
+  if (p.groups > 1 && !t.grouped_channels_last_columns && !use_direct_grouped(t, p)) {
+    return Layout::kChannelsFirst;
+  }
+  return Layout::kChannelsLast;
+}
+
 int64_t column_row_stride(const Tuning& t, int64_t positions, int64_t element_size) {
   if (t.column_row_bytes <= element_size || t.column_row_bytes % element_size != 0) {
     return positions;
@@ -98,7 +105,9 @@ TilePlan plan_tiles(const ConvProblem& p, const Tuning& t, int64_t element_size,
   // gathered grad_output of a multi-image tile.
   const int64_t bytes_per_position = (p.geom.rows() + p.out_channels) * element_size;
   if (t.tile_bytes <= 0) {
-    const int64_t per_image = bytes_per_position * plan.L;
+    // (channels-last chunks write the output and read grad_output in place: columns only)
+    const int64_t scratch_rows = p.channels_last() ? 0 : p.out_channels;
+    const int64_t per_image = (p.geom.rows() + scratch_rows) * element_size * plan.L;
     int64_t images = batch_chunk(p.batch, per_image, plan.L, workspace_limit);
     if (t.chunk_bytes > 0 && per_image > 0 && p.batch > 0) {
       const int64_t fill = ceil_div(t.chunk_min_positions, std::max<int64_t>(plan.L, 1));
@@ -109,7 +118,7 @@ TilePlan plan_tiles(const ConvProblem& p, const Tuning& t, int64_t element_size,
     // BLAS's 32 bits
     const auto fits = [&](int64_t n) {
       const int64_t stride = p.channels_last() ? n * plan.L : column_row_stride(t, n * plan.L, element_size);
-      return (p.geom.rows() * stride + p.out_channels * n * plan.L) * element_size <= workspace_limit &&
+      return (p.geom.rows() * stride + scratch_rows * n * plan.L) * element_size <= workspace_limit &&
              stride <= std::numeric_limits<int32_t>::max();
     };
     while (images > 1 && !fits(images)) {

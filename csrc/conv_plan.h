@@ -64,8 +64,6 @@ enum class Layout { kChannelsFirst, kChannelsLast };
 // results, are chunked as coarsely as the workspace allows.
 Tuning tuning_for(const Backend& backend, const at::Tensor& input);
 
-// Channels-last columns for a channels-last input, where the backend has them.
-Layout choose_layout(const Tuning& t, bool channels_last_input);
 
 // The window of a convolution, lifted to three spatial dimensions
 // (depth, height, width): missing leading axes get kernel 1, stride 1, no
@@ -115,6 +113,13 @@ struct ConvProblem {
 // Direct kernels instead of columns: grouped with a tiny per-group K
 // (depthwise), where the backend has them.
 bool use_direct_grouped(const Tuning& t, const ConvProblem& p);
+
+// The layout problem p (laid out channels-first) runs in: channels-last
+// columns for a channels-last input where the backend has them
+// (Tuning::channels_last), but for grouped problems that take columns on a
+// backend without grouped channels-last columns
+// (Tuning::grouped_channels_last_columns).
+Layout choose_layout(const Tuning& t, const ConvProblem& p, bool channels_last_input);
 
 // ---- tiles ------------------------------------------------------------------
 

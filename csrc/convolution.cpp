@@ -66,9 +66,15 @@ at::Tensor from_5d(const at::Tensor& t, int64_t dims, bool batched) {
 }
 
 // Whether the op's input is channels-last (channels_last for 2-D,
-// channels_last_3d for 3-D): the problem then runs on channels-last columns.
+// channels_last_3d for 3-D): the problem may then run on channels-last columns.
 bool channels_last_input(const at::Tensor& input, int64_t dims, bool batched) {
   return batched && dims >= 2 && input.suggest_memory_format() == channels_last_format(dims + 2);
+}
+
+// p (made channels-first) in the layout choose_layout gives it.
+ConvProblem laid_out(ConvProblem p, const Tuning& t, bool channels_last_input) {
+  p.layout = choose_layout(t, p, channels_last_input);
+  return p;
 }
 
 // MYCONV_VERBOSE: the line of one call, written by finish() when the call
@@ -146,8 +152,8 @@ ConvCall::ConvCall(const Backend& backend, int64_t dims, const at::Tensor& input
       w5(weight_5d(weight, dims)),
       tuning(tuning_for(backend, input)),
       settings(current_plan_settings(input.device().type())),
-      problem(x5, w5, Window3d(stride, padding, dilation), groups,
-              choose_layout(tuning, channels_last_input(input, dims, batched))) {}
+      problem(laid_out(ConvProblem(x5, w5, Window3d(stride, padding, dilation), groups, Layout::kChannelsFirst),
+                       tuning, channels_last_input(input, dims, batched))) {}
 
 ConvCall::ConvCall(const Backend& backend, int64_t dims, const at::Tensor& input, const at::Tensor& weight,
                    at::IntArrayRef out_size, at::IntArrayRef stride, at::IntArrayRef padding,
@@ -157,8 +163,9 @@ ConvCall::ConvCall(const Backend& backend, int64_t dims, const at::Tensor& input
       w5(weight_5d(weight, dims)),
       tuning(tuning_for(backend, input)),
       settings(current_plan_settings(input.device().type())),
-      problem(ConvProblem::transposed(x5, w5, out_size, Window3d(stride, padding, dilation), groups,
-                                      choose_layout(tuning, channels_last_input(input, dims, batched)))) {}
+      problem(laid_out(ConvProblem::transposed(x5, w5, out_size, Window3d(stride, padding, dilation), groups,
+                                               Layout::kChannelsFirst),
+                       tuning, channels_last_input(input, dims, batched))) {}
 
 std::vector<int64_t> transposed_output_size(int64_t dims, const at::Tensor& input,
                                             c10::SymIntArrayRef checked_size) {

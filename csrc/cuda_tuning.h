@@ -27,6 +27,10 @@ inline Tuning cuda_backend_tuning() {
   // positions at once (no gather of grad_output), 1x1 layers without columns
   // in every pass. Not yet timed on a GPU.
   t.channels_last = true;
+  // but grouped layers that take columns run channels-first: a channels-last
+  // group's columns are a launch of their own (32 per pass for a ResNeXt
+  // 32x4d layer), and the groups' GEMM results would interleave
+  t.grouped_channels_last_columns = false;
   // float16 / bfloat16 GEMMs write float32 (cublasGemmEx's C type): grad_weight
   // sums every chunk in float32, so reduced precision takes the chunks float32
   // does, not the whole batch's memory.

@@ -132,11 +132,26 @@ TEST(CudaPlan, ChannelsLastInputsRunOnChannelsLastColumns) {
   using myconv::detail::PassPlan;
   using myconv::detail::Path;
   const Tuning t = cuda_backend_tuning();
-  EXPECT_EQ(myconv::detail::choose_layout(t, true), Layout::kChannelsLast);
-  EXPECT_EQ(myconv::detail::choose_layout(t, false), Layout::kChannelsFirst);
   const myconv::detail::PlanSettings s{kLimit, 256};
   const auto meta = at::TensorOptions().device(at::kMeta).dtype(at::kFloat);
   const std::vector<int64_t> one{1, 1};
+  {
+    // channels-last columns for ungrouped layers and direct grouped ones (depthwise: either layout);
+    // grouped layers that take columns run channels-first (each group's channels-last columns would be
+    // a launch of their own); the CPU has them all
+    const auto layout = [&](const Tuning& tuning, int64_t c, int64_t out, int64_t groups, bool cl_input) {
+      const ConvProblem p(at::empty({2, c, 1, 9, 9}, meta), at::empty({out, c / groups, 1, 3, 3}, meta),
+                          Window3d(one, one, one), groups, Layout::kChannelsFirst);
+      return myconv::detail::choose_layout(tuning, p, cl_input);
+    };
+    EXPECT_EQ(layout(t, 64, 64, 1, true), Layout::kChannelsLast);
+    EXPECT_EQ(layout(t, 64, 64, 1, false), Layout::kChannelsFirst);
+    EXPECT_EQ(layout(t, 64, 64, 64, true), Layout::kChannelsLast);  // depthwise: direct kernels
+    EXPECT_EQ(layout(t, 128, 128, 32, true), Layout::kChannelsFirst);  // ResNeXt 32x4d: K = 36
+    Tuning cpu;
+    cpu.gemm_on_views = cpu.channels_last = true;
+    EXPECT_EQ(layout(cpu, 128, 128, 32, true), Layout::kChannelsLast);
+  }
   const auto same = [](const GemmShape& a, const GemmShape& b) {
     return a.batch == b.batch && a.m == b.m && a.n == b.n && a.k == b.k;
   };
@@ -163,19 +178,19 @@ TEST(CudaPlan, ChannelsLastInputsRunOnChannelsLastColumns) {
     EXPECT_TRUE(myconv::detail::plan_pass(Pass::kForward, p, at::kFloat, t, s).output_in_place);
   }
   {
-    // 1x1 256 -> 64 at 56x56, batch 12, groups 2: no columns in any pass; each GEMM covers a chunk's
-    // positions at once, grad_weight's too
+    // 1x1 256 -> 64 at 56x56, batch 12: no columns in any pass; each GEMM covers a chunk's positions at
+    // once, grad_weight's too
     const std::vector<int64_t> zero{0, 0};
-    const ConvProblem p(at::empty({12, 256, 1, 56, 56}, meta), at::empty({64, 128, 1, 1, 1}, meta),
-                        Window3d(one, zero, one), 2, Layout::kChannelsLast);
+    const ConvProblem p(at::empty({12, 256, 1, 56, 56}, meta), at::empty({64, 256, 1, 1, 1}, meta),
+                        Window3d(one, zero, one), 1, Layout::kChannelsLast);
     for (const Pass pass : {Pass::kForward, Pass::kGradInput, Pass::kGradWeight}) {
       const PassPlan plan = myconv::detail::plan_pass(pass, p, at::kFloat, t, s);
       const int64_t P = plan.tiles.images_per_tile * 56 * 56;
       EXPECT_EQ(plan.path, Path::kGemmOnViews) << myconv::detail::pass_name(pass);
       EXPECT_EQ(plan.workspace_bytes(), 0) << myconv::detail::pass_name(pass);
-      const GemmShape want = pass == Pass::kForward     ? GemmShape{2, P, 32, 128}
-                             : pass == Pass::kGradInput ? GemmShape{2, P, 128, 32}
-                                                        : GemmShape{2, 32, 128, P};
+      const GemmShape want = pass == Pass::kForward     ? GemmShape{1, P, 64, 256}
+                             : pass == Pass::kGradInput ? GemmShape{1, P, 256, 64}
+                                                        : GemmShape{1, 64, 256, P};
       EXPECT_TRUE(same(plan.gemm, want)) << myconv::detail::pass_name(pass) << " " << plan.gemm.batch << "x"
                                          << plan.gemm.m << "x" << plan.gemm.n << "x" << plan.gemm.k;
     }

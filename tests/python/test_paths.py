@@ -345,36 +345,40 @@ def test_the_cuda_plans_1x1_joins_small_images_and_batches_transposed_ones():
 def test_the_cuda_plan_runs_channels_last_inputs_on_channels_last_columns(chunk, dims, dtype, tol):
     # channels_last (channels_last_3d) inputs on the CUDA plan: channels-last columns for the 3x3 layers
     # (no copy of the input, grad_output or results into NCHW, grad_output read in place), none at all
-    # for 1x1 ones; results in the input's memory format, like F.convNd's. 5 images, in one chunk or in
-    # chunks of 2, 2 and 1; groups 2 with 40 channels a group (past the direct kernels' reach, the
-    # groups' outputs interleaved in each channels-last row)
+    # for 1x1 / stride 1 ones; results in the input's memory format, like F.convNd's. 5 images, in one
+    # chunk or in chunks of 2, 2 and 1. Grouped layers that take columns (K = 40 * taps a group) run
+    # channels-first on the GPU; depthwise ones take the direct kernels in channels-last.
     g = torch.Generator().manual_seed(1)
     conv = {2: (myconv.conv2d, F.conv2d), 3: (myconv.conv3d, F.conv3d)}[dims]
     fmt = {2: torch.channels_last, 3: torch.channels_last_3d}[dims]
     size = (9, 8) if dims == 2 else (4, 5, 6)
-    for k, pad, stride in ((3, 1, 1), (3, 1, 2), (1, 0, 1)):
+    for k, pad, stride, groups in ((3, 1, 1, 1), (3, 1, 2, 1), (1, 0, 1, 1), (3, 1, 1, 2), (3, 1, 1, 80)):
         x = torch.randn(5, 80, *size, generator=g, dtype=torch.float64).contiguous(memory_format=fmt)
-        w = torch.randn(40, 40, *(k,) * dims, generator=g, dtype=torch.float64)
-        b = torch.randn(40, generator=g, dtype=torch.float64)
-        kw = dict(padding=pad, stride=stride, groups=2)
+        w = torch.randn(80 if groups == 80 else 40, 80 // groups, *(k,) * dims, generator=g, dtype=torch.float64)
+        b = torch.randn(w.shape[0], generator=g, dtype=torch.float64)
+        kw = dict(padding=pad, stride=stride, groups=groups)
         cast = [t.to(dtype) for t in (x, w, b)]
-        columns = cast[0].element_size() * 40 * k ** dims  # column bytes a position takes, per group
-        workspace = chunk and 2 * 2 * (columns + 40 * cast[0].element_size()) * math.prod(
-            (s + 2 * pad - k) // stride + 1 for s in size) + 4096
+        es = cast[0].element_size()
+        columns = es * 80 * k ** dims  # column bytes a position takes (channels-last chunks: columns only)
+        positions = math.prod((s + 2 * pad - k) // stride + 1 for s in size)
+        workspace = chunk and 2 * columns * positions + 4096
         with settings(workspace=workspace), cuda_plan_on_cpu():
             e = myconv.explain(*cast, **kw)
             plans = e["forward"] + e["backward"]
-            assert {p["layout"] for p in plans} == {"channels_last"}
-            assert {p["tiles"]["images_per_tile"] for p in plans} == {chunk or 5}
-            pointwise = k == 1 and stride == 1
-            assert {p["path"] for p in plans} == {"gemm_on_views" if pointwise else "columns"}
-            if pointwise:
+            layout = "channels_first" if groups == 2 else "channels_last"
+            assert {p["layout"] for p in plans} == {layout}, (k, stride, groups)
+            path = ("direct_grouped" if groups == 80 else
+                    "gemm_on_views" if k == 1 and stride == 1 else "columns")
+            assert {p["path"] for p in plans} == {path}, (k, stride, groups)
+            if groups == 1:
+                assert {p["tiles"]["images_per_tile"] for p in plans} == {chunk or 5}
+            if path != "columns":
                 assert all(p["workspace"]["total"] == 0 for p in plans)
             ours = forward_backward(conv[0], *cast, kw)
         assert ours[0].is_contiguous(memory_format=fmt) and ours[1].is_contiguous(memory_format=fmt)
         ref = forward_backward(conv[1], x, w, b, kw)
         for name, a, want in zip(("output", "grad_input", "grad_weight", "grad_bias"), ours, ref):
-            assert_rel_close(a, want, tol, f"{k}x{k}/{stride} {name}")
+            assert_rel_close(a, want, tol, f"{k}x{k}/{stride} groups {groups} {name}")
 
 
 @pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
