@@ -864,26 +864,26 @@ TEST(CudaChannelsLast, ThirtyTwoBitIndexArithmeticDoesExactlyTheSixtyFourBitWork
 // Sampled elements of channels-last problems too large to allocate (3 taps,
 // stride 1, padding 1 along each axis: a position per pixel), every offset
 // checked in 128-bit arithmetic.
-void check_large_channels_last(int64_t N, int64_t C, std::vector<int64_t> size) {
+void check_large_channels_last(int64_t N, int64_t C, std::vector<int64_t> size, ChannelRun run) {
   const int64_t dims = static_cast<int64_t>(size.size());
   const std::vector<int64_t> three(dims, 3), one(dims, 1);
   const ConvGeometry g(C, size, three, one, one, one);
-  const ChannelRun run{0, C};
   const ColumnLayout layout = channels_last_layout(g, run);
   const Geom geom = myconv::cuda::make_geom(g, layout, N, channels_last_tile(g, run));
-  const int64_t D = g.depth, H = g.height, W = g.width, L = g.cols(), rows = g.rows();
+  const int64_t nc = run.count(), c0 = run.c0;
+  const int64_t D = g.depth, H = g.height, W = g.width, L = g.cols(), rows = nc * g.taps();
   const int64_t K[3] = {g.kernel_d, g.kernel_h, g.kernel_w}, P[3] = {g.pad_d, g.pad_h, g.pad_w};
   const int64_t extent[3] = {D, H, W};
   const int64_t total = myconv::cuda::im2col_elements(geom);
-  ASSERT_EQ(static_cast<i128>(total), static_cast<i128>(N) * C * L);
+  ASSERT_EQ(static_cast<i128>(total), static_cast<i128>(N) * nc * L);
   ASSERT_EQ(myconv::cuda::col2im_elements(geom), total);
   ASSERT_GT(total, int64_t{1} << 32);
   ASSERT_FALSE(myconv::cuda::narrow_launch(geom, total));
   const std::vector<int64_t> samples = {0, (int64_t{1} << 31) - 1, int64_t{1} << 31, (int64_t{1} << 32) + 12345,
-                                        C * L - 1, C * L + C * (W + 1) + 2, total - 1};
+                                        nc * L - 1, nc * L + nc * (W + 1) + 1, total - 1};
   for (const int64_t i : samples) {
-    // element i: channel c of pixel (and position) `at` of image b
-    const int64_t c = i % C, pixel = i / C % L, b = i / (C * L);
+    // element i: channel c of the run at pixel (and position) `at` of image b
+    const int64_t c = i % nc, pixel = i / nc % L, b = i / (nc * L);
     const int64_t at[3] = {pixel / (H * W), pixel / W % H, pixel % W};
     std::vector<std::pair<int64_t, int64_t>> copies;
     RecordOffsets record{&copies, nullptr, nullptr};
@@ -895,7 +895,7 @@ void check_large_channels_last(int64_t N, int64_t C, std::vector<int64_t> size) 
       for (int64_t kh = 0; kh < K[1]; ++kh) {
         for (int64_t kw = 0; kw < K[2]; ++kw, ++t) {
           const int64_t tap[3] = {kd, kh, kw};
-          const i128 column = static_cast<i128>(b) * L * rows + static_cast<i128>(pixel) * rows + t * C + c;
+          const i128 column = static_cast<i128>(b) * L * rows + static_cast<i128>(pixel) * rows + t * nc + c;
           bool inside = true, reads = true;
           i128 source = b, reader = 0;
           for (int a = 0; a < 3; ++a) {
@@ -906,9 +906,9 @@ void check_large_channels_last(int64_t N, int64_t C, std::vector<int64_t> size) 
             reader = reader * extent[a] + out;
           }
           EXPECT_EQ(static_cast<i128>(copies[t].first), column) << "element " << i << " tap " << t;
-          EXPECT_EQ(static_cast<i128>(copies[t].second), inside ? source * C + c : -1) << "element " << i;
+          EXPECT_EQ(static_cast<i128>(copies[t].second), inside ? source * C + c0 + c : -1) << "element " << i;
           if (reads) {
-            want_gathered.push_back(static_cast<int64_t>(static_cast<i128>(b) * L * rows + reader * rows + t * C + c));
+            want_gathered.push_back(static_cast<int64_t>(static_cast<i128>(b) * L * rows + reader * rows + t * nc + c));
           }
         }
       }
@@ -917,15 +917,17 @@ void check_large_channels_last(int64_t N, int64_t C, std::vector<int64_t> size) 
     int64_t stored = -1;
     RecordOffsets io{nullptr, &gathered, &stored};
     myconv::cuda::col2im_element(geom, i, io);
-    EXPECT_EQ(stored, i);  // channels-last images: element i is (b, pixel, c)
+    EXPECT_EQ(static_cast<i128>(stored), (static_cast<i128>(b) * L + pixel) * C + c0 + c);  // (b, pixel, c0 + c)
     EXPECT_EQ(gathered, want_gathered) << "element " << i;
   }
 }
 
 TEST(CudaChannelsLast, IndexArithmeticPast2To31WithoutAllocating) {
-  check_large_channels_last(2, 3, {40000, 30000});
-  check_large_channels_last(2, 64, {600, 600, 100});
-  check_large_channels_last(3, 5, {300000000});
+  check_large_channels_last(2, 3, {40000, 30000}, {0, 3});
+  check_large_channels_last(2, 64, {600, 600, 100}, {0, 64});
+  check_large_channels_last(3, 96, {600, 600, 100}, {40, 88});  // a run of 48 channels from the 41st
+  check_large_channels_last(3, 5, {300000000}, {0, 5});
+  check_large_channels_last(3, 8, {300000000}, {2, 7});
 }
 
 TEST(CudaChannelsLast, StoresFillWholeSectorsFromEightFloatChannelsOn) {
