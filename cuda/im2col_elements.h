@@ -220,6 +220,30 @@ MYCONV_HOST_DEVICE inline int64_t col2im_elements(const Geom& g) {
 
 // ---- per-element work ----------------------------------------------------------------
 
+// Copies the column entries of output position (od, oh, ow), tap by tap in
+// (kd, kh, kw) order: io.copy(dst, image element), dst advancing by
+// dst_step a tap; the element of input pixel (id, ih, iw) is at first_pixel
+// + ((id * H + ih) * W + iw) * pixel_stride, -1 (a zero) where the tap lies
+// in the padding.
+template <typename Access>
+MYCONV_HOST_DEVICE inline void copy_taps(const Geom& g, int64_t od, int64_t oh, int64_t ow, int64_t dst,
+                                         int64_t dst_step, int64_t first_pixel, int64_t pixel_stride, Access& io) {
+  const int64_t id0 = od * g.stride_d - g.pad_d, ih0 = oh * g.stride_h - g.pad_h, iw0 = ow * g.stride_w - g.pad_w;
+  for (int64_t kd = 0; kd < g.kernel_d; ++kd) {
+    const int64_t id = id0 + kd * g.dilation_d;
+    for (int64_t kh = 0; kh < g.kernel_h; ++kh) {
+      const int64_t ih = ih0 + kh * g.dilation_h;
+      const bool rows_inside = id >= 0 && id < g.depth && ih >= 0 && ih < g.height;
+      const int64_t row = (id * g.height + ih) * g.width;
+      for (int64_t kw = 0; kw < g.kernel_w; ++kw) {
+        const int64_t iw = iw0 + kw * g.dilation_w;
+        io.copy(dst, rows_inside && iw >= 0 && iw < g.width ? first_pixel + (row + iw) * pixel_stride : -1);
+        dst += dst_step;
+      }
+    }
+  }
+}
+
 // im2col element i = (b, c, od, oh, ow) (or (c, b, od, oh, ow), see
 // Geom::images_side_by_side): writes that position's kD*kH*kW column
 // entries, tap by tap in (kd, kh, kw) order: io.copy(column, image), image -1
@@ -227,18 +251,26 @@ MYCONV_HOST_DEVICE inline int64_t col2im_elements(const Geom& g) {
 // consecutive entries of a row, across images too where they lie side by
 // side (coalesced: a warp's stores fill whole sectors where rows start on
 // one, see the column buffers' row stride in csrc/conv_plan.h).
-// Channels-last images: im2col_channels_last_element.
-template <typename Index, typename Access>
-MYCONV_HOST_DEVICE inline void im2col_channels_last_element(const Geom& g, int64_t i, Access& io);
-
+// Channels-last images: element i = (b, od, oh, ow, c), channel c of the
+// columns' ones, writes row (kd, kh, kw, c) of its position, tap by tap;
+// consecutive threads take consecutive channels, so they read a run of a
+// pixel's channels and write a run of a row of the (positions, rows) tile.
 template <typename Index = int64_t, typename Access>
 MYCONV_HOST_DEVICE inline void im2col_element(const Geom& g, int64_t i, Access& io) {
+  const Divisors<Index>& dv = g.divisors<Index>();
+  Index ow, oh, od, c, q;
+  int64_t b;
   if (g.channels_last) {  // (the same for every thread of a launch)
-    im2col_channels_last_element<Index>(g, i, io);
+    q = dv.channels.divmod(static_cast<Index>(i), c);
+    q = dv.out_w.divmod(q, ow);
+    q = dv.out_h.divmod(q, oh);
+    b = dv.out_d.divmod(q, od);
+    const int64_t position = (static_cast<int64_t>(od) * g.out_h + oh) * g.out_w + ow;
+    copy_taps(g, od, oh, ow, b * g.batch_stride + position * g.col_stride + static_cast<int64_t>(c) * g.row_stride,
+              g.channels * g.row_stride, b * g.depth * g.height * g.width * g.image_channels + g.channel0 + c,
+              g.image_channels, io);
     return;
   }
-  const Divisors<Index>& dv = g.divisors<Index>();
-  Index ow, oh, od, b, c, q;
   if (g.images_side_by_side) {
     Index entry, position;
     c = dv.row_threads.divmod(static_cast<Index>(i), entry);
@@ -254,61 +286,12 @@ MYCONV_HOST_DEVICE inline void im2col_element(const Geom& g, int64_t i, Access& 
     q = dv.out_d.divmod(q, od);
     b = dv.channels.divmod(q, c);
   }
-  const int64_t plane = (static_cast<int64_t>(b) * g.channels + c) * g.depth * g.height * g.width;
-  int64_t dst = static_cast<int64_t>(b) * g.batch_stride + (static_cast<int64_t>(c) * g.kernel_d * g.kernel_h * g.kernel_w) * g.row_stride +
-                (static_cast<int64_t>(od) * g.out_h + oh) * g.out_w + ow;
-  const int64_t id0 = static_cast<int64_t>(od) * g.stride_d - g.pad_d;
-  const int64_t ih0 = static_cast<int64_t>(oh) * g.stride_h - g.pad_h;
-  const int64_t iw0 = static_cast<int64_t>(ow) * g.stride_w - g.pad_w;
-  for (int64_t kd = 0; kd < g.kernel_d; ++kd) {
-    const int64_t id = id0 + kd * g.dilation_d;
-    for (int64_t kh = 0; kh < g.kernel_h; ++kh) {
-      const int64_t ih = ih0 + kh * g.dilation_h;
-      const bool rows_inside = id >= 0 && id < g.depth && ih >= 0 && ih < g.height;
-      const int64_t row = plane + (id * g.height + ih) * g.width;
-      for (int64_t kw = 0; kw < g.kernel_w; ++kw) {
-        const int64_t iw = iw0 + kw * g.dilation_w;
-        io.copy(dst, rows_inside && iw >= 0 && iw < g.width ? row + iw : -1);
-        dst += g.row_stride;
-      }
-    }
-  }
-}
-
-// Channels-last im2col element i = (b, od, oh, ow, c), channel c of the
-// columns' ones: writes that position's column entries of channel c, tap by
-// tap in (kd, kh, kw) order (row (kd, kh, kw, c)), io.copy(column, image),
-// image -1 where the tap lies in the padding. Consecutive threads take
-// consecutive channels: they read a run of a pixel's channels and write a
-// run of a row of the (positions, rows) tile, both coalesced.
-template <typename Index, typename Access>
-MYCONV_HOST_DEVICE inline void im2col_channels_last_element(const Geom& g, int64_t i, Access& io) {
-  const Divisors<Index>& dv = g.divisors<Index>();
-  Index c, ow, oh, od;
-  Index q = dv.channels.divmod(static_cast<Index>(i), c);
-  q = dv.out_w.divmod(q, ow);
-  q = dv.out_h.divmod(q, oh);
-  const int64_t b = dv.out_d.divmod(q, od);
-  const int64_t image = b * g.depth * g.height * g.width * g.image_channels + g.channel0 + c;  // pixel 0
-  int64_t dst = b * g.batch_stride + ((static_cast<int64_t>(od) * g.out_h + oh) * g.out_w + ow) * g.col_stride +
-                static_cast<int64_t>(c) * g.row_stride;
-  const int64_t tap_step = g.channels * g.row_stride;
-  const int64_t id0 = static_cast<int64_t>(od) * g.stride_d - g.pad_d;
-  const int64_t ih0 = static_cast<int64_t>(oh) * g.stride_h - g.pad_h;
-  const int64_t iw0 = static_cast<int64_t>(ow) * g.stride_w - g.pad_w;
-  for (int64_t kd = 0; kd < g.kernel_d; ++kd) {
-    const int64_t id = id0 + kd * g.dilation_d;
-    for (int64_t kh = 0; kh < g.kernel_h; ++kh) {
-      const int64_t ih = ih0 + kh * g.dilation_h;
-      const bool rows_inside = id >= 0 && id < g.depth && ih >= 0 && ih < g.height;
-      const int64_t row = (id * g.height + ih) * g.width;
-      for (int64_t kw = 0; kw < g.kernel_w; ++kw) {
-        const int64_t iw = iw0 + kw * g.dilation_w;
-        io.copy(dst, rows_inside && iw >= 0 && iw < g.width ? image + (row + iw) * g.image_channels : -1);
-        dst += tap_step;
-      }
-    }
-  }
+  const int64_t plane = (b * g.channels + c) * g.depth * g.height * g.width;
+  const int64_t position = (static_cast<int64_t>(od) * g.out_h + oh) * g.out_w + ow;
+  copy_taps(g, od, oh, ow,
+            b * g.batch_stride + (static_cast<int64_t>(c) * g.kernel_d * g.kernel_h * g.kernel_w) * g.row_stride +
+                position * g.col_stride,
+            g.row_stride, plane, 1, io);
 }
 
 // The output positions along one axis whose window tap reads input index x:
@@ -369,74 +352,61 @@ MYCONV_HOST_DEVICE inline void for_each_reader(const AxisReaders& r, int64_t ker
   }
 }
 
-// col2im element i = (b, c, d, h, w): a gather. Sums the column entries of
-// every window tap that reads the element, in (kd, kh, kw) order, into io's
-// accumulator (float for reduced precision), then stores it at i. No
-// atomics: the result is bitwise reproducible. Only the positions whose
+// Adds to `sum` (io.add) the column entries of every window tap that reads
+// image element (d, h, w), in (kd, kh, kw) order: the entry of tap
+// t = (kd * kH + kh) * kW + kw at position l = (od * oH + oh) * oW + ow is at
+// first + t * tap_stride + l * position_stride. Only the positions whose
 // window reaches the element are visited (AxisReaders).
-// Channels-last images: col2im_channels_last_element.
-template <typename Index, typename Access>
-MYCONV_HOST_DEVICE inline void col2im_channels_last_element(const Geom& g, int64_t i, Access& io);
-
-template <typename Index = int64_t, typename Access>
-MYCONV_HOST_DEVICE inline void col2im_element(const Geom& g, int64_t i, Access& io) {
-  if (g.channels_last) {  // (the same for every thread of a launch)
-    col2im_channels_last_element<Index>(g, i, io);
-    return;
-  }
-  const Divisors<Index>& dv = g.divisors<Index>();
-  Index w, h, d, c;
-  Index q = dv.width.divmod(static_cast<Index>(i), w);
-  q = dv.height.divmod(q, h);
-  q = dv.depth.divmod(q, d);
-  const int64_t b = dv.channels.divmod(q, c);
+template <typename Index, typename Access, typename Sum>
+MYCONV_HOST_DEVICE inline void gather_readers(const Geom& g, const Divisors<Index>& dv, int64_t d, int64_t h,
+                                              int64_t w, int64_t first, int64_t tap_stride,
+                                              int64_t position_stride, Access& io, Sum& sum) {
   const AxisReaders rd = axis_readers(d, g.pad_d, g.kernel_d, g.dilation_d, g.out_d, dv.stride_d);
   const AxisReaders rh = axis_readers(h, g.pad_h, g.kernel_h, g.dilation_h, g.out_h, dv.stride_h);
   const AxisReaders rw = axis_readers(w, g.pad_w, g.kernel_w, g.dilation_w, g.out_w, dv.stride_w);
-  const int64_t src = b * g.batch_stride;
-  auto sum = io.zero_sum();
-  for_each_reader(rd, g.kernel_d, g.out_d, dv.stride_d, dv.dilation_d, [&](int64_t kd, int64_t od) {
-    for_each_reader(rh, g.kernel_h, g.out_h, dv.stride_h, dv.dilation_h, [&](int64_t kh, int64_t oh) {
-      const int64_t row0 = ((static_cast<int64_t>(c) * g.kernel_d + kd) * g.kernel_h + kh) * g.kernel_w;
-      const int64_t position0 = (od * g.out_h + oh) * g.out_w;
-      for_each_reader(rw, g.kernel_w, g.out_w, dv.stride_w, dv.dilation_w, [&](int64_t kw, int64_t ow) {
-        io.add(sum, src + (row0 + kw) * g.row_stride + position0 + ow);
-      });
-    });
-  });
-  io.store(i, sum);
-}
-
-// Channels-last col2im element i = (b, d, h, w, c), channel c of the
-// columns' ones: the same gather as col2im_element (the taps that read the
-// element, in (kd, kh, kw) order, summed in io's accumulator), stored at the
-// image element (b, d, h, w, channel0 + c). Consecutive threads take
-// consecutive channels: coalesced reads of the tile's rows, coalesced stores.
-template <typename Index, typename Access>
-MYCONV_HOST_DEVICE inline void col2im_channels_last_element(const Geom& g, int64_t i, Access& io) {
-  const Divisors<Index>& dv = g.divisors<Index>();
-  Index c, w, h, d;
-  Index q = dv.channels.divmod(static_cast<Index>(i), c);
-  q = dv.width.divmod(q, w);
-  q = dv.height.divmod(q, h);
-  const int64_t b = dv.depth.divmod(q, d);
-  const AxisReaders rd = axis_readers(d, g.pad_d, g.kernel_d, g.dilation_d, g.out_d, dv.stride_d);
-  const AxisReaders rh = axis_readers(h, g.pad_h, g.kernel_h, g.dilation_h, g.out_h, dv.stride_h);
-  const AxisReaders rw = axis_readers(w, g.pad_w, g.kernel_w, g.dilation_w, g.out_w, dv.stride_w);
-  const int64_t src = b * g.batch_stride + static_cast<int64_t>(c) * g.row_stride;
-  const int64_t tap_step = g.channels * g.row_stride;
-  auto sum = io.zero_sum();
   for_each_reader(rd, g.kernel_d, g.out_d, dv.stride_d, dv.dilation_d, [&](int64_t kd, int64_t od) {
     for_each_reader(rh, g.kernel_h, g.out_h, dv.stride_h, dv.dilation_h, [&](int64_t kh, int64_t oh) {
       const int64_t tap0 = (kd * g.kernel_h + kh) * g.kernel_w;
       const int64_t position0 = (od * g.out_h + oh) * g.out_w;
       for_each_reader(rw, g.kernel_w, g.out_w, dv.stride_w, dv.dilation_w, [&](int64_t kw, int64_t ow) {
-        io.add(sum, src + (tap0 + kw) * tap_step + (position0 + ow) * g.col_stride);
+        io.add(sum, first + (tap0 + kw) * tap_stride + (position0 + ow) * position_stride);
       });
     });
   });
-  const int64_t pixel = ((b * g.depth + d) * g.height + h) * g.width + w;
-  io.store(pixel * g.image_channels + g.channel0 + c, sum);
+}
+
+// col2im element i = (b, c, d, h, w) (channels-last images: (b, d, h, w, c),
+// channel c of the columns' ones): a gather. Sums the column entries of
+// every window tap that reads the element, in (kd, kh, kw) order, into io's
+// accumulator (float for reduced precision), then stores it at the image
+// element (channels-last: (b, d, h, w, channel0 + c)). No atomics: the
+// result is bitwise reproducible. Consecutive threads take consecutive
+// image elements: along W channels-first, along the channels channels-last
+// (coalesced reads of the tile's rows there, coalesced stores either way).
+template <typename Index = int64_t, typename Access>
+MYCONV_HOST_DEVICE inline void col2im_element(const Geom& g, int64_t i, Access& io) {
+  const Divisors<Index>& dv = g.divisors<Index>();
+  const int64_t taps = g.kernel_d * g.kernel_h * g.kernel_w;
+  Index w, h, d, c, q;
+  auto sum = io.zero_sum();
+  if (g.channels_last) {  // (the same for every thread of a launch)
+    q = dv.channels.divmod(static_cast<Index>(i), c);
+    q = dv.width.divmod(q, w);
+    q = dv.height.divmod(q, h);
+    const int64_t b = dv.depth.divmod(q, d);
+    gather_readers(g, dv, d, h, w, b * g.batch_stride + static_cast<int64_t>(c) * g.row_stride,
+                   g.channels * g.row_stride, g.col_stride, io, sum);
+    const int64_t pixel = ((b * g.depth + d) * g.height + h) * g.width + w;
+    io.store(pixel * g.image_channels + g.channel0 + c, sum);
+    return;
+  }
+  q = dv.width.divmod(static_cast<Index>(i), w);
+  q = dv.height.divmod(q, h);
+  q = dv.depth.divmod(q, d);
+  const int64_t b = dv.channels.divmod(q, c);
+  gather_readers(g, dv, d, h, w, b * g.batch_stride + static_cast<int64_t>(c) * taps * g.row_stride, g.row_stride,
+                 g.col_stride, io, sum);
+  io.store(i, sum);
 }
 
 // ---- the memory access of the real kernels -------------------------------------------
