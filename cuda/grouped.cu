@@ -1,8 +1,10 @@
 // The CUDA direct grouped launches: kernels around the per-element work of
 // grouped_elements.h (which the host tests run too), launched on PyTorch's
 // current stream. Forward and grad_input: grid-stride loops, one element per
-// thread. grad_weight: block-stride loops, one weight element per block, its
-// lanes' sums added by a fixed tree in shared memory.
+// thread. grad_weight: block-stride loops, one (weight element, slice of the
+// output positions) per block, its lanes' sums added by a fixed tree in
+// shared memory; with several slices, a grid-stride loop adding each
+// element's slice sums in order.
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAStream.h>
 

@@ -16,9 +16,10 @@
 // Tensors are 5-D (N, C, D, H, W) (1-D and 2-D problems with unit leading
 // sizes), all contiguous, or all channels-last contiguous (N, D, H, W, C);
 // the weight is (C_out, C_in/groups, kD, kH, kW) contiguous. Every result
-// element is summed by one thread (grad_weight: by one block, lanes summing
-// fixed slices and combined by a fixed tree) in a fixed order, whatever the
-// grid: no atomics, bitwise reproducible.
+// element is summed in a fixed order, whatever the grid: by one thread
+// (forward, grad_input); grad_weight by one block per slice of the output
+// positions, its lanes' sums combined by a fixed tree, then the slices' sums
+// added in slice order. No atomics: bitwise reproducible.
 //  - forward: one output element per thread: bias + the sum over taps
 //    (kd, kh, kw) in order, and within a tap over the group's input channels;
 //  - grad_input: one input element per thread, a gather over the taps
@@ -44,12 +45,31 @@ namespace myconv::cuda {
 
 // ---- geometry ------------------------------------------------------------------------
 
+// grad_weight's slices of `positions` output positions (N * OD * OH * OW)
+// for `elements` weight elements: as many as keep every slice at least
+// kSlicePositions positions long (16 a lane), up to the number that gives
+// kSliceTargetBlocks blocks (a GPU full several times over), at most
+// kMaxSlices. A function of the problem only: the sums' order, hence their
+// bits, is the same on every device and grid.
+constexpr int64_t kSlicePositions = 16 * kThreads;
+constexpr int64_t kSliceTargetBlocks = 4096;
+constexpr int64_t kMaxSlices = 64;
+inline int64_t slices_for(int64_t positions, int64_t elements) {
+  if (elements <= 0) {
+    return 1;
+  }
+  const int64_t by_length = positions / kSlicePositions;
+  const int64_t by_blocks = (kSliceTargetBlocks + elements - 1) / elements;
+  return std::clamp<int64_t>(std::min(by_length, by_blocks), 1, kMaxSlices);
+}
+
 // The 32-bit divisors of a launch's coordinates (GroupedGeom::narrow).
 struct GroupedDivisors {
   Divider<uint32_t> out_c, out_d, out_h, out_w;  // forward: element -> (n, o, od, oh, ow)
   Divider<uint32_t> in_c, in_d, in_h, in_w;      // grad_input: element -> (n, c, d, h, w)
   Divider<uint32_t> mg, cg;                      // a channel's group
   Divider<uint32_t> stride_d, stride_h, stride_w;  // grad_input's tap walks
+  Divider<uint32_t> kernel_d, kernel_h, kernel_w, slices;  // grad_weight: item -> (o, ci, kd, kh, kw, slice)
 };
 
 // A grouped convolution in plain integers, with the element strides of its
@@ -68,11 +88,13 @@ struct GroupedGeom {
   int64_t out_image, out_channel, out_pixel, out_row, out_plane;
   // grad_input's walk over the taps of an axis: dilation = q * stride + r
   int64_t dil_q_d, dil_r_d, dil_q_h, dil_r_h, dil_q_w, dil_r_w;
-  // Every element index of the forward and grad_input launches, and every
-  // input index plus its padding, fits 31 bits: their coordinates come from
-  // 32-bit divisions by magic numbers (`fast`; a multiply-high and a shift,
-  // several times cheaper than a hardware division on a GPU). Offsets are
-  // 64-bit either way.
+  // grad_weight's slices of the output positions (slices_for).
+  int64_t slices;
+  // Every element or item index of the three launches, and every input index
+  // plus its padding, fits 31 bits: their coordinates come from 32-bit
+  // divisions by magic numbers (`fast`; a multiply-high and a shift, several
+  // times cheaper than a GPU's integer division, a multi-instruction
+  // sequence). Offsets are 64-bit either way.
   bool narrow;
   GroupedDivisors fast;
 
@@ -100,17 +122,21 @@ inline GroupedGeom with_strides(GroupedGeom g) {
   g.dil_r_h = g.dilation_h % g.stride_h;
   g.dil_q_w = g.dilation_w / g.stride_w;
   g.dil_r_w = g.dilation_w % g.stride_w;
+  const int64_t weights = g.out_channels * g.cg * g.taps();
+  g.slices = slices_for(g.batch * g.positions(), weights);
   constexpr int64_t kNarrow = (int64_t{1} << 31) - 1;
   const int64_t outputs = g.batch * g.out_image, inputs = g.batch * g.in_image;
   g.narrow = outputs <= kNarrow && inputs <= kNarrow && g.out_channels <= kNarrow && g.channels <= kNarrow &&
              g.depth + g.pad_d <= kNarrow && g.height + g.pad_h <= kNarrow && g.width + g.pad_w <= kNarrow &&
              g.stride_d <= kNarrow && g.stride_h <= kNarrow && g.stride_w <= kNarrow &&
-             g.out_d <= kNarrow && g.out_h <= kNarrow && g.out_w <= kNarrow && g.mg >= 1 && g.cg >= 1;
+             g.out_d <= kNarrow && g.out_h <= kNarrow && g.out_w <= kNarrow && g.mg >= 1 && g.cg >= 1 &&
+             weights * g.slices <= kNarrow && g.batch * g.positions() + kThreads <= kNarrow;
   if (g.narrow) {
     const auto d = [](int64_t v) { return Divider<uint32_t>(static_cast<uint32_t>(v < 1 ? 1 : v)); };
-    g.fast = {d(g.out_channels), d(g.out_d), d(g.out_h),    d(g.out_w),    d(g.channels),
-              d(g.depth),        d(g.height), d(g.width),   d(g.mg),       d(g.cg),
-              d(g.stride_d),     d(g.stride_h), d(g.stride_w)};
+    g.fast = {d(g.out_channels), d(g.out_d),    d(g.out_h),    d(g.out_w),      d(g.channels),
+              d(g.depth),        d(g.height),   d(g.width),    d(g.mg),         d(g.cg),
+              d(g.stride_d),     d(g.stride_h), d(g.stride_w), d(g.kernel_d),   d(g.kernel_h),
+              d(g.kernel_w),     d(g.slices)};
   }
   return g;
 }
@@ -126,23 +152,9 @@ MYCONV_HOST_DEVICE inline int64_t grouped_grad_weight_elements(const GroupedGeom
   return g.out_channels * g.cg * g.taps();  // one per weight element
 }
 
-// grad_weight's slices of the output positions: as many as keep every slice
-// at least kSlicePositions positions long (16 a lane), up to the number that
-// gives kSliceTargetBlocks blocks (a GPU full several times over), at most
-// kMaxSlices. A function of the problem only: the sums' order, hence their
-// bits, is the same on every device.
-constexpr int64_t kSlicePositions = 16 * kThreads;
-constexpr int64_t kSliceTargetBlocks = 4096;
-constexpr int64_t kMaxSlices = 64;
+// grad_weight's slices of the output positions (GroupedGeom::slices).
 MYCONV_HOST_DEVICE inline int64_t grouped_grad_weight_slices(const GroupedGeom& g) {
-  const int64_t positions = g.batch * g.positions(), elements = grouped_grad_weight_elements(g);
-  if (elements == 0) {
-    return 1;
-  }
-  const int64_t by_length = positions / kSlicePositions;
-  const int64_t by_blocks = (kSliceTargetBlocks + elements - 1) / elements;
-  const int64_t slices = by_length < by_blocks ? by_length : by_blocks;
-  return slices < 1 ? 1 : (slices > kMaxSlices ? kMaxSlices : slices);
+  return g.slices;
 }
 
 // grad_weight's block work items: one per (weight element, slice), element-major.
@@ -232,6 +244,23 @@ MYCONV_HOST_DEVICE inline int64_t group_of(const GroupedGeom& g, int64_t channel
     return channel;
   }
   return g.narrow ? static_cast<int64_t>(fast.div(static_cast<uint32_t>(channel))) : channel / per_group;
+}
+
+// Output position p of the flattened (n, od, oh, ow) as its digits (c unused).
+MYCONV_HOST_DEVICE inline Coords position_digits(const GroupedGeom& g, int64_t p) {
+  Coords digits{0, 0, 0, 0, 0};
+  if (g.narrow) {  // p < N * OD * OH * OW + kThreads (= kLanes) < 2^31
+    const GroupedDivisors& f = g.fast;
+    uint32_t q = static_cast<uint32_t>(p), rest = 0;
+    q = f.out_w.divmod(q, rest), digits.w = rest;
+    q = f.out_h.divmod(q, rest), digits.h = rest;
+    digits.n = f.out_d.divmod(q, rest), digits.d = rest;
+    return digits;
+  }
+  digits.w = p % g.out_w, p /= g.out_w;
+  digits.h = p % g.out_h, p /= g.out_h;
+  digits.d = p % g.out_d, digits.n = p / g.out_d;
+  return digits;
 }
 
 // forward element i (output (n, o, od, oh, ow) in the layout's order, so that
@@ -384,25 +413,38 @@ template <typename Access>
 MYCONV_HOST_DEVICE inline auto grouped_grad_weight_partial(const GroupedGeom& g, int64_t r, int64_t slices,
                                                            int64_t lane, int64_t lanes, Access& io) {
   auto sum = io.zero_sum();
-  const int64_t e = r / slices, slice = r - e * slices;
   const int64_t total = g.batch * g.positions();
+  // the item's element e = (o, ci, kd, kh, kw) and slice
+  int64_t kw, kh, kd, ci, slice, o;
+  if (g.narrow && slices == g.slices) {
+    const GroupedDivisors& f = g.fast;
+    uint32_t q = static_cast<uint32_t>(r), rest = 0;
+    q = f.slices.divmod(q, rest), slice = rest;
+    q = f.kernel_w.divmod(q, rest), kw = rest;
+    q = f.kernel_h.divmod(q, rest), kh = rest;
+    q = f.kernel_d.divmod(q, rest), kd = rest;
+    o = f.cg.divmod(q, rest), ci = rest;
+  } else {
+    int64_t q = r / slices;
+    slice = r - q * slices;
+    kw = q % g.kernel_w, q /= g.kernel_w;
+    kh = q % g.kernel_h, q /= g.kernel_h;
+    kd = q % g.kernel_d, q /= g.kernel_d;
+    o = q / g.cg, ci = q - o * g.cg;
+  }
   const int64_t begin = slice * total / slices, end = (slice + 1) * total / slices;
   const int64_t first = begin + lane;
   if (first >= end) {
     return sum;
   }
-  const int64_t kw = e % g.kernel_w, kh = e / g.kernel_w % g.kernel_h, kd = e / (g.kernel_w * g.kernel_h) % g.kernel_d;
-  const int64_t oc = e / g.taps();  // o * cg + ci
-  const int64_t o = oc / g.cg, ci = oc - o * g.cg;
-  const int64_t c = (g.mg == 1 ? o : o / g.mg) * g.cg + ci;
+  const int64_t c = group_of(g, o, g.mg, g.fast.mg) * g.cg + ci;
   const int64_t d_off = kd * g.dilation_d - g.pad_d, h_off = kh * g.dilation_h - g.pad_h,
                 w_off = kw * g.dilation_w - g.pad_w;
   const int64_t y0 = o * g.out_channel, x0 = c * g.in_channel;
   // the first position, and the step, as digits (n, od, oh, ow)
-  int64_t ow = first % g.out_w, oh = first / g.out_w % g.out_h, od = first / (g.out_w * g.out_h) % g.out_d,
-          n = first / g.positions();
-  const int64_t step_w = lanes % g.out_w, step_h = lanes / g.out_w % g.out_h,
-                step_d = lanes / (g.out_w * g.out_h) % g.out_d, step_n = lanes / g.positions();
+  const Coords at = position_digits(g, first), step = position_digits(g, lanes);
+  int64_t ow = at.w, oh = at.h, od = at.d, n = at.n;
+  const int64_t step_w = step.w, step_h = step.h, step_d = step.d, step_n = step.n;
   for (int64_t p = first; p < end; p += lanes) {
     const int64_t id = od * g.stride_d + d_off, ih = oh * g.stride_h + h_off, iw = ow * g.stride_w + w_off;
     if (id >= 0 && id < g.depth && ih >= 0 && ih < g.height && iw >= 0 && iw < g.width) {
@@ -429,7 +471,7 @@ MYCONV_HOST_DEVICE inline auto grouped_grad_weight_partial(const GroupedGeom& g,
 // in slice order (io.add(sum, e * slices + s)), then io.store(e, sum).
 template <typename Access>
 MYCONV_HOST_DEVICE inline void grouped_slice_sum_element(const GroupedGeom& g, int64_t e, Access& io) {
-  const int64_t slices = grouped_grad_weight_slices(g);
+  const int64_t slices = g.slices;
   auto sum = io.zero_sum();
   for (int64_t s = 0; s < slices; ++s) {
     io.add(sum, e * slices + s);
@@ -517,7 +559,7 @@ struct GroupedGradInputWork {
 struct GroupedGradWeightWork {
   template <typename Access>
   MYCONV_HOST_DEVICE static auto partial(const GroupedGeom& g, int64_t r, int64_t lane, int64_t lanes, Access& io) {
-    return grouped_grad_weight_partial(g, r, grouped_grad_weight_slices(g), lane, lanes, io);
+    return grouped_grad_weight_partial(g, r, g.slices, lane, lanes, io);
   }
 };
 

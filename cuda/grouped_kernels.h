@@ -166,8 +166,9 @@ void launch_grouped_grad_weight(const Launcher& launcher, const at::Tensor& gy, 
     launch_products<GroupedGradWeightWork, true>(launcher, elements, k, gy, x, nullptr, gw);
     return;
   }
-  // a block per (element, slice), its total stored in float (float32 for float16 / bfloat16); then each
-  // element's slices added in order (elements * slices accumulators: a few hundred kB at most)
+  // a block per (element, slice), its total stored in acc_t (double for float64, float otherwise); then
+  // each element's slices added in order (elements * slices < 2 * kSliceTargetBlocks accumulators: at most
+  // 64 kB)
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, gw.scalar_type(), "myconv_grouped_grad_weight_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     const at::Tensor sums = at::empty({elements * slices}, gw.options().dtype(c10::CppTypeToScalarType<acc_t>::value));

@@ -780,6 +780,11 @@ TEST(CudaGroupedSlices, CountFollowsTheProblemAlone) {
   EXPECT_EQ(slices(64, 1, {512, 512}, 1), myconv::cuda::kMaxSlices);
   // no images
   EXPECT_EQ(slices(0, 4, {56, 56}, 3), 1);
+  // at most 2 * kSliceTargetBlocks items with several slices (their sums' buffer)
+  for (const int64_t channels : {1, 2, 3, 7, 100, 454, 455, 456, 1000}) {
+    const int64_t s = slices(64, channels, {128, 128}, 3), elements = channels * 9;
+    EXPECT_TRUE(s == 1 || elements * s < 2 * myconv::cuda::kSliceTargetBlocks) << channels << " channels";
+  }
 }
 
 TEST(CudaGroupedSlices, LanesOfTheSlicesTakeEveryPositionOnceInOrder) {
