@@ -180,7 +180,7 @@ class CudaBackend final : public Backend {
       myconv::cuda::grouped_grad_weight(gy.contiguous(), x.contiguous(), g, groups, false, gw);
       return;
     }
-    myconv::cuda::grouped_grad_weight(gy, x, g, groups, false, gw);
+    myconv::cuda::grouped_grad_weight(gy, x, g, groups, channels_last, gw);
   }
 };
 

@@ -130,7 +130,7 @@ inline GroupedGeom with_strides(GroupedGeom g) {
              g.depth + g.pad_d <= kNarrow && g.height + g.pad_h <= kNarrow && g.width + g.pad_w <= kNarrow &&
              g.stride_d <= kNarrow && g.stride_h <= kNarrow && g.stride_w <= kNarrow &&
              g.out_d <= kNarrow && g.out_h <= kNarrow && g.out_w <= kNarrow && g.mg >= 1 && g.cg >= 1 &&
-             weights * g.slices <= kNarrow && g.batch * g.positions() + kThreads <= kNarrow;
+             weights * g.slices <= kNarrow;
   if (g.narrow) {
     const auto d = [](int64_t v) { return Divider<uint32_t>(static_cast<uint32_t>(v < 1 ? 1 : v)); };
     g.fast = {d(g.out_channels), d(g.out_d),    d(g.out_h),    d(g.out_w),      d(g.channels),
@@ -249,7 +249,7 @@ MYCONV_HOST_DEVICE inline int64_t group_of(const GroupedGeom& g, int64_t channel
 // Output position p of the flattened (n, od, oh, ow) as its digits (c unused).
 MYCONV_HOST_DEVICE inline Coords position_digits(const GroupedGeom& g, int64_t p) {
   Coords digits{0, 0, 0, 0, 0};
-  if (g.narrow) {  // p < N * OD * OH * OW + kThreads (= kLanes) < 2^31
+  if (g.narrow) {  // p < N * OD * OH * OW <= the output's elements < 2^31, or p = lanes = kLanes
     const GroupedDivisors& f = g.fast;
     uint32_t q = static_cast<uint32_t>(p), rest = 0;
     q = f.out_w.divmod(q, rest), digits.w = rest;

@@ -824,11 +824,15 @@ TEST(CudaGroupedSlices, LanesOfTheSlicesTakeEveryPositionOnceInOrder) {
 }
 
 TEST(CudaGroupedSlices, EachSliceSumsExactlyItsPositionsProducts) {
+  // 32-bit item and position arithmetic (as these problems launch) and 64-bit (past 2^31)
+  for (const bool narrow : {true, false})
   for (const bool cl : {false, true}) {
     for (const Case& c : kSlicedCases) {
       const ConvGeometry g = geometry(c);
       const int64_t n = c.batch(), co = c.out_channels, cg = c.channels() / c.groups, kk = g.taps();
-      const GroupedGeom k = myconv::cuda::make_grouped_geom(g, n, co, c.groups, cl);
+      GroupedGeom k = myconv::cuda::make_grouped_geom(g, n, co, c.groups, cl);
+      ASSERT_TRUE(k.narrow);
+      k.narrow = narrow;
       const int64_t slices = myconv::cuda::grouped_grad_weight_slices(k), total = n * g.cols();
       ASSERT_GT(slices, 1) << describe(c, cl);
       const int64_t n_out = n * co * g.cols(), n_in = n * g.channels * g.pixels(), n_w = co * cg * kk;
