@@ -36,11 +36,15 @@ inline Tuning cuda_backend_tuning() {
   // does, not the whole batch's memory.
   t.float_gemm_results = true;
   t.column_row_bytes = 32;  // rows of columns on whole sectors: coalesced stores, tensor-op GEMMs
-  // chunks of 32 MiB, or 8192 positions where images are larger: the GEMMs
+  // chunks of 32 MiB, or 4096 positions where images are larger: the GEMMs
   // stay large enough for the GPU, the columns no longer take the whole
-  // batch's memory (2-2.6x cuDNN's peak on the H200). Not yet timed on a GPU.
+  // batch's memory (2-2.6x cuDNN's peak on the H200). 4096, not 8192: a
+  // 256-channel 14x14 batch of 32 (6272 positions) would take its whole
+  // columns, 55 MiB, and one fwd+bwd 1.8x cuDNN's peak memory (issue 25's
+  // target: 1.3x); now 2 chunks of 16 images (docs/gpu.md). Not yet timed
+  // on a GPU.
   t.chunk_bytes = int64_t{32} << 20;
-  t.chunk_min_positions = 8192;
+  t.chunk_min_positions = 4096;
   return t;
 }
 

@@ -46,8 +46,10 @@ TEST(CudaPlan, ChunksOfWholeImagesFillTheGemmWithoutTakingTheWholeBatchsMemory) 
   // bytes a chunk's image takes: (columns' rows + output channels) * positions * 4
   const std::vector<Want> cases = {
       {{32, 64, 64, 56, 3}, 4},    // 8 MB an image: 4 in 32 MiB (12,544 positions), 8 chunks
-      {{32, 64, 128, 28, 3}, 11},  // 2.2 MB: 15 fit (8192 positions take 11); 3 chunks of equal size: 11
-      {{32, 256, 256, 14, 3}, 32},  // 2 MB: 16 fit, but 8192 positions take 42: the whole batch
+      {{32, 64, 128, 28, 3}, 11},  // 2.2 MB: 15 fit (4096 positions take 6); 3 chunks of equal size: 11
+      {{32, 128, 128, 28, 3}, 8},  // 4 MB: 8 fit (4096 positions take 6); 4 chunks of 8
+      {{32, 256, 256, 14, 3}, 16},  // 2 MB: 16 fit, but 4096 positions take 21: 2 chunks of equal size, 16
+      {{32, 512, 512, 7, 3}, 32},   // 1 MB: 32 fit: the whole batch
       {{32, 8, 16, 32, 3}, 32},     // the seed layer, 0.36 MB: the whole batch
       {{12, 256, 64, 56, 1}, 6},    // 1x1 256->64: 4 MB, 8 fit; 12 images in 2 chunks of 6
       {{1, 512, 512, 7, 3}, 1},
@@ -60,7 +62,7 @@ TEST(CudaPlan, ChunksOfWholeImagesFillTheGemmWithoutTakingTheWholeBatchsMemory) 
     EXPECT_EQ(plan.images_per_tile, w.images) << "batch " << w.layer.n << ", " << w.layer.c << " channels, "
                                               << w.layer.size << "^2";
     EXPECT_EQ(plan.tiles_per_image, 1);
-    // within the chunk bytes unless that is what 8192 positions take, and never more images than needed
+    // within the chunk bytes unless that is what 4096 positions take, and never more images than needed
     EXPECT_TRUE(plan.images_per_tile * per_image <= t.chunk_bytes ||
                 (plan.images_per_tile - 1) * L < t.chunk_min_positions ||
                 plan.images_per_tile == std::max<int64_t>(w.layer.n, 1));
