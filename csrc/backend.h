@@ -52,7 +52,8 @@ struct Tuning {
   // several whole images needs no columns either: the forward and grad_input
   // run one strided-batched GEMM per group over the tile's images, the weight
   // broadcast (batch stride 0). grad_weight, whose images all add into one
-  // matrix, keeps columns for such tiles. For backends whose GEMM is one
+  // matrix, writes each image's product and sums them, where those products
+  // take less memory than the columns (pass_plan.cpp, start). For backends whose GEMM is one
   // launch per call (CUDA); the CPU joins images only when they are too small
   // for a GEMM of their own.
   bool image_batched_views = false;

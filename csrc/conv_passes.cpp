@@ -3,6 +3,7 @@
 #include "conv_passes.h"
 
 #include <ATen/ops/empty.h>
+#include <ATen/ops/sum.h>
 #include <c10/util/Exception.h>
 
 #include <algorithm>
@@ -197,6 +198,8 @@ at::Tensor grad_weight_columns(const Backend& backend, const PassPlan& plan, con
   const bool columns_are_input = plan.path == Path::kGemmOnViews;
   const WorkerBuffers buffers(plan.workers, plan.worker_elems(), x.options());
   const int64_t items = plan.items, workers = plan.workers;
+  // 1x1 tiles of several images on views: each image's product (one worker, see the plan)
+  const Workspace image_space(plan.image_product_elems, acc_options);
 
   backend.run_items(items, workers, [&](int64_t i, int64_t worker) {
     const int64_t chunk = i / blocking.count();
@@ -207,6 +210,24 @@ at::Tensor grad_weight_columns(const Backend& backend, const PassPlan& plan, con
     for (int64_t k = first; k < last; ++k) {
       const Tile tile = tiles.at(k);
       const int64_t n = tile.positions();
+      if (columns_are_input && tile.nb > 1 && !cl) {
+        // 1x1 over several images: per group, one GEMM per image, batched, into each image's product
+        // (in the sums' type), then the images' products summed (an ATen reduction: no TF32, a fixed
+        // order) into the block's sum
+        const at::Tensor products =
+            image_space.tensor().narrow(0, 0, tile.nb * ng * M * kb).view({tile.nb, ng, M, kb});
+        for (int64_t g = b.g0; g < b.g1; ++g) {
+          backend.bmm(images_view(p, gy, tile, M, g, 0, M),
+                      images_view(p, x, tile, cg, g, 0, cg).transpose(1, 2), products.select(1, g - b.g0), false);
+        }
+        if (k == first) {
+          at::Tensor sum = acc;
+          at::sum_out(sum, products, 0);
+        } else {
+          acc.add_(products.sum(0));
+        }
+        continue;
+      }
       at::Tensor cols;
       if (columns_are_input) {
         cols = pointwise_view(p, x, tile, b);

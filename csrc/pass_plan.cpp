@@ -70,10 +70,18 @@ PassPlan start(Pass pass, const ConvProblem& p, at::ScalarType dtype, const Tuni
   const bool single = plan.tiles.single_image_tiles();
   const bool in_place = t.gemm_on_views && (p.channels_last() || single);
   // 1x1 over tiles of several whole images: a batched GEMM over the images
-  // (Tuning::image_batched_views), but for grad_weight, and for images too
-  // small for a GEMM of their own
-  const bool batched_views = t.gemm_on_views && t.image_batched_views && !p.channels_last() &&
-                             pass != Pass::kGradWeight && p.L() >= kMinViewImagePositions &&
+  // (Tuning::image_batched_views), but for images too small for a GEMM of
+  // their own. grad_weight's GEMMs write each image's product (float32 for
+  // reduced precision), then summed: only where those products
+  // take fewer bytes than the columns and gathered grad_output they replace
+  // (out channels fewer than positions, about), for one worker's buffer.
+  const int64_t acc_size = is_reduced_precision(dtype) ? 4 : plan.element_size;
+  const bool products_fit = pass != Pass::kGradWeight ||
+                            (t.workers == 1 && (!is_reduced_precision(dtype) || t.float_gemm_results) &&
+                             p.out_channels * p.group_channels() * acc_size <
+                                 (p.geom.channels + p.out_channels) * p.L() * plan.element_size);
+  const bool batched_views = t.gemm_on_views && t.image_batched_views && !p.channels_last() && products_fit &&
+                             p.L() >= kMinViewImagePositions &&
                              p.L() * plan.element_size % kViewImageAlignment == 0 &&
                              plan.tiles.images_per_tile <= kMaxGemmBatch;
   plan.path = p.pointwise() && (in_place || batched_views) ? Path::kGemmOnViews : Path::kColumns;
@@ -202,7 +210,10 @@ void plan_grad_weight(PassPlan& plan, const ConvProblem& p) {
                                            std::max<int64_t>(1, room / std::max<int64_t>(gw_bytes, 1)), by_work}));
   }
   plan.chunks = chunks;
-  plan.blocks = plan_blocks(p, t, chunks, /*split_channels=*/!cl || gw_bytes <= room);
+  // 1x1 over several images on views (start): blocks of whole groups, whose
+  // sums are whole matrices of grad_weight
+  const bool image_products = plan.path == Path::kGemmOnViews && !plan.tiles.single_image_tiles() && !cl;
+  plan.blocks = plan_blocks(p, t, chunks, /*split_channels=*/!image_products && (!cl || gw_bytes <= room));
   // reduced precision: each GEMM's product in the dtype, added in float, unless
   // the backend's GEMM writes float32 (into the float32 result or partials)
   const bool products_in_dtype = reduced && !t.float_gemm_results;
@@ -216,10 +227,18 @@ void plan_grad_weight(PassPlan& plan, const ConvProblem& p) {
   plan.column_elems = column_elements(plan, p, widest.groups(), widest.channels());
   plan.scratch_elems = plan.gather_grad_output ? widest.groups() * M * P : 0;
   plan.product_elems = products_in_dtype ? widest.groups() * M * kb : 0;
+  if (image_products) {
+    // the widest block's products of a tile's images (one worker: start)
+    plan.image_product_elems = plan.tiles.images_per_tile * widest.groups() * M * kb;
+    plan.partial_bytes += plan.image_product_elems * acc_size;
+  }
   plan.items = chunks * plan.blocks.count();
   plan.worker_bytes = aligned(s, plan.worker_elems(), es) * es;
   plan.workers = workers_for(t.workers, plan.items, plan.worker_bytes, plan.partial_bytes, s.workspace_limit);
   plan.gemm = GemmShape{widest.groups(), M, kb, P};
+  if (image_products) {
+    plan.gemm = GemmShape{widest.groups() * plan.tiles.images_per_tile, M, kb, p.L()};  // a GEMM per image
+  }
 }
 
 } // namespace

@@ -76,6 +76,9 @@ struct PassPlan {
   // A worker's buffer: its columns (unless shared), then the scratch, then
   // the product.
   int64_t scratch_offset() const { return wave > 0 ? 0 : column_elems; }
+  // grad_weight of a 1x1 tile of several images on views: each image's
+  // product (nb, G', M, K'), in the sums' type; counted in partial_bytes.
+  int64_t image_product_elems = 0;
   int64_t product_offset() const { return scratch_offset() + scratch_elems; }
   int64_t worker_elems() const { return product_offset() + product_elems; }
   // Workspace bytes, each as charged while the pass runs.

@@ -187,9 +187,13 @@ TEST(PassPlan, PathsFollowTheShapes) {
     EXPECT_EQ(path(strided, pass, cpu), Path::kColumns);        // a stride: no longer
     EXPECT_EQ(path(depthwise, pass, cpu), Path::kDirectGrouped);
     EXPECT_EQ(path(depthwise, pass, cuda), Path::kDirectGrouped);
-    // CUDA: chunks of several images; the forward and grad_input batch their GEMMs over the images,
-    // grad_weight (every image adds into one matrix) builds columns
-    EXPECT_EQ(path(pointwise, pass, cuda), pass == Pass::kGradWeight ? Path::kColumns : Path::kGemmOnViews);
+    // CUDA: chunks of several images, each pass's GEMMs batched over the images; grad_weight (every
+    // image adds into one matrix) writes each image's product and sums them, where those products take
+    // fewer bytes than the columns and gathered grad_output: 64 x 256 of them against 320 x 3136 here;
+    // 256 x 1024 against 1280 x 196 on a deep layer, which builds columns
+    EXPECT_EQ(path(pointwise, pass, cuda), Path::kGemmOnViews);
+    EXPECT_EQ(path({"1x1 deep", 8, 1024, 256, 14, 1, 1, 1}, pass, cuda),
+              pass == Pass::kGradWeight ? Path::kColumns : Path::kGemmOnViews);
     EXPECT_EQ(path(strided, pass, cuda), Path::kColumns);
     // a chunk of one image (batch 1, or large images): every pass on the tensors themselves
     EXPECT_EQ(path({"1x1 batch 1", 1, 256, 64, 56, 1, 1, 1}, pass, cuda), Path::kGemmOnViews);

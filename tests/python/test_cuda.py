@@ -279,21 +279,27 @@ def test_operands_cublas_reads_on_cuda(name, cuda_device, no_tf32):
     _run_operand_scenario(name, cuda_device)
 
 
+@pytest.mark.parametrize("kernel", [3, 1], ids=["3x3-chunk-per-image", "1x1-image-products"])
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
-def test_reduced_precision_grad_weight_is_rounded_once_over_many_chunks_on_the_cuda_plan(dtype):
+def test_reduced_precision_grad_weight_is_rounded_once_over_many_chunks_on_the_cuda_plan(dtype, kernel):
     # The CUDA plan's float16 / bfloat16 GEMMs write float32: grad_weight sums every chunk (here one
     # per image, 16) into its float32 result and rounds once at the end, so it is the exact weight
     # gradient rounded to the dtype but for the rare element a float32 sum puts across a rounding
-    # boundary. (Products rounded to the dtype chunk by chunk missed on ~8 % of the elements.)
+    # boundary. (Products rounded to the dtype chunk by chunk missed on ~8 % of the elements.) A 1x1
+    # layer over a chunk of the 16 images: each image's float32 product, summed in float32.
     g = torch.Generator().manual_seed(0)
     x = torch.randn(16, 6, 12, 12, generator=g).to(dtype)
-    w = torch.randn(8, 6, 3, 3, generator=g).to(dtype)
+    w = torch.randn(8, 6, kernel, kernel, generator=g).to(dtype)
     gy = torch.randn(16, 8, 12, 12, generator=g).to(dtype)
-    with cuda_plan_on_cpu(1):  # the smallest workspace: a chunk per image
-        (plan,) = [p for p in myconv.explain(x, w, padding=1)["backward"] if p["computes"] == "grad_weight"]
-        assert plan["tiles"]["count"] == 16 and plan["into_result"]
-        gw = torch.ops.myconv.conv2d_backward(gy, x, w, [1, 1], [1, 1], [1, 1], 1, [False, True, False])[1]
-    exact = torch.nn.grad.conv2d_weight(x.double(), w.shape, gy.double(), padding=1)
+    pad = kernel // 2
+    with cuda_plan_on_cpu(1 if kernel == 3 else None):  # 3x3: the smallest workspace, a chunk per image
+        (plan,) = [p for p in myconv.explain(x, w, padding=pad)["backward"] if p["computes"] == "grad_weight"]
+        if kernel == 3:
+            assert plan["tiles"]["count"] == 16 and plan["into_result"]
+        else:
+            assert plan["path"] == "gemm_on_views" and plan["tiles"]["images_per_tile"] == 16
+        gw = torch.ops.myconv.conv2d_backward(gy, x, w, [1, 1], [pad, pad], [1, 1], 1, [False, True, False])[1]
+    exact = torch.nn.grad.conv2d_weight(x.double(), w.shape, gy.double(), padding=pad)
     rounded = exact.to(dtype)
     missed = gw != rounded
     assert missed.float().mean().item() <= 0.01, f"{int(missed.sum())} of {gw.numel()} not rounded once"

@@ -46,9 +46,10 @@ FORWARD_BIAS = {"aten::empty": 2, "aten::copy_": 2}  # output + columns; bias in
 BACKWARD = {"aten::empty": 4, "aten::copy_": 2, "aten::sum": 1, "aten::fill_": 1, "aten::to": 1}
 BUDGETS = {
     "seed": (FORWARD_BIAS, BACKWARD),
-    # 1x1: the forward and grad_input as GEMMs on the tensors (the output / grad_input alone); grad_weight
-    # builds the chunk's columns and gathers its grad_output (one copy)
-    "1x1, no bias": ({"aten::empty": 1}, {"aten::empty": 3, "aten::copy_": 1, "aten::to": 1}),
+    # 1x1: every pass as GEMMs on the tensors (the output / grad_input alone); grad_weight writes each
+    # image's product and sums them (a sum, which fills its result on the CPU replay: the fill_), where it
+    # built the chunk's columns and gathered its grad_output (a copy_) before 2026-12-05
+    "1x1, no bias": ({"aten::empty": 1}, {"aten::empty": 3, "aten::sum": 1, "aten::fill_": 1, "aten::to": 1}),
     # channels-last columns: no copy of the input, grad_output or results (there were 4 forward, 5 backward
     # before the GPU had channels-last columns); the weight's rows in (kd, kh, kw, c) order (a permuted copy
     # of the weight, forward and grad_input) and grad_weight back in the weight's order, weight-sized each

@@ -295,8 +295,9 @@ def test_the_cuda_backends_plan_runs_right_on_the_cpu(case, channels_last, works
 @pytest.mark.parametrize("chunk", [None, 3], ids=["one-chunk", "chunks-of-3-3-1"])
 def test_the_cuda_plans_1x1_batches_its_gemms_over_a_chunks_images(chunk, bias, groups, dtype, tol):
     # 1x1 / stride 1 / no padding on the CUDA plan: the forward and grad_input run one batched GEMM
-    # per group over a chunk's images (the weight broadcast), no columns; grad_weight builds columns
-    # for chunks of several images, and reads the tensors for a chunk of one. 40 channels a group
+    # per group over a chunk's images (the weight broadcast), no columns; grad_weight one batched GEMM
+    # per group into each image's product (48 x 40 or 80 of them, against 80 + 48 rows of 72 positions
+    # of columns), then their sum, and reads the tensors alone for a chunk of one. 40 channels a group
     # (no direct kernels); 72 positions an image; 7 images, in one chunk, or in chunks of 3, 3 and 1
     # (the workspace limit sized to 3 images' columns and output, and their rows' padding)
     g = torch.Generator().manual_seed(0)
@@ -309,9 +310,12 @@ def test_the_cuda_plans_1x1_batches_its_gemms_over_a_chunks_images(chunk, bias, 
     with settings(workspace=workspace), cuda_plan_on_cpu():
         e = myconv.explain(*cast, **kw)
         plans = e["forward"] + e["backward"]
-        assert [p["path"] for p in plans] == ["gemm_on_views", "gemm_on_views", "columns"]
+        assert [p["path"] for p in plans] == ["gemm_on_views"] * 3
         assert all(p["tiles"]["images_per_tile"] == (chunk or 7) for p in plans)
         assert plans[0]["workspace"]["total"] == plans[1]["workspace"]["total"] == 0
+        # grad_weight: a chunk's products, float32 for bfloat16 (the GEMMs' float32 results)
+        assert plans[2]["workspace"]["total"] == (chunk or 7) * 48 * (80 // groups) * (4 if dtype == torch.bfloat16 else 8)
+        assert plans[2]["gemm"] == {"batch": groups * (chunk or 7), "m": 48 // groups, "n": 80 // groups, "k": 72}
         ours = forward_backward(myconv.conv2d, *cast, kw)
     ref = forward_backward(F.conv2d, x, w, b, kw)
     for name, a, e in zip(("output", "grad_input", "grad_weight", "grad_bias"), ours, ref):
