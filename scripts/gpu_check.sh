@@ -1,28 +1,32 @@
 #!/usr/bin/env bash
 # GPU checks, for a machine with an NVIDIA GPU and torch already installed (such
 # as the lent device machine: no network, `python3` holds torch). Builds myconv
-# against that torch, then runs
+# against that torch, then runs, most telling first (a timeout cuts the end;
+# each step is logged as it finishes):
 #   0. the exception probe (scripts/exception_probe.py), right after the build:
 #      does a bad input raise a RuntimeError there, or kill the process? Its
 #      verdict heads the summary;
 #   1. the CUDA tests (pytest: every test file's CUDA tests),
-#   2. compute-sanitizer memcheck / racecheck / initcheck / synccheck over a
-#      small CUDA test run (the CUDA fuzz cases and the determinism tests),
-#   3. the host cost of a CUDA step at 1 and all CPU threads (scripts/gpu_host_cost.py),
-#   4. the GPU benchmark (python -m myconv.benchmark --device cuda), NCHW then
-#      channels_last (channels-last columns on the GPU),
-#   5. MYCONV_VERBOSE=2 over one forward+backward of four layers (3x3, 1x1,
-#      depthwise, 3x3 channels_last): each pass's plan on the GPU with its time.
+#   2. the GPU benchmark at issue 25's batch of 32 (python -m myconv.benchmark
+#      --device cuda --batch 32): float32 forward and fwd+bwd, then fwd+bwd in
+#      float16, bfloat16, float32 channels_last, and the 3-D (video) suite at 16,
+#   3. peak memory of one fwd+bwd against cuDNN's, measured and predicted from
+#      the plan (scripts/gpu_memory.py),
+#   4. MYCONV_VERBOSE=2 over one forward+backward of four layers (3x3, 1x1,
+#      depthwise, 3x3 channels_last): each pass's plan on the GPU with its time,
+#   5. the host cost of a CUDA step at 1 and all CPU threads (scripts/gpu_host_cost.py),
+#   6. compute-sanitizer memcheck / racecheck / initcheck / synccheck over a
+#      small CUDA test run (the CUDA fuzz cases and the determinism tests).
 # Everything is logged under $OUT (or build/gpu); a summary ends the output.
 # Knobs: PYTHON (default python3), TORCH_CUDA_ARCH_LIST (default 9.0),
-#        SANITIZER_FUZZ_EXAMPLES (default 40 per tool).
+#        SANITIZER_FUZZ_EXAMPLES (default 40 per tool), BATCH (default 32).
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 out=${OUT:-build/gpu}
 mkdir -p "$out"
 PY=${PYTHON:-python3}
 summary=()
-note() { summary+=("$1"); echo "== $1"; }
+note() { summary+=("$1"); echo "== $1"; echo "$1" >>"$out/summary_so_far.txt"; }  # (kept if a timeout cuts the end)
 
 {
   date -u +%FT%TZ
@@ -67,29 +71,23 @@ export PYTHONUNBUFFERED=1
 # every CUDA test (the `cuda` marker: tests/python/conftest.py's requires_cuda), without the CPU replays
 run_pytest pytest_cuda tests/python -m cuda ${error_tests:+-k "${error_tests# and }"}
 
-# compute-sanitizer over a small CUDA run: a few fuzz cases + determinism + stream + chunking.
-sanitized="tests/python/test_fuzz.py::test_conv2d_forward_and_gradients_cuda tests/python/test_cuda.py::test_bitwise_deterministic tests/python/test_cuda.py::test_runs_on_the_current_stream tests/python/test_cuda.py::test_small_workspace_chunks_on_cuda tests/python/test_cuda.py::test_col2im_matches_cpu_bitwise_in_float64"
-for tool in memcheck racecheck initcheck synccheck; do
-  MYCONV_FUZZ_EXAMPLES_CUDA=${SANITIZER_FUZZ_EXAMPLES:-40} \
-    compute-sanitizer --tool "$tool" --error-exitcode 99 --target-processes all \
-    "$PY" -m pytest -q -p no:cacheprovider $sanitized >"$out/sanitizer_$tool.log" 2>&1
-  rc=$?
-  errors=$(grep -E "ERROR SUMMARY|RACECHECK SUMMARY" "$out/sanitizer_$tool.log" | tail -1)
-  note "compute-sanitizer $tool: exit $rc; ${errors:-no summary line}; $(grep -E '[0-9]+ (passed|failed)' "$out/sanitizer_$tool.log" | tail -1)"
-done
+batch=${BATCH:-32}
+bench() {  # name, benchmark args...
+  local name=$1; shift
+  "$PY" -m myconv.benchmark --device cuda --batch "$batch" "$@" >"$out/$name.txt" 2>&1
+  note "$name: exit $? ($name.txt)"
+  cat "$out/$name.txt"
+}
+bench benchmark_cuda --min-run-time 0.5
+bench benchmark_cuda_float16 --dtype float16 --pass fwd+bwd --min-run-time 0.2
+bench benchmark_cuda_bfloat16 --dtype bfloat16 --pass fwd+bwd --min-run-time 0.2
+bench benchmark_cuda_channels_last --channels-last --pass fwd+bwd --min-run-time 0.3
+# (3-D at the profile's batch: 8x the suite's 2, so 16)
+batch=16 bench benchmark_cuda_video --suite video --pass fwd+bwd --min-run-time 0.2
 
-"$PY" scripts/gpu_host_cost.py >"$out/host_cost.txt" 2>&1
-note "host cost: exit $? ($(sed -n 2,3p "$out/host_cost.txt" | tr -s ' ' | tr '\n' ';'))"
-cat "$out/host_cost.txt"
-
-"$PY" -m myconv.benchmark --device cuda --min-run-time 0.5 >"$out/benchmark_cuda.txt" 2>&1
-note "benchmark: exit $? (benchmark_cuda.txt)"
-cat "$out/benchmark_cuda.txt"
-
-"$PY" -m myconv.benchmark --device cuda --channels-last --pass fwd+bwd --min-run-time 0.3 \
-  >"$out/benchmark_cuda_channels_last.txt" 2>&1
-note "benchmark channels_last: exit $? (benchmark_cuda_channels_last.txt)"
-cat "$out/benchmark_cuda_channels_last.txt"
+"$PY" scripts/gpu_memory.py >"$out/memory.txt" 2>&1
+note "memory: exit $? (memory.txt)"
+cat "$out/memory.txt"
 
 MYCONV_VERBOSE=2 "$PY" -c '
 import torch, myconv
@@ -105,6 +103,21 @@ for shape, w, kw, cl in (((8, 64, 56, 56), (64, 64, 3, 3), dict(padding=1), Fals
 ' >"$out/verbose.txt" 2>&1
 note "verbose: exit $? ($(grep -c "^myconv::" "$out/verbose.txt") lines, verbose.txt)"
 cat "$out/verbose.txt"
+
+"$PY" scripts/gpu_host_cost.py >"$out/host_cost.txt" 2>&1
+note "host cost: exit $? ($(sed -n 2,3p "$out/host_cost.txt" | tr -s ' ' | tr '\n' ';'))"
+cat "$out/host_cost.txt"
+
+# compute-sanitizer over a small CUDA run: a few fuzz cases + determinism + stream + chunking + 1x1 views.
+sanitized="tests/python/test_fuzz.py::test_conv2d_forward_and_gradients_cuda tests/python/test_cuda.py::test_bitwise_deterministic tests/python/test_cuda.py::test_runs_on_the_current_stream tests/python/test_cuda.py::test_small_workspace_chunks_on_cuda tests/python/test_cuda.py::test_col2im_matches_cpu_bitwise_in_float64 tests/python/test_cuda.py::test_1x1_layers_run_every_pass_on_the_tensors"
+for tool in memcheck racecheck initcheck synccheck; do
+  MYCONV_FUZZ_EXAMPLES_CUDA=${SANITIZER_FUZZ_EXAMPLES:-40} \
+    compute-sanitizer --tool "$tool" --error-exitcode 99 --target-processes all \
+    "$PY" -m pytest -q -p no:cacheprovider $sanitized >"$out/sanitizer_$tool.log" 2>&1
+  rc=$?
+  errors=$(grep -E "ERROR SUMMARY|RACECHECK SUMMARY" "$out/sanitizer_$tool.log" | tail -1)
+  note "compute-sanitizer $tool: exit $rc; ${errors:-no summary line}; $(grep -E '[0-9]+ (passed|failed)' "$out/sanitizer_$tool.log" | tail -1)"
+done
 
 printf '\n== summary\n'
 printf '%s\n' "${summary[@]}" | tee "$out/summary.txt"

@@ -157,6 +157,37 @@ def test_small_workspace_chunks_on_cuda(cuda_device):
     assert_rel_close(out, F.conv2d(x, w, None, 1, 1, 1, 2), 1e-12)
 
 
+@requires_cuda
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("workspace", [None, 1], ids=["chunk-of-6", "chunk-per-image"])
+def test_1x1_layers_run_every_pass_on_the_tensors(dtype, workspace, cuda_device, no_tf32):
+    # 1x1 / stride 1 / unpadded, 6 images of 12x12 (144 positions, planes on 16 bytes in every dtype),
+    # groups 2 of 48 channels (K above the direct kernels' 32): the forward and grad_input as GEMMs
+    # batched over a chunk's images, grad_weight as each image's product summed (or, a chunk per image,
+    # GEMMs on the tensors alone); no columns
+    g = torch.Generator().manual_seed(3)
+    x, w, b = (torch.randn(*s, generator=g, dtype=torch.float64) for s in ((6, 96, 12, 12), (40, 48, 1, 1), (40,)))
+    gy = torch.randn(6, 40, 12, 12, generator=g, dtype=torch.float64)
+    ours = [t.to(cuda_device, dtype).requires_grad_() for t in (x, w, b)]
+    saved = myconv.get_workspace_limit()
+    try:
+        if workspace:
+            myconv.set_workspace_limit(workspace)
+        plans = myconv.explain(*ours, groups=2)
+        plans = plans["forward"] + plans["backward"]
+        assert [p["path"] for p in plans] == ["gemm_on_views"] * 3
+        assert {p["tiles"]["images_per_tile"] for p in plans} == {workspace or 6}
+        y = myconv.conv2d(*ours, groups=2)
+        grads = torch.autograd.grad(y, ours, gy.to(cuda_device, dtype))
+    finally:
+        myconv.set_workspace_limit(saved)
+    ref = [t.clone().requires_grad_() for t in (x, w, b)]
+    y_ref = F.conv2d(*(t.to(dtype).double() for t in ref), groups=2)
+    ref_grads = torch.autograd.grad(y_ref, ref, gy.to(dtype).double())
+    for name, a, e in zip(("output", "grad_input", "grad_weight", "grad_bias"), (y, *grads), (y_ref, *ref_grads)):
+        assert_rel_close(a.double().cpu(), e, REL_TOL[dtype], name)
+
+
 @cuda_only("mixing devices needs a second device type")
 def test_mixed_devices_raise():
     with pytest.raises(RuntimeError, match="to be on the same device"):
