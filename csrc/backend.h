@@ -52,11 +52,15 @@ struct Tuning {
   // several whole images needs no columns either: the forward and grad_input
   // run one strided-batched GEMM per group over the tile's images, the weight
   // broadcast (batch stride 0). grad_weight, whose images all add into one
-  // matrix, writes each image's product and sums them, where those products
-  // take less memory than the columns (pass_plan.cpp, start). For backends whose GEMM is one
-  // launch per call (CUDA); the CPU joins images only when they are too small
-  // for a GEMM of their own.
+  // matrix, writes each image's product and sums them with
+  // grad_weight_image_products, where those products take less memory than
+  // the columns and gathered grad_output (one worker; float32 GEMM results
+  // for float16 / bfloat16: pass_plan.cpp, start), and keeps columns
+  // otherwise. For
+  // backends whose GEMM is one launch per call (CUDA); the CPU joins images
+  // only when they are too small for a GEMM of their own.
   bool image_batched_views = false;
+  bool grad_weight_image_products = false;
   // Channels-last columns for channels-last tensors.
   bool channels_last = false;
   // ... for grouped ones too. A channels-last group's columns are a launch of

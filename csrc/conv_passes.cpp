@@ -214,17 +214,21 @@ at::Tensor grad_weight_columns(const Backend& backend, const PassPlan& plan, con
         // 1x1 over several images: per group, one GEMM per image, batched, into each image's product
         // (in the sums' type), then the images' products summed (an ATen reduction: no TF32, a fixed
         // order) into the block's sum
+        const int64_t block_elems = ng * M * kb;
         const at::Tensor products =
-            image_space.tensor().narrow(0, 0, tile.nb * ng * M * kb).view({tile.nb, ng, M, kb});
+            image_space.tensor().narrow(0, 0, tile.nb * block_elems).view({tile.nb, ng, M, kb});
         for (int64_t g = b.g0; g < b.g1; ++g) {
           backend.bmm(images_view(p, gy, tile, M, g, 0, M),
                       images_view(p, x, tile, cg, g, 0, cg).transpose(1, 2), products.select(1, g - b.g0), false);
         }
-        if (k == first) {
-          at::Tensor sum = acc;
-          at::sum_out(sum, products, 0);
-        } else {
-          acc.add_(products.sum(0));
+        // the first tile's sum straight into the block's, a later one's into the slot after the products
+        at::Tensor sum = k == first ? acc
+                                    : image_space.tensor()
+                                          .narrow(0, plan.image_product_elems - block_elems, block_elems)
+                                          .view({ng, M, kb});
+        at::sum_out(sum, products, 0);
+        if (k > first) {
+          acc.add_(sum);
         }
         continue;
       }

@@ -21,6 +21,9 @@ inline Tuning cuda_backend_tuning() {
   // Not yet timed on a GPU.
   t.gemm_on_views = true;
   t.image_batched_views = true;
+  // ... grad_weight too: each image's product (float32), then their sum,
+  // where those take less memory than the columns. Not yet timed on a GPU.
+  t.grad_weight_image_products = true;
   // channels-last inputs run on channels-last columns ((positions, rows)
   // tiles, rows (kd, kh, kw, c)): no copy of the input, grad_output or the
   // results into channels-first order, every pass a GEMM over the chunk's
@@ -38,7 +41,8 @@ inline Tuning cuda_backend_tuning() {
   t.column_row_bytes = 32;  // rows of columns on whole sectors: coalesced stores, tensor-op GEMMs
   // chunks of 32 MiB, or 4096 positions where images are larger: the GEMMs
   // stay large enough for the GPU, the columns no longer take the whole
-  // batch's memory (2-2.6x cuDNN's peak on the H200). 4096, not 8192: a
+  // batch's memory (2-2.6x cuDNN's peak on the H200 when they did, measured
+  // 2026-12-04). 4096, not 8192: a
   // 256-channel 14x14 batch of 32 (6272 positions) would take its whole
   // columns, 55 MiB, and one fwd+bwd 1.8x cuDNN's peak memory (issue 25's
   // target: 1.3x); now 2 chunks of 16 images (docs/gpu.md). Not yet timed

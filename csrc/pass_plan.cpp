@@ -77,7 +77,8 @@ PassPlan start(Pass pass, const ConvProblem& p, at::ScalarType dtype, const Tuni
   // (out channels fewer than positions, about), for one worker's buffer.
   const int64_t acc_size = is_reduced_precision(dtype) ? 4 : plan.element_size;
   const bool products_fit = pass != Pass::kGradWeight ||
-                            (t.workers == 1 && (!is_reduced_precision(dtype) || t.float_gemm_results) &&
+                            (t.grad_weight_image_products && t.workers == 1 &&
+                             (!is_reduced_precision(dtype) || t.float_gemm_results) &&
                              p.out_channels * p.group_channels() * acc_size <
                                  (p.geom.channels + p.out_channels) * p.L() * plan.element_size);
   const bool batched_views = t.gemm_on_views && t.image_batched_views && !p.channels_last() && products_fit &&
@@ -228,13 +229,16 @@ void plan_grad_weight(PassPlan& plan, const ConvProblem& p) {
   plan.scratch_elems = plan.gather_grad_output ? widest.groups() * M * P : 0;
   plan.product_elems = products_in_dtype ? widest.groups() * M * kb : 0;
   if (image_products) {
-    // the widest block's products of a tile's images (one worker: start)
-    plan.image_product_elems = plan.tiles.images_per_tile * widest.groups() * M * kb;
-    plan.partial_bytes += plan.image_product_elems * acc_size;
+    // the widest block's products of a tile's images, and their sum where a
+    // later tile adds it to the block's (one worker: start)
+    const int64_t block_elems = widest.groups() * M * kb;
+    plan.image_product_elems = plan.tiles.images_per_tile * block_elems + (plan.tiles.count > 1 ? block_elems : 0);
+    plan.image_product_bytes = plan.image_product_elems * acc_size;
   }
   plan.items = chunks * plan.blocks.count();
   plan.worker_bytes = aligned(s, plan.worker_elems(), es) * es;
-  plan.workers = workers_for(t.workers, plan.items, plan.worker_bytes, plan.partial_bytes, s.workspace_limit);
+  plan.workers = workers_for(t.workers, plan.items, plan.worker_bytes, plan.partial_bytes + plan.image_product_bytes,
+                             s.workspace_limit);
   plan.gemm = GemmShape{widest.groups(), M, kb, P};
   if (image_products) {
     plan.gemm = GemmShape{widest.groups() * plan.tiles.images_per_tile, M, kb, p.L()};  // a GEMM per image

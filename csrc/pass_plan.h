@@ -77,7 +77,8 @@ struct PassPlan {
   // the product.
   int64_t scratch_offset() const { return wave > 0 ? 0 : column_elems; }
   // grad_weight of a 1x1 tile of several images on views: each image's
-  // product (nb, G', M, K'), in the sums' type; counted in partial_bytes.
+  // product (nb, G', M, K'), in the sums' type, then (with more than one
+  // tile) their sum before it is added to the block's (G', M, K').
   int64_t image_product_elems = 0;
   int64_t product_offset() const { return scratch_offset() + scratch_elems; }
   int64_t worker_elems() const { return product_offset() + product_elems; }
@@ -86,7 +87,10 @@ struct PassPlan {
   int64_t shared_bytes = 0;   // forward waves: columns shared by the blocks of output channels
   int64_t partial_bytes = 0;  // grad_weight's partial sums
   int64_t packed_bytes = 0;   // grad_input: packed weight blocks (channels-last blocks of part of a group)
-  int64_t workspace_bytes() const { return workers * worker_bytes + shared_bytes + partial_bytes + packed_bytes; }
+  int64_t image_product_bytes = 0;  // grad_weight: image_product_elems in the sums' type
+  int64_t workspace_bytes() const {
+    return workers * worker_bytes + shared_bytes + partial_bytes + packed_bytes + image_product_bytes;
+  }
 
   // The GEMM of the widest item, and the engine the backend gives it (named
   // by name_engine from Backend::gemm_engine where the plan is shown: the

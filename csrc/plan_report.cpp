@@ -211,6 +211,7 @@ std::string plan_json(const PassPlan& plan, const ConvProblem& p, const char* co
                             .num("shared_columns", plan.shared_bytes)
                             .num("partial_sums", plan.partial_bytes)
                             .num("packed_weight", plan.packed_bytes)
+                            .num("image_products", plan.image_product_bytes)
                             .num("total", plan.workspace_bytes())
                             .num("limit", plan.settings.workspace_limit)
                             .done())

@@ -191,16 +191,20 @@ CUDNN_PEAK_MIB = {"64 56^2 k3": ((32, 64, 56, 56), (64, 64, 3, 3), 1, 125),
 @pytest.mark.parametrize("name", list(CUDNN_PEAK_MIB))
 def test_the_cuda_plan_keeps_a_steps_memory_within_1_3x_cudnns(name, cuda_plan_on_the_cpu):
     # What one fwd+bwd holds at most on the GPU, from the plan (meta tensors: nothing runs): its results
-    # (output, grad_input, grad_weight, grad_bias, all alive at the end of the step) and the largest
+    # (output, grad_input, grad_weight, grad_bias, all alive at the end of the step), the largest
     # workspace a pass takes (the passes run one after another, each freeing its own; explain's total is
-    # what a call asks for, `_last_workspace_peak` on a run). Issue 25's target: at most 1.3x cuDNN's.
-    # A model of the measurement, not the measurement: scripts/gpu_check.sh's benchmark reports both.
+    # what a call asks for, `_last_workspace_peak` on a run), and one more output-sized tensor: on the
+    # plan the profile measured (whole-batch columns in every pass) this model without it gives 294,
+    # 75.8 and 245 MiB where the GPU took 320, 82 and 270, about an output's size more each time (a
+    # review's replay of that plan; the cause is not found without a GPU). Issue 25's target: at most
+    # 1.3x cuDNN's. A model, not the measurement: scripts/gpu_memory.py measures both on a GPU.
     x_shape, w_shape, padding, cudnn_mib = CUDNN_PEAK_MIB[name]
     x, w, b = (torch.empty(s, device="meta") for s in (x_shape, w_shape, w_shape[:1]))
     e = myconv.explain(x, w, b, padding=padding)
     assert all(plan["engine"] == "cublas-replay" for plan in e["forward"] + e["backward"])
     y = torch.nn.functional.conv2d(x, w, b, padding=padding)
-    results = sum(t.numel() * t.element_size() for t in (y, x, w, b))  # y, grad_input, grad_weight, grad_bias
+    # y, grad_input, grad_weight, grad_bias, and the output-sized allocation the measurement shows
+    results = sum(t.numel() * t.element_size() for t in (y, x, w, b, y))
     workspace = max(plan["workspace"]["total"] for plan in e["forward"] + e["backward"])
     peak = (results + workspace) / 2**20
     assert peak <= 1.3 * cudnn_mib, f"{name}: {peak:.1f} MiB ({workspace / 2**20:.1f} of workspace) " \

@@ -313,10 +313,14 @@ def test_the_cuda_plans_1x1_batches_its_gemms_over_a_chunks_images(chunk, bias, 
         assert [p["path"] for p in plans] == ["gemm_on_views"] * 3
         assert all(p["tiles"]["images_per_tile"] == (chunk or 7) for p in plans)
         assert plans[0]["workspace"]["total"] == plans[1]["workspace"]["total"] == 0
-        # grad_weight: a chunk's products, float32 for bfloat16 (the GEMMs' float32 results)
-        assert plans[2]["workspace"]["total"] == (chunk or 7) * 48 * (80 // groups) * (4 if dtype == torch.bfloat16 else 8)
+        # grad_weight: a chunk's products, float32 for bfloat16 (the GEMMs' float32 results), and with
+        # several chunks one more for the sum of each later chunk's
+        products = ((chunk or 7) + (1 if chunk else 0)) * 48 * (80 // groups) * (4 if dtype == torch.bfloat16 else 8)
+        assert plans[2]["workspace"]["total"] == plans[2]["workspace"]["image_products"] == products
         assert plans[2]["gemm"] == {"batch": groups * (chunk or 7), "m": 48 // groups, "n": 80 // groups, "k": 72}
         ours = forward_backward(myconv.conv2d, *cast, kw)
+        # what the backward took is what the plan said (the last call: the backward's grad_weight pass)
+        assert torch.ops.myconv._last_workspace_peak() == products
     ref = forward_backward(F.conv2d, x, w, b, kw)
     for name, a, e in zip(("output", "grad_input", "grad_weight", "grad_bias"), ours, ref):
         if e is not None:
