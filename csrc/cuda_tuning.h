@@ -4,6 +4,8 @@
 // that the replay always describes what the GPU runs.
 #pragma once
 
+#include <string>
+
 #include "backend.h"
 
 namespace myconv::detail {
@@ -51,5 +53,13 @@ inline Tuning cuda_backend_tuning() {
   t.chunk_min_positions = 4096;
   return t;
 }
+
+// The CUDA backend's tuning in effect: cuda_backend_tuning() with the
+// overrides of myconv::set_cuda_tuning (csrc/cuda_tuning.cpp). The CUDA
+// backend plans with it, and so does the CPU replay of its plan.
+Tuning cuda_tuning_in_effect();
+
+// The choices set_cuda_tuning may override, as "key=value,..." (every key).
+std::string describe_cuda_tuning(const Tuning& t);
 
 } // namespace myconv::detail

@@ -74,6 +74,11 @@ TORCH_LIBRARY(myconv, m) {
   // For tests: the problems tuned so far, and forgetting them.
   m.def("_autotune_cache_size() -> int", &myconv::detail::autotune_cache_size);
   m.def("_clear_autotune_cache() -> ()", &myconv::detail::clear_autotune_cache);
+  // Process-wide setting, for experiments on a GPU: overrides of the CUDA backend's plan choices.
+  m.def("_get_cuda_tuning() -> str", &myconv::cuda_tuning);
+  m.def("_set_cuda_tuning(str overrides) -> ()", [](c10::string_view overrides) {
+    myconv::set_cuda_tuning(std::string(overrides));
+  });
   // For tests: the CPU backend with the CUDA backend's work plan.
   m.def("_set_cpu_whole_image_plan(bool on) -> ()", &myconv::set_cpu_whole_image_plan);
   // myconv.explain(): the plans of a call's passes, as JSON (csrc/explain.cpp).

@@ -101,8 +101,9 @@ class CudaBackend final : public Backend {
  public:
   Tuning tuning(const at::Tensor&) const override {
     // whole-image chunks, one worker, 1x1 GEMMs on views, channels-last columns; direct
-    // grouped kernels (the CPU backend replays this plan for the tests)
-    return cuda_backend_tuning();
+    // grouped kernels (the CPU backend replays this plan for the tests); with the
+    // overrides of myconv::set_cuda_tuning
+    return cuda_tuning_in_effect();
   }
 
   const char* gemm_engine(at::ScalarType dtype, int64_t, int64_t, int64_t) const override {

@@ -87,7 +87,7 @@ class CpuBackend final : public Backend {
  public:
   Tuning tuning(const at::Tensor&) const override {
     if (cpu_whole_image_plan()) {
-      return cuda_backend_tuning();  // the CUDA backend's plan (tests of that composition)
+      return cuda_tuning_in_effect();  // the CUDA backend's plan (tests of that composition)
     }
     Tuning t;
     t.workers = at::get_num_threads();

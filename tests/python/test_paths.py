@@ -347,6 +347,72 @@ def test_the_cuda_plans_1x1_joins_small_images_and_batches_transposed_ones():
         assert_rel_close(myconv.conv_transpose2d(x, w), F.conv_transpose2d(x, w), 1e-12, "transposed")
 
 
+# The CUDA plan's choices and their alternatives (myconv.set_cuda_tuning, for timing them on a GPU):
+# (override, layer (input, weight, groups, channels_last), what the plan shows under it)
+CUDA_TUNING_CASES = [
+    ("chunk_bytes=400000,chunk_min_positions=0", ((6, 16, 12, 12), (16, 16, 3, 3), 1, False),
+     lambda plans: {p["tiles"]["count"] for p in plans} == {3}),  # 184 kB an image: chunks of 2
+    ("image_batched_views=0", ((6, 96, 12, 12), (40, 96, 1, 1), 1, False),
+     lambda plans: [p["path"] for p in plans] == ["columns"] * 3),
+    ("grad_weight_image_products=0", ((6, 96, 12, 12), (40, 96, 1, 1), 1, False),
+     lambda plans: [p["path"] for p in plans] == ["gemm_on_views", "gemm_on_views", "columns"]),
+    ("gemm_on_views=0", ((6, 96, 12, 12), (40, 96, 1, 1), 1, True),
+     lambda plans: {(p["path"], p["layout"]) for p in plans} == {("columns", "channels_first")}),
+    ("channels_last=0", ((6, 16, 12, 12), (16, 16, 3, 3), 1, True),
+     lambda plans: {p["layout"] for p in plans} == {"channels_first"}),
+    ("direct_grouped=false", ((6, 16, 12, 12), (16, 1, 3, 3), 16, False),
+     lambda plans: {p["path"] for p in plans} == {"columns"}),
+    ("column_row_bytes=0", ((6, 16, 9, 9), (16, 16, 3, 3), 1, False),
+     # rows of 486 positions, not 488 (the replay's buffers take whole pages)
+     lambda plans: plans[0]["workspace"]["total"] == -(-(16 * 9 + 16) * 6 * 81 * 8 // 4096) * 4096),
+]
+
+
+@pytest.mark.parametrize("override, layer, shows", CUDA_TUNING_CASES, ids=[c[0] for c in CUDA_TUNING_CASES])
+def test_each_cuda_plan_choice_and_its_alternative_compute_the_same(override, layer, shows):
+    # Each choice of the CUDA plan a GPU session may time against its alternative: the plan shows the
+    # alternative, and the replayed composition computes the convolution with it as with the default
+    (xs, ws, groups, cl), g = layer, torch.Generator().manual_seed(5)
+    x, w, b = (torch.randn(*s, generator=g, dtype=torch.float64) for s in (xs, ws, ws[:1]))
+    if cl:
+        x = x.contiguous(memory_format=torch.channels_last)
+    kw = dict(padding=ws[-1] // 2, groups=groups)
+    default = myconv.get_cuda_tuning()
+    with cuda_plan_on_cpu():
+        e = myconv.explain(x, w, b, **kw)
+        assert not shows(e["forward"] + e["backward"]), "the default plan already shows it"
+        try:
+            myconv.set_cuda_tuning(override)
+            for item in override.split(","):
+                key, value = item.split("=")
+                want = {"true": True, "false": False}[value] if value in ("true", "false") else int(value)
+                assert myconv.get_cuda_tuning()[key] == want, item
+            e = myconv.explain(x, w, b, **kw)
+            assert shows(e["forward"] + e["backward"]), e
+            ours = forward_backward(myconv.conv2d, x, w, b, kw)
+        finally:
+            myconv.set_cuda_tuning()
+    assert myconv.get_cuda_tuning() == default
+    ref = forward_backward(F.conv2d, x, w, b, kw)
+    for name, a, want in zip(("output", "grad_input", "grad_weight", "grad_bias"), ours, ref):
+        assert_rel_close(a, want, 1e-11, f"{override}: {name}")
+
+
+def test_a_bad_cuda_tuning_raises_and_changes_nothing():
+    default = myconv.get_cuda_tuning()
+    myconv.set_cuda_tuning(chunk_min_positions=8192)
+    try:
+        for bad, message in (("foo=1", "unknown key 'foo'"), ("chunk_bytes=-1", "non-negative integer"),
+                             ("column_row_bytes=24", "power of two"), ("channels_last=2", "0, 1, false or true"),
+                             ("chunk_bytes", "key=value"), ("grouped_channels_last_columns=1", "unknown key")):
+            with pytest.raises(RuntimeError, match=message):
+                myconv.set_cuda_tuning(bad)
+            assert myconv.get_cuda_tuning() == dict(default, chunk_min_positions=8192)
+    finally:
+        myconv.set_cuda_tuning()
+    assert myconv.get_cuda_tuning() == default
+
+
 @pytest.mark.parametrize("dims, dtype, tol", [(2, torch.float64, 1e-11), (3, torch.float64, 1e-11),
                                               (2, torch.bfloat16, 3e-2)], ids=["2d", "3d", "2d-bfloat16"])
 @pytest.mark.parametrize("chunk", [None, 2], ids=["one-chunk", "chunks-of-2"])

@@ -87,6 +87,32 @@ def set_autotune(on: bool) -> None:
     torch.ops.myconv._set_autotune(bool(on))
 
 
+def get_cuda_tuning() -> dict:
+    """The CUDA backend's plan choices in effect (defaults, with the overrides of
+    :func:`set_cuda_tuning`): ``{"chunk_bytes": 33554432, ..., "direct_grouped": True}``."""
+    spec = torch.ops.myconv._get_cuda_tuning()
+    values = {"true": True, "false": False}
+    return {k: values[v] if v in values else int(v) for k, v in (item.split("=") for item in spec.split(","))}
+
+
+def set_cuda_tuning(overrides: str = "", **choices) -> None:
+    """For experiments on a GPU: overrides the CUDA backend's plan choices
+    (``csrc/cuda_tuning.h``), given as ``"key=value,..."`` and / or keywords,
+    e.g. ``set_cuda_tuning(chunk_min_positions=8192, grad_weight_image_products=False)``.
+    Each call replaces the previous overrides; ``set_cuda_tuning()`` restores
+    the defaults. Keys: ``chunk_bytes``, ``chunk_min_positions``,
+    ``column_row_bytes`` (integers >= 0), ``gemm_on_views``,
+    ``image_batched_views``, ``grad_weight_image_products``, ``channels_last``,
+    ``direct_grouped`` (booleans). An unknown
+    key or a bad value raises and changes nothing. Every choice computes the
+    same convolution (the last bits may differ: another cut of the work);
+    ``myconv.explain(..., device="cuda")`` shows the plans it gives, and the
+    benchmark takes it as ``--cuda-tuning``."""
+    items = [overrides] if overrides else []
+    items += [f"{k}={int(v) if isinstance(v, bool) else v}" for k, v in choices.items()]
+    torch.ops.myconv._set_cuda_tuning(",".join(items))
+
+
 def get_tile_bytes() -> int:
     """Target size, in bytes, of one CPU column tile (0: twice the L2 cache of a core)."""
     return torch.ops.myconv._get_tile_bytes()

@@ -621,6 +621,9 @@ def main(argv=None):
                         help="forward, fwd+bwd or both (default)")
     parser.add_argument("--min-run-time", type=float, default=0.3, help="seconds per implementation and case")
     parser.add_argument("--tf32", action="store_true", help="allow TF32 on CUDA (for every implementation)")
+    parser.add_argument("--cuda-tuning", help="overrides of myconv's CUDA plan choices for this run, "
+                                              "key=value,... (myconv.set_cuda_tuning), to time a choice "
+                                              "against its alternative")
     parser.add_argument("--out", help="directory for benchmark.md / .json / .png")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
@@ -638,6 +641,7 @@ def main(argv=None):
         torch.set_num_threads(args.threads)
     batches = parse_batches(args.batch)
     engine, tile_bytes = _library.get_cpu_gemm_engine(), _library.get_tile_bytes()
+    cuda_tuning = torch.ops.myconv._get_cuda_tuning()
     # TF32 on CUDA as asked, for every implementation (restored after)
     precision = cuda_fp32_precision(args.tf32) if "cuda" in devices else nullcontext()
     try:
@@ -645,6 +649,12 @@ def main(argv=None):
             _library.set_cpu_gemm_engine(args.cpu_gemm_engine)
         if args.tile_bytes is not None:
             _library.set_tile_bytes(args.tile_bytes)
+        if args.cuda_tuning:
+            try:
+                _library.set_cuda_tuning(args.cuda_tuning)
+            except RuntimeError as e:
+                raise SystemExit(str(e).splitlines()[0])
+            print(f"myconv's CUDA plan with {args.cuda_tuning}: {torch.ops.myconv._get_cuda_tuning()}\n")
         with precision:
             for batch in batches:
                 layers = parse_layers(SEED_LAYER.key if args.quick else args.layers, batch, args.suite)
@@ -661,6 +671,7 @@ def main(argv=None):
         # the caller's settings (main may be called in-process)
         _library.set_cpu_gemm_engine(engine)
         _library.set_tile_bytes(tile_bytes)
+        _library.set_cuda_tuning(cuda_tuning)
 
 
 if __name__ == "__main__":

@@ -229,6 +229,20 @@ void set_autotune(bool on);
 int verbose();
 void set_verbose(int64_t level);
 
+// For experiments on a GPU: overrides of the CUDA backend's plan choices
+// (csrc/cuda_tuning.h), as "key=value" items separated by commas, such as
+// "chunk_min_positions=8192,grad_weight_image_products=0"; "" restores the
+// defaults. Keys: chunk_bytes, chunk_min_positions, column_row_bytes (bytes
+// or counts, >= 0), gemm_on_views, image_batched_views,
+// grad_weight_image_products, channels_last, direct_grouped (0 / 1 / false /
+// true). An unknown key or a bad value raises
+// and changes nothing. Every choice computes the same convolution; the
+// results may differ in the last bits (another cut of the work). The CPU
+// replay of the CUDA plan (set_cpu_whole_image_plan) takes them too.
+// cuda_tuning() returns every key's value in effect.
+std::string cuda_tuning();
+void set_cuda_tuning(const std::string& overrides);
+
 // For tests: run the CPU backend with the CUDA backend's work plan (chunks
 // of whole images, one item per pass, all groups in one batched GEMM, NCHW
 // columns only, 1x1 GEMMs on views, direct grouped kernels: the CPU's) and
