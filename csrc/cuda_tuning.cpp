@@ -4,6 +4,7 @@
 // (scripts/gpu_check.sh). The CPU replay of the CUDA plan takes them too.
 #include <c10/util/Exception.h>
 
+#include <cerrno>
 #include <cstdlib>
 #include <mutex>
 #include <sstream>
@@ -43,6 +44,9 @@ constexpr BoolKnob kBoolKnobs[] = {
     {"channels_last", &Tuning::channels_last},
     {"direct_grouped", &Tuning::direct_grouped},
 };
+
+// (a bound that keeps the plan's arithmetic on them far from overflow)
+constexpr long long kMaxIntKnob = 1LL << 40;
 
 struct Overrides {
   std::vector<std::pair<const IntKnob*, int64_t>> ints;
@@ -94,9 +98,10 @@ Overrides parse(const std::string& spec) {
         continue;
       }
       char* end = nullptr;
+      errno = 0;
       const long long v = value.empty() ? -1 : std::strtoll(value.c_str(), &end, 10);
-      TORCH_CHECK(!value.empty() && *end == '\0' && v >= 0, "myconv.set_cuda_tuning: ", key,
-                  " expects a non-negative integer, but got '", value, "'");
+      TORCH_CHECK(!value.empty() && *end == '\0' && errno == 0 && v >= 0 && v <= kMaxIntKnob,
+                  "myconv.set_cuda_tuning: ", key, " expects an integer from 0 to 2^40, but got '", value, "'");
       TORCH_CHECK(key != "column_row_bytes" || (v <= 4096 && (v & (v - 1)) == 0),
                   "myconv.set_cuda_tuning: column_row_bytes expects 0 or a power of two up to 4096, but got ", v);
       o.ints.emplace_back(&k, static_cast<int64_t>(v));

@@ -75,12 +75,16 @@ PassPlan start(Pass pass, const ConvProblem& p, at::ScalarType dtype, const Tuni
   // reduced precision), then summed: only where those products
   // take fewer bytes than the columns and gathered grad_output they replace
   // (out channels fewer than positions, about), for one worker's buffer.
+  // (plan_grad_weight: the tile's products and, with several tiles, their
+  // sum; within the workspace limit too)
   const int64_t acc_size = is_reduced_precision(dtype) ? 4 : plan.element_size;
+  const int64_t product_bytes = p.out_channels * p.group_channels() * acc_size;
+  const int64_t products_held = plan.tiles.images_per_tile + (plan.tiles.count > 1 ? 1 : 0);
   const bool products_fit = pass != Pass::kGradWeight ||
                             (t.grad_weight_image_products && t.workers == 1 &&
                              (!is_reduced_precision(dtype) || t.float_gemm_results) &&
-                             p.out_channels * p.group_channels() * acc_size <
-                                 (p.geom.channels + p.out_channels) * p.L() * plan.element_size);
+                             product_bytes < (p.geom.channels + p.out_channels) * p.L() * plan.element_size &&
+                             products_held * product_bytes <= s.workspace_limit);
   const bool batched_views = t.gemm_on_views && t.image_batched_views && !p.channels_last() && products_fit &&
                              p.L() >= kMinViewImagePositions &&
                              p.L() * plan.element_size % kViewImageAlignment == 0 &&

@@ -10,10 +10,10 @@
 #   2. the GPU benchmark at issue 25's batch of 32 (python -m myconv.benchmark
 #      --device cuda --batch 32): float32 forward and fwd+bwd, then fwd+bwd in
 #      float16, bfloat16, float32 channels_last, and the 3-D (video) suite at 16,
-#   3. A/B timings: each unmeasured choice of the CUDA plan against its
-#      alternative (--cuda-tuning, myconv.set_cuda_tuning) on the layers it
-#      changes, then peak memory of one fwd+bwd against cuDNN's, measured and
-#      predicted from the plan (scripts/gpu_memory.py),
+#   3. peak memory of one fwd+bwd against cuDNN's, measured and predicted
+#      from the plan (scripts/gpu_memory.py), then A/B timings: each
+#      unmeasured choice of the CUDA plan against its alternative
+#      (--cuda-tuning, myconv.set_cuda_tuning) on the layers it changes,
 #   4. MYCONV_VERBOSE=2 over one forward+backward of four layers (3x3, 1x1,
 #      depthwise, 3x3 channels_last): each pass's plan on the GPU with its time,
 #   5. the host cost of a CUDA step at 1 and all CPU threads (scripts/gpu_host_cost.py),
@@ -87,23 +87,29 @@ bench benchmark_cuda_channels_last --channels-last --pass fwd+bwd --min-run-time
 # (3-D at the profile's batch: 8x the suite's 2, so 16)
 batch=16 bench benchmark_cuda_video --suite video --pass fwd+bwd --min-run-time 0.2
 
+"$PY" scripts/gpu_memory.py >"$out/memory.txt" 2>&1
+note "memory: exit $? (memory.txt)"
+cat "$out/memory.txt"
+
 # Each unmeasured choice of the CUDA plan against its alternative (myconv.set_cuda_tuning), on the
-# layers it changes: compare each table's myconv column with the same layers' in benchmark_cuda.txt
-# (or _channels_last) and keep what wins (csrc/cuda_tuning.h, docs/gpu.md).
+# layers it changes, timed next to cuDNN alone: compare each table's myconv column (and its ratio to
+# F.conv) with the same layers' in benchmark_cuda*.txt and keep what wins (csrc/cuda_tuning.h, docs/gpu.md).
 ab() {  # name, overrides, layers, benchmark args...
   local name=$1 overrides=$2 layers=$3; shift 3
-  bench "ab_$name" --cuda-tuning "$overrides" --layers "$layers" --pass fwd+bwd --min-run-time 0.2 "$@"
+  bench "ab_$name" --cuda-tuning "$overrides" --layers "$layers" --pass fwd+bwd --min-run-time 0.2 \
+    --compare F.conv "$@"
 }
 ab chunk_min_8192 chunk_min_positions=8192 3x3-14,3x3-28
 ab grad_weight_columns grad_weight_image_products=0 1x1
 ab all_columns_1x1 image_batched_views=0 1x1
 ab channels_first_columns channels_last=0 3x3-56,3x3-14,1x1,dw3x3 --channels-last
 ab no_direct_grouped direct_grouped=0 dw3x3
-ab unpadded_rows column_row_bytes=0 3x3-14,3x3-7,stem
-
-"$PY" scripts/gpu_memory.py >"$out/memory.txt" 2>&1
-note "memory: exit $? (memory.txt)"
-cat "$out/memory.txt"
+# (at batch 32 the ResNet layers' rows are whole sectors already: the audio layers' are not; they are
+# in no run above, so their default plan is timed here too)
+ab padded_rows_default "" w2v-1,w2v-2
+ab unpadded_rows column_row_bytes=0 w2v-1,w2v-2
+# float16 chunks of 32 MiB hold twice float32's images: half that, for the time and the peak MiB
+ab float16_chunks_16mib chunk_bytes=16777216 3x3-14,3x3-56 --dtype float16
 
 MYCONV_VERBOSE=2 "$PY" -c '
 import torch, myconv

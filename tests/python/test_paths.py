@@ -306,7 +306,8 @@ def test_the_cuda_plans_1x1_batches_its_gemms_over_a_chunks_images(chunk, bias, 
     b = torch.randn(48, generator=g, dtype=torch.float64) if bias else None
     kw = dict(groups=groups)
     cast = [t if t is None else t.to(dtype) for t in (x, w, b)]
-    workspace = chunk and chunk * (80 + 48) * 72 * dtype.itemsize + 4096
+    # (+ 8192: room for bfloat16's 4 float32 products of 48 x 80, whose 3 images' columns take 55,296)
+    workspace = chunk and chunk * (80 + 48) * 72 * dtype.itemsize + 8192
     with settings(workspace=workspace), cuda_plan_on_cpu():
         e = myconv.explain(*cast, **kw)
         plans = e["forward"] + e["backward"]
@@ -325,6 +326,31 @@ def test_the_cuda_plans_1x1_batches_its_gemms_over_a_chunks_images(chunk, bias, 
     for name, a, e in zip(("output", "grad_input", "grad_weight", "grad_bias"), ours, ref):
         if e is not None:
             assert_rel_close(a, e, tol, name)
+
+
+@pytest.mark.parametrize("limit", [260096, 390144, 1 << 20])
+def test_the_cuda_plans_1x1_grad_weight_keeps_its_image_products_within_the_workspace_limit(limit):
+    # 127 -> 127 1x1 on 8x8 images (float64): an image's product (129,032 bytes) is just smaller than its
+    # columns and gathered grad_output (130,048), so a chunk's products and their sum may take more than
+    # the limit its columns were cut to: then grad_weight builds columns (a review found 387,096 bytes
+    # taken under a limit of 260,096)
+    g = torch.Generator().manual_seed(2)
+    x, w = torch.randn(6, 127, 8, 8, generator=g, dtype=torch.float64), torch.randn(127, 127, 1, 1, generator=g,
+                                                                                   dtype=torch.float64)
+    gy = torch.randn(6, 127, 8, 8, generator=g, dtype=torch.float64)
+    with settings(workspace=limit), cuda_plan_on_cpu():
+        (plan,) = [p for p in myconv.explain(x, w)["backward"] if p["computes"] == "grad_weight"]
+        # within the limit, but for the rounding of its buffer to whole pages (the CPU replay's
+        # alignment; 64 bytes on CUDA), which the chunk rule does not count
+        assert plan["workspace"]["image_products"] <= limit and plan["workspace"]["total"] <= limit + 4096
+        # grad_weight alone takes what its plan says
+        torch.ops.myconv.conv2d_backward(gy, x, w, [1, 1], [0, 0], [1, 1], 1, [False, True, False])
+        assert torch.ops.myconv._last_workspace_peak() == plan["workspace"]["total"]
+        ours = forward_backward(myconv.conv2d, x, w, None, {})
+    for name, a, e in zip(("output", "grad_input", "grad_weight"), ours, forward_backward(F.conv2d, x, w, None, {})):
+        assert_rel_close(a, e, 1e-11, name)
+    if limit == 1 << 20:
+        assert plan["path"] == "gemm_on_views"  # (the whole batch's 6 products fit)
 
 
 def test_the_cuda_plans_1x1_joins_small_images_and_batches_transposed_ones():
@@ -402,12 +428,25 @@ def test_a_bad_cuda_tuning_raises_and_changes_nothing():
     default = myconv.get_cuda_tuning()
     myconv.set_cuda_tuning(chunk_min_positions=8192)
     try:
-        for bad, message in (("foo=1", "unknown key 'foo'"), ("chunk_bytes=-1", "non-negative integer"),
+        for bad, message in (("foo=1", "unknown key 'foo'"), ("chunk_bytes=-1", "from 0 to 2"),
+                             ("chunk_min_positions=99999999999999999999", "from 0 to 2"),
                              ("column_row_bytes=24", "power of two"), ("channels_last=2", "0, 1, false or true"),
                              ("chunk_bytes", "key=value"), ("grouped_channels_last_columns=1", "unknown key")):
             with pytest.raises(RuntimeError, match=message):
                 myconv.set_cuda_tuning(bad)
             assert myconv.get_cuda_tuning() == dict(default, chunk_min_positions=8192)
+        # keywords: booleans for the switches (NumPy's too), integers for the sizes, nothing else
+        for bad in (dict(chunk_bytes=True), dict(chunk_bytes="5,gemm_on_views=0"), dict(chunk_bytes=1.5),
+                    dict(channels_last="false"), dict(channels_last=2)):
+            with pytest.raises(TypeError):
+                myconv.set_cuda_tuning(**bad)
+            assert myconv.get_cuda_tuning() == dict(default, chunk_min_positions=8192)
+        numpy = pytest.importorskip("numpy")
+        myconv.set_cuda_tuning(channels_last=numpy.bool_(False), chunk_bytes=numpy.int64(1 << 20))
+        assert myconv.get_cuda_tuning() == dict(default, channels_last=False, chunk_bytes=1 << 20)
+        # what get_cuda_tuning returns may be set back
+        myconv.set_cuda_tuning(dict(default, direct_grouped=False))
+        assert myconv.get_cuda_tuning() == dict(default, direct_grouped=False)
     finally:
         myconv.set_cuda_tuning()
     assert myconv.get_cuda_tuning() == default

@@ -1,5 +1,6 @@
 """Loads the compiled myconv library and exposes its process-wide settings."""
 import glob
+import operator
 import os
 
 import torch
@@ -100,16 +101,29 @@ def set_cuda_tuning(overrides: str = "", **choices) -> None:
     (``csrc/cuda_tuning.h``), given as ``"key=value,..."`` and / or keywords,
     e.g. ``set_cuda_tuning(chunk_min_positions=8192, grad_weight_image_products=False)``.
     Each call replaces the previous overrides; ``set_cuda_tuning()`` restores
-    the defaults. Keys: ``chunk_bytes``, ``chunk_min_positions``,
-    ``column_row_bytes`` (integers >= 0), ``gemm_on_views``,
+    the defaults. Keys: ``chunk_bytes``, ``chunk_min_positions`` (integers
+    from 0 to 2**40), ``column_row_bytes`` (0 or a power of two up to 4096;
+    up to the element size: unpadded rows), ``gemm_on_views``,
     ``image_batched_views``, ``grad_weight_image_products``, ``channels_last``,
     ``direct_grouped`` (booleans). An unknown
     key or a bad value raises and changes nothing. Every choice computes the
     same convolution (the last bits may differ: another cut of the work);
     ``myconv.explain(..., device="cuda")`` shows the plans it gives, and the
     benchmark takes it as ``--cuda-tuning``."""
+    if isinstance(overrides, dict):  # such as get_cuda_tuning()'s
+        overrides, choices = "", {**overrides, **choices}
+    kinds = get_cuda_tuning()
     items = [overrides] if overrides else []
-    items += [f"{k}={int(v) if isinstance(v, bool) else v}" for k, v in choices.items()]
+    for key, value in choices.items():
+        if isinstance(kinds.get(key), bool):
+            if isinstance(value, str) or value not in (0, 1):  # bool, NumPy's bool_, 0 / 1
+                raise TypeError(f"set_cuda_tuning: {key} expects a boolean, but got {value!r}")
+            value = int(bool(value))
+        elif isinstance(value, bool) or type(value).__name__ == "bool_":
+            raise TypeError(f"set_cuda_tuning: {key} expects an integer, but got {value!r}")
+        else:
+            value = operator.index(value)  # (ints, NumPy's integers; no strings or floats)
+        items.append(f"{key}={value}")
     torch.ops.myconv._set_cuda_tuning(",".join(items))
 
 

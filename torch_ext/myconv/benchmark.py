@@ -325,9 +325,10 @@ def bare_gemm(layer: Layer, device: str, dtype, backward: bool) -> Callable[[], 
 
 
 def measure(layer: Layer, device: str = "cpu", dtype=torch.float32, backward: bool = False,
-            min_run_time: float = 0.3, channels_last: bool = False) -> Dict[str, dict]:
+            min_run_time: float = 0.3, channels_last: bool = False,
+            compare: Sequence[str] = tuple(COMPARATORS)) -> Dict[str, dict]:
     """{implementation: {"samples": [seconds per call, ...], "seconds": median,
-    "peak_bytes": CUDA peak or None}}."""
+    "peak_bytes": CUDA peak or None}}: myconv and the comparators in `compare`."""
     g = torch.Generator().manual_seed(0)
     x = torch.randn(layer.input_shape(), generator=g).to(device, dtype)
     w = torch.randn(layer.weight_shape(), generator=g).to(device, dtype)
@@ -344,7 +345,7 @@ def measure(layer: Layer, device: str = "cpu", dtype=torch.float32, backward: bo
 
     runs = {}
     for name, (function_of, context) in IMPLEMENTATIONS.items():
-        impl = function_of(layer)
+        impl = function_of(layer) if name == "myconv" or name in compare else None
         if impl is None:
             continue
 
@@ -356,7 +357,8 @@ def measure(layer: Layer, device: str = "cpu", dtype=torch.float32, backward: bo
                 return y
 
         runs[name] = run
-    runs["gemm"] = bare_gemm(layer, device, dtype, backward)
+    if "gemm" in compare:
+        runs["gemm"] = bare_gemm(layer, device, dtype, backward)
     samples = timed_blocks(runs, device, min_run_time)
     return {name: {"samples": samples[name], "seconds": statistics.median(samples[name]),
                    "peak_bytes": peak_cuda_bytes(run) if device == "cuda" else None}
@@ -507,7 +509,8 @@ def parse_devices(device: Union[str, Sequence[str]]) -> List[str]:
 
 def run(layers: Optional[List[Layer]] = None, device: Union[str, Sequence[str]] = "cpu", dtype=torch.float32,
         min_run_time: float = 0.3, channels_last: bool = False, passes=("forward", "fwd+bwd"),
-        out_dir: Optional[str] = None, progress: bool = True, print_fn=print) -> List[dict]:
+        out_dir: Optional[str] = None, progress: bool = True, print_fn=print,
+        compare: Sequence[str] = tuple(COMPARATORS)) -> List[dict]:
     """Measures every layer and pass on each device ("cpu", "cuda" or a list:
     one table with the devices side by side; CUDA is skipped, saying so, where
     there is no device); prints the Markdown table; with out_dir, writes
@@ -533,7 +536,7 @@ def run(layers: Optional[List[Layer]] = None, device: Union[str, Sequence[str]] 
         if bar is not None:
             bar.set_postfix_str(f"{d} {layer.key} {pass_name}")
         backward = pass_name == "fwd+bwd"
-        res = measure(layer, d, dtype, backward, min_run_time, channels_last)
+        res = measure(layer, d, dtype, backward, min_run_time, channels_last, compare)
         rows.append({"device": d, "layer": asdict(layer), "pass": pass_name, "flops": layer.flops(backward),
                      "results": res})
         if bar is not None:
@@ -621,6 +624,9 @@ def main(argv=None):
                         help="forward, fwd+bwd or both (default)")
     parser.add_argument("--min-run-time", type=float, default=0.3, help="seconds per implementation and case")
     parser.add_argument("--tf32", action="store_true", help="allow TF32 on CUDA (for every implementation)")
+    parser.add_argument("--compare", default=",".join(COMPARATORS),
+                        help="the implementations timed next to myconv (default: all of "
+                             f"{','.join(COMPARATORS)}); fewer for a quick run")
     parser.add_argument("--cuda-tuning", help="overrides of myconv's CUDA plan choices for this run, "
                                               "key=value,... (myconv.set_cuda_tuning), to time a choice "
                                               "against its alternative")
@@ -640,6 +646,9 @@ def main(argv=None):
     if args.threads:
         torch.set_num_threads(args.threads)
     batches = parse_batches(args.batch)
+    compare = tuple(c for c in args.compare.split(",") if c)
+    if set(compare) - set(COMPARATORS):
+        raise SystemExit(f"--compare: unknown {sorted(set(compare) - set(COMPARATORS))}; known: {', '.join(COMPARATORS)}")
     engine, tile_bytes = _library.get_cpu_gemm_engine(), _library.get_tile_bytes()
     cuda_tuning = torch.ops.myconv._get_cuda_tuning()
     # TF32 on CUDA as asked, for every implementation (restored after)
@@ -664,7 +673,7 @@ def main(argv=None):
                 if len(batches) > 1:
                     print(f"\n## batch {batch}\n")
                 rows = run(layers, devices, getattr(torch, args.dtype), args.min_run_time, args.channels_last,
-                           tuple(args.passes.split(",")), out, progress=not args.no_progress)
+                           tuple(args.passes.split(",")), out, progress=not args.no_progress, compare=compare)
                 if not rows and layers:
                     raise SystemExit(f"nothing measured: no device of {','.join(devices)} is available")
     finally:
