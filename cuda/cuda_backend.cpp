@@ -177,11 +177,8 @@ class CudaBackend final : public Backend {
   // read channels-last coalesced, along the channels).
   void grouped_grad_weight(const at::Tensor& gy, const at::Tensor& x, const ConvGeometry& g, int64_t groups,
                            bool channels_last, const at::Tensor& gw) const override {
-    if (channels_last) {
-      myconv::cuda::grouped_grad_weight(gy.contiguous(), x.contiguous(), g, groups, false, gw);
-      return;
-    }
-    myconv::cuda::grouped_grad_weight(gy, x, g, groups, channels_last, gw);
+    myconv::cuda::grouped_grad_weight(channels_last ? gy.contiguous() : gy, channels_last ? x.contiguous() : x, g,
+                                      groups, /*channels_last=*/false, gw);
   }
 };
 

@@ -394,6 +394,29 @@ using i128 = __int128;
 // Sampled elements of a window of 3 taps, stride 1 and padding 1 along each
 // spatial axis, over images too large to allocate; every offset checked in
 // 128-bit arithmetic.
+// Tap `tap` of output position `at` (stride 1, a position per pixel): the
+// input element it reads (`source`, flattened over the three axes after
+// `outer`; inside = false where it lies in the padding), and the position
+// whose same tap reads element `at` (`reader`; reads = false where there is
+// none).
+struct TapEnds {
+  bool inside = true, reads = true;
+  i128 source = 0, reader = 0;
+};
+TapEnds tap_ends(const int64_t at[3], const int64_t tap[3], const int64_t pad[3], const int64_t extent[3],
+                 i128 outer) {
+  TapEnds e;
+  e.source = outer;
+  for (int a = 0; a < 3; ++a) {
+    const int64_t in = at[a] - pad[a] + tap[a], out = at[a] + pad[a] - tap[a];
+    e.inside = e.inside && in >= 0 && in < extent[a];
+    e.reads = e.reads && out >= 0 && out < extent[a];
+    e.source = e.source * extent[a] + in;
+    e.reader = e.reader * extent[a] + out;
+  }
+  return e;
+}
+
 void check_large(int64_t N, int64_t C, std::vector<int64_t> size) {
   const int64_t dims = static_cast<int64_t>(size.size());
   const std::vector<int64_t> three(dims, 3), one(dims, 1);
@@ -439,21 +462,13 @@ void check_large(int64_t N, int64_t C, std::vector<int64_t> size) {
             const i128 position = (static_cast<i128>(at[0]) * H + at[1]) * W + at[2];
             const i128 column = static_cast<i128>(ib) * cl.batch_stride + row * cl.row_stride + position;
             // the element tap `tap` of position `at` reads, and the position whose tap reads element `at`
-            bool inside = true, reads = true;
-            i128 pixel = static_cast<i128>(ib) * C + ic, reader = 0;
-            for (int a = 0; a < 3; ++a) {
-              const int64_t in = at[a] - P[a] + tap[a], out = at[a] + P[a] - tap[a];
-              inside = inside && in >= 0 && in < extent[a];
-              reads = reads && out >= 0 && out < extent[a];
-              pixel = pixel * extent[a] + in;
-              reader = reader * extent[a] + out;
-            }
+            const TapEnds e = tap_ends(at, tap, P, extent, static_cast<i128>(ib) * C + ic);
             EXPECT_EQ(static_cast<i128>(copies[t].first), column) << "element " << i << " tap " << t;
-            EXPECT_EQ(static_cast<i128>(copies[t].second), inside ? pixel : -1) << "element " << i << " tap " << t;
+            EXPECT_EQ(static_cast<i128>(copies[t].second), e.inside ? e.source : -1) << "element " << i << " tap " << t;
             EXPECT_LT(static_cast<i128>(copies[t].first), columns_numel);
-            if (reads) {
+            if (e.reads) {
               want_gathered.push_back(static_cast<int64_t>(static_cast<i128>(b) * cl.batch_stride +
-                                                           gather_row * cl.row_stride + reader));
+                                                           gather_row * cl.row_stride + e.reader));
             }
           }
         }
@@ -896,19 +911,11 @@ void check_large_channels_last(int64_t N, int64_t C, std::vector<int64_t> size, 
         for (int64_t kw = 0; kw < K[2]; ++kw, ++t) {
           const int64_t tap[3] = {kd, kh, kw};
           const i128 column = static_cast<i128>(b) * L * rows + static_cast<i128>(pixel) * rows + t * nc + c;
-          bool inside = true, reads = true;
-          i128 source = b, reader = 0;
-          for (int a = 0; a < 3; ++a) {
-            const int64_t in = at[a] - P[a] + tap[a], out = at[a] + P[a] - tap[a];
-            inside = inside && in >= 0 && in < extent[a];
-            reads = reads && out >= 0 && out < extent[a];
-            source = source * extent[a] + in;
-            reader = reader * extent[a] + out;
-          }
+          const TapEnds e = tap_ends(at, tap, P, extent, b);
           EXPECT_EQ(static_cast<i128>(copies[t].first), column) << "element " << i << " tap " << t;
-          EXPECT_EQ(static_cast<i128>(copies[t].second), inside ? source * C + c0 + c : -1) << "element " << i;
-          if (reads) {
-            want_gathered.push_back(static_cast<int64_t>(static_cast<i128>(b) * L * rows + reader * rows + t * nc + c));
+          EXPECT_EQ(static_cast<i128>(copies[t].second), e.inside ? e.source * C + c0 + c : -1) << "element " << i;
+          if (e.reads) {
+            want_gathered.push_back(static_cast<int64_t>(static_cast<i128>(b) * L * rows + e.reader * rows + t * nc + c));
           }
         }
       }
