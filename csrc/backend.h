@@ -61,6 +61,12 @@ struct Tuning {
   // only when they are too small for a GEMM of their own.
   bool image_batched_views = false;
   bool grad_weight_image_products = false;
+  // Without cache tiling: a 1x1 pass that builds no columns (on views, as
+  // above, or channels-last) takes chunks as large as its own buffers allow
+  // (none, or grad_weight's image products) within chunk_bytes and the
+  // workspace limit: usually the whole batch, one GEMM per group. Off: chunks
+  // sized as if the pass built columns.
+  bool view_chunks = false;
   // Channels-last columns for channels-last tensors.
   bool channels_last = false;
   // ... for grouped ones too. A channels-last group's columns are a launch of

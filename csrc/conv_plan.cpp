@@ -179,6 +179,26 @@ TilePlan plan_tiles(const ConvProblem& p, const Tuning& t, int64_t element_size,
   return plan;
 }
 
+TilePlan plan_view_chunks(const ConvProblem& p, const Tuning& t, int64_t per_image, int64_t per_chunked,
+                          int64_t max_images, int64_t workspace_limit) {
+  TilePlan plan;
+  plan.batch = p.batch;
+  plan.L = p.L();
+  int64_t images = std::clamp<int64_t>(max_images, 1, std::max<int64_t>(p.batch, 1));
+  const int64_t cap = t.chunk_bytes > 0 ? std::min(t.chunk_bytes, workspace_limit) : workspace_limit;
+  // (several chunks: the slot of their sum too)
+  if (per_image > 0 && images * per_image + (images < p.batch ? per_chunked : 0) > cap) {
+    images = std::clamp<int64_t>((cap - per_chunked) / per_image, 1, images);
+  }
+  if (p.batch > 0) {
+    images = ceil_div(p.batch, ceil_div(p.batch, images));  // chunks of equal size
+  }
+  plan.images_per_tile = images;
+  plan.tile_positions = plan.L;
+  plan.count = ceil_div(p.batch, plan.images_per_tile);
+  return plan;
+}
+
 Block Blocking::at(int64_t i) const {
   if (all_groups) {
     return {0, groups, 0, group_channels};

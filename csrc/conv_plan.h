@@ -163,6 +163,15 @@ struct TilePlan {
 // workspace_limit: myconv::workspace_limit_bytes(), read once per call.
 TilePlan plan_tiles(const ConvProblem& p, const Tuning& t, int64_t element_size, int64_t workspace_limit);
 
+// Chunks of whole images for a pass that builds no columns (a 1x1 pass on
+// views, Tuning::view_chunks): its buffers take `per_image` bytes an image
+// (grad_weight's image products; 0: none) and `per_chunked` more when the
+// batch takes several chunks (their sum's slot); chunks of equal size, as
+// large as chunk_bytes (or without it the workspace limit) and the workspace
+// limit allow, at most max_images images (the GEMMs' 32-bit sizes).
+TilePlan plan_view_chunks(const ConvProblem& p, const Tuning& t, int64_t per_image, int64_t per_chunked,
+                          int64_t max_images, int64_t workspace_limit);
+
 // Row stride, in elements, of a channels-first column buffer of `positions`
 // columns: rounded up to whole Tuning::column_row_bytes.
 int64_t column_row_stride(const Tuning& t, int64_t positions, int64_t element_size);

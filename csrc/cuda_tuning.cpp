@@ -41,6 +41,7 @@ constexpr BoolKnob kBoolKnobs[] = {
     {"gemm_on_views", &Tuning::gemm_on_views},
     {"image_batched_views", &Tuning::image_batched_views},
     {"grad_weight_image_products", &Tuning::grad_weight_image_products},
+    {"view_chunks", &Tuning::view_chunks},
     {"channels_last", &Tuning::channels_last},
     {"direct_grouped", &Tuning::direct_grouped},
 };

@@ -26,6 +26,11 @@ inline Tuning cuda_backend_tuning() {
   // ... grad_weight too: each image's product (float32), then their sum,
   // where those take less memory than the columns. Not yet timed on a GPU.
   t.grad_weight_image_products = true;
+  // ... and such passes (no columns) take the whole batch, chunked only where
+  // grad_weight's image products pass chunk_bytes: one GEMM per group a pass,
+  // not one per chunk sized for columns they never build (4 a pass for a 1x1
+  // 256->64 layer at 56x56, batch 32). Not yet timed on a GPU.
+  t.view_chunks = true;
   // channels-last inputs run on channels-last columns ((positions, rows)
   // tiles, rows (kd, kh, kw, c)): no copy of the input, grad_output or the
   // results into channels-first order, every pass a GEMM over the chunk's

@@ -5,6 +5,7 @@
 #include <c10/util/Exception.h>
 
 #include <algorithm>
+#include <limits>
 
 #include "myconv/ops.h"
 #include "workspace.h"
@@ -66,9 +67,7 @@ PassPlan base(Pass pass, const ConvProblem& p, at::ScalarType dtype, const Tunin
 // tensors in place.
 PassPlan start(Pass pass, const ConvProblem& p, at::ScalarType dtype, const Tuning& t, const PlanSettings& s) {
   PassPlan plan = base(pass, p, dtype, t, s);
-  plan.tiles = plan_tiles(p, t, plan.element_size, s.workspace_limit);
-  const bool single = plan.tiles.single_image_tiles();
-  const bool in_place = t.gemm_on_views && (p.channels_last() || single);
+  const int64_t es = plan.element_size;
   // 1x1 over tiles of several whole images: a batched GEMM over the images
   // (Tuning::image_batched_views), but for images too small for a GEMM of
   // their own. grad_weight's GEMMs write each image's product (float32 for
@@ -77,19 +76,38 @@ PassPlan start(Pass pass, const ConvProblem& p, at::ScalarType dtype, const Tuni
   // (out channels fewer than positions, about), for one worker's buffer.
   // (plan_grad_weight: the tile's products and, with several tiles, their
   // sum; within the workspace limit too)
-  const int64_t acc_size = is_reduced_precision(dtype) ? 4 : plan.element_size;
+  const int64_t acc_size = is_reduced_precision(dtype) ? 4 : es;
   const int64_t product_bytes = p.out_channels * p.group_channels() * acc_size;
+  const bool products_smaller = pass != Pass::kGradWeight ||
+                                (t.grad_weight_image_products && t.workers == 1 &&
+                                 (!is_reduced_precision(dtype) || t.float_gemm_results) &&
+                                 product_bytes < (p.geom.channels + p.out_channels) * p.L() * es);
+  const bool image_views = t.gemm_on_views && t.image_batched_views && !p.channels_last() && products_smaller &&
+                           p.L() >= kMinViewImagePositions && p.L() * es % kViewImageAlignment == 0;
+  // A 1x1 pass that builds no columns (channels-last, or the images batched
+  // on views): chunks by its own buffers (Tuning::view_chunks), not by the
+  // columns it does not build.
+  const bool view_chunks = t.view_chunks && t.tile_bytes <= 0 && p.pointwise() && t.gemm_on_views &&
+                           (p.channels_last() || image_views);
+  if (view_chunks) {
+    const int64_t products = pass == Pass::kGradWeight && !p.channels_last() ? product_bytes : 0;
+    // (channels-last: one GEMM over the chunk's positions; channels-first: a GEMM per image)
+    const int64_t max_images = p.channels_last()
+                                   ? std::numeric_limits<int32_t>::max() / std::max<int64_t>(p.L(), 1)
+                                   : kMaxGemmBatch;
+    plan.tiles = plan_view_chunks(p, t, products, products, max_images, s.workspace_limit);
+  } else {
+    plan.tiles = plan_tiles(p, t, es, s.workspace_limit);
+  }
+  const bool single = plan.tiles.single_image_tiles();
+  const bool in_place = t.gemm_on_views && (p.channels_last() || single);
   const int64_t products_held = plan.tiles.images_per_tile + (plan.tiles.count > 1 ? 1 : 0);
-  const bool products_fit = pass != Pass::kGradWeight ||
-                            (t.grad_weight_image_products && t.workers == 1 &&
-                             (!is_reduced_precision(dtype) || t.float_gemm_results) &&
-                             product_bytes < (p.geom.channels + p.out_channels) * p.L() * plan.element_size &&
-                             products_held * product_bytes <= s.workspace_limit);
-  const bool batched_views = t.gemm_on_views && t.image_batched_views && !p.channels_last() && products_fit &&
-                             p.L() >= kMinViewImagePositions &&
-                             p.L() * plan.element_size % kViewImageAlignment == 0 &&
-                             plan.tiles.images_per_tile <= kMaxGemmBatch;
+  const bool products_fit =
+      products_smaller && (pass != Pass::kGradWeight || products_held * product_bytes <= s.workspace_limit);
+  const bool batched_views = image_views && products_fit && plan.tiles.images_per_tile <= kMaxGemmBatch;
   plan.path = p.pointwise() && (in_place || batched_views) ? Path::kGemmOnViews : Path::kColumns;
+  // (view chunks: one image's products past the limit take single-image tiles, in place)
+  TORCH_INTERNAL_ASSERT(!view_chunks || plan.path == Path::kGemmOnViews);
   plan.gather_grad_output =
       pass != Pass::kForward && !p.channels_last() && !single && plan.path == Path::kColumns;
   return plan;

@@ -102,6 +102,7 @@ ab() {  # name, overrides, layers, benchmark args...
 ab chunk_min_8192 chunk_min_positions=8192 3x3-14,3x3-28
 ab grad_weight_columns grad_weight_image_products=0 1x1
 ab all_columns_1x1 image_batched_views=0 1x1
+ab chunked_1x1 view_chunks=0 1x1
 ab channels_first_columns channels_last=0 3x3-56,3x3-14,1x1,dw3x3 --channels-last
 ab no_direct_grouped direct_grouped=0 dw3x3
 # (at batch 32 the ResNet layers' rows are whole sectors already: the audio layers' are not; they are

@@ -5,6 +5,7 @@
 #include "helpers.h"
 
 #include <cstdint>
+#include <limits>
 #include <vector>
 
 #include "conv_plan.h"
@@ -196,6 +197,63 @@ TEST(CudaPlan, ChannelsLastInputsRunOnChannelsLastColumns) {
       EXPECT_TRUE(same(plan.gemm, want)) << myconv::detail::pass_name(pass) << " " << plan.gemm.batch << "x"
                                          << plan.gemm.m << "x" << plan.gemm.n << "x" << plan.gemm.k;
     }
+  }
+}
+
+TEST(CudaPlan, OneByOnePassesWithoutColumnsTakeChunksByTheirOwnBuffers) {
+  using myconv::detail::Pass;
+  using myconv::detail::PassPlan;
+  using myconv::detail::Path;
+  const Tuning t = cuda_backend_tuning();
+  ASSERT_TRUE(t.view_chunks);
+  const auto meta = at::TensorOptions().device(at::kMeta).dtype(at::kFloat);
+  const std::vector<int64_t> one{1, 1}, zero{0, 0};
+  const auto plan = [&](Pass pass, int64_t n, int64_t c, int64_t out, int64_t size, Layout layout, const Tuning& tuning,
+                        int64_t limit) {
+    const ConvProblem p(at::empty({n, c, 1, size, size}, meta), at::empty({out, c, 1, 1, 1}, meta),
+                        Window3d(one, zero, one), 1, layout);
+    return myconv::detail::plan_pass(pass, p, at::kFloat, tuning, myconv::detail::PlanSettings{limit, 256});
+  };
+  for (const Layout layout : {Layout::kChannelsFirst, Layout::kChannelsLast}) {
+    for (const Pass pass : {Pass::kForward, Pass::kGradInput, Pass::kGradWeight}) {
+      // the profile's 256 -> 64 at 56x56, batch 32: 4 chunks of 8 when sized for columns (4 MB an image);
+      // now the whole batch (grad_weight: 32 images' 64 KiB products, channels-first; channels-last: one
+      // GEMM over the positions, nothing held)
+      const PassPlan whole = plan(pass, 32, 256, 64, 56, layout, t, kLimit);
+      EXPECT_EQ(whole.path, Path::kGemmOnViews);
+      EXPECT_EQ(whole.tiles.images_per_tile, 32) << myconv::detail::pass_name(pass);
+      EXPECT_EQ(whole.tiles.count, 1);
+      EXPECT_EQ(whole.workspace_bytes(),
+                pass == Pass::kGradWeight && layout == Layout::kChannelsFirst ? 32 * 64 * 256 * 4 : 0);
+      Tuning off = t;
+      off.view_chunks = false;
+      EXPECT_EQ(plan(pass, 32, 256, 64, 56, layout, off, kLimit).tiles.images_per_tile, 8);
+    }
+  }
+  {
+    // products past chunk_bytes: 512 -> 512 at 20x20 (1 MiB an image), batch 100: 31 of them and the sum's
+    // slot fit 32 MiB; 4 chunks of equal size, 25 images
+    const PassPlan gw = plan(Pass::kGradWeight, 100, 512, 512, 20, Layout::kChannelsFirst, t, kLimit);
+    EXPECT_EQ(gw.path, Path::kGemmOnViews);
+    EXPECT_EQ(gw.tiles.images_per_tile, 25);
+    EXPECT_EQ(gw.tiles.count, 4);
+    EXPECT_EQ(gw.image_product_bytes, 26 * (int64_t{1} << 20));
+    EXPECT_EQ(plan(Pass::kForward, 100, 512, 512, 20, Layout::kChannelsFirst, t, kLimit).tiles.images_per_tile, 100);
+    // a workspace limit below one image's products and the slot: single images, each GEMM adding into
+    // grad_weight in place (nothing held)
+    const PassPlan tiny = plan(Pass::kGradWeight, 100, 512, 512, 20, Layout::kChannelsFirst, t, int64_t{3} << 19);
+    EXPECT_EQ(tiny.path, Path::kGemmOnViews);
+    EXPECT_EQ(tiny.tiles.images_per_tile, 1);
+    EXPECT_EQ(tiny.workspace_bytes(), 0);
+  }
+  {
+    // at most 65,535 images a strided-batched GEMM (channels-first), 2^31 - 1 positions a GEMM
+    // (channels-last: one GEMM over the chunk's positions)
+    const PassPlan cf = plan(Pass::kForward, 70000, 16, 16, 8, Layout::kChannelsFirst, t, kLimit);
+    EXPECT_EQ(cf.tiles.images_per_tile, 35000);
+    const PassPlan cl = plan(Pass::kForward, 70000, 16, 16, 256, Layout::kChannelsLast, t, kLimit);
+    EXPECT_LE(cl.tiles.images_per_tile * 256 * 256, std::numeric_limits<int32_t>::max());
+    EXPECT_EQ(cl.tiles.images_per_tile, 70000 / 3 + 1);
   }
 }
 

@@ -292,36 +292,47 @@ def test_the_cuda_backends_plan_runs_right_on_the_cpu(case, channels_last, works
 @pytest.mark.parametrize("dtype, tol", [(torch.float64, 1e-11), (torch.bfloat16, 3e-2)], ids=str)
 @pytest.mark.parametrize("groups", [1, 2])
 @pytest.mark.parametrize("bias", [True, False], ids=["bias", "no-bias"])
-@pytest.mark.parametrize("chunk", [None, 3], ids=["one-chunk", "chunks-of-3-3-1"])
-def test_the_cuda_plans_1x1_batches_its_gemms_over_a_chunks_images(chunk, bias, groups, dtype, tol):
+@pytest.mark.parametrize("chunking", [None, "products", "columns"],
+                         ids=["one-chunk", "grad-weight-chunks-of-3-3-1", "chunks-of-3-3-1-for-columns"])
+def test_the_cuda_plans_1x1_batches_its_gemms_over_a_chunks_images(chunking, bias, groups, dtype, tol):
     # 1x1 / stride 1 / no padding on the CUDA plan: the forward and grad_input run one batched GEMM
     # per group over a chunk's images (the weight broadcast), no columns; grad_weight one batched GEMM
     # per group into each image's product (48 x 40 or 80 of them, against 80 + 48 rows of 72 positions
     # of columns), then their sum, and reads the tensors alone for a chunk of one. 40 channels a group
-    # (no direct kernels); 72 positions an image; 7 images, in one chunk, or in chunks of 3, 3 and 1
-    # (the workspace limit sized to 3 images' columns and output, and their rows' padding)
+    # (no direct kernels); 72 positions an image; 7 images. Passes without columns take chunks by their
+    # own buffers (Tuning::view_chunks): the forward and grad_input, none, so the whole batch;
+    # grad_weight, its products, in chunks of 3, 3 and 1 under a limit of 3 images' products and their
+    # sum's slot. With view_chunks off, every pass takes chunks sized for columns: 3, 3 and 1 under a
+    # limit of 3 images' columns and output and their rows' padding.
     g = torch.Generator().manual_seed(0)
     x = torch.randn(7, 80, 8, 9, generator=g, dtype=torch.float64)
     w = torch.randn(48, 80 // groups, 1, 1, generator=g, dtype=torch.float64)
     b = torch.randn(48, generator=g, dtype=torch.float64) if bias else None
     kw = dict(groups=groups)
     cast = [t if t is None else t.to(dtype) for t in (x, w, b)]
+    product = 48 * (80 // groups) * (4 if dtype == torch.bfloat16 else 8)  # (float32 for bfloat16)
     # (+ 8192: room for bfloat16's 4 float32 products of 48 x 80, whose 3 images' columns take 55,296)
-    workspace = chunk and chunk * (80 + 48) * 72 * dtype.itemsize + 8192
+    workspace = {None: None, "products": 4 * product, "columns": 3 * (80 + 48) * 72 * dtype.itemsize + 8192}[chunking]
+    chunk = 3 if chunking else None
     with settings(workspace=workspace), cuda_plan_on_cpu():
-        e = myconv.explain(*cast, **kw)
-        plans = e["forward"] + e["backward"]
-        assert [p["path"] for p in plans] == ["gemm_on_views"] * 3
-        assert all(p["tiles"]["images_per_tile"] == (chunk or 7) for p in plans)
-        assert plans[0]["workspace"]["total"] == plans[1]["workspace"]["total"] == 0
-        # grad_weight: a chunk's products, float32 for bfloat16 (the GEMMs' float32 results), and with
-        # several chunks one more for the sum of each later chunk's
-        products = ((chunk or 7) + (1 if chunk else 0)) * 48 * (80 // groups) * (4 if dtype == torch.bfloat16 else 8)
-        assert plans[2]["workspace"]["total"] == plans[2]["workspace"]["image_products"] == products
-        assert plans[2]["gemm"] == {"batch": groups * (chunk or 7), "m": 48 // groups, "n": 80 // groups, "k": 72}
-        ours = forward_backward(myconv.conv2d, *cast, kw)
-        # what the backward took is what the plan said (the last call: the backward's grad_weight pass)
-        assert torch.ops.myconv._last_workspace_peak() == products
+        try:
+            myconv.set_cuda_tuning(view_chunks=chunking != "columns")
+            e = myconv.explain(*cast, **kw)
+            plans = e["forward"] + e["backward"]
+            assert [p["path"] for p in plans] == ["gemm_on_views"] * 3
+            forward_chunk = 3 if chunking == "columns" else 7
+            assert [p["tiles"]["images_per_tile"] for p in plans] == [forward_chunk, forward_chunk, chunk or 7]
+            assert plans[0]["workspace"]["total"] == plans[1]["workspace"]["total"] == 0
+            # grad_weight: a chunk's products, and with several chunks one more for the sum of each later
+            # chunk's
+            products = ((chunk or 7) + (1 if chunk else 0)) * product
+            assert plans[2]["workspace"]["total"] == plans[2]["workspace"]["image_products"] == products
+            assert plans[2]["gemm"] == {"batch": groups * (chunk or 7), "m": 48 // groups, "n": 80 // groups, "k": 72}
+            ours = forward_backward(myconv.conv2d, *cast, kw)
+            # what the backward took is what the plan said (the last call: the backward's grad_weight pass)
+            assert torch.ops.myconv._last_workspace_peak() == products
+        finally:
+            myconv.set_cuda_tuning()
     ref = forward_backward(F.conv2d, x, w, b, kw)
     for name, a, e in zip(("output", "grad_input", "grad_weight", "grad_bias"), ours, ref):
         if e is not None:
@@ -382,6 +393,9 @@ CUDA_TUNING_CASES = [
      lambda plans: [p["path"] for p in plans] == ["columns"] * 3),
     ("grad_weight_image_products=0", ((6, 96, 12, 12), (40, 96, 1, 1), 1, False),
      lambda plans: [p["path"] for p in plans] == ["gemm_on_views", "gemm_on_views", "columns"]),
+    # (1x1 passes without columns take the whole batch by default; chunks sized for columns without)
+    ("view_chunks=0,chunk_bytes=400000,chunk_min_positions=0", ((6, 96, 12, 12), (40, 96, 1, 1), 1, False),
+     lambda plans: {(p["path"], p["tiles"]["count"]) for p in plans} == {("gemm_on_views", 3)}),
     ("gemm_on_views=0", ((6, 96, 12, 12), (40, 96, 1, 1), 1, True),
      lambda plans: {(p["path"], p["layout"]) for p in plans} == {("columns", "channels_first")}),
     ("channels_last=0", ((6, 16, 12, 12), (16, 16, 3, 3), 1, True),
@@ -465,7 +479,11 @@ def test_the_cuda_plan_runs_channels_last_inputs_on_channels_last_columns(chunk,
     conv = {2: (myconv.conv2d, F.conv2d), 3: (myconv.conv3d, F.conv3d)}[dims]
     fmt = {2: torch.channels_last, 3: torch.channels_last_3d}[dims]
     size = (9, 8) if dims == 2 else (4, 5, 6)
-    for k, pad, stride, groups in ((3, 1, 1, 1), (3, 1, 2, 1), (1, 0, 1, 1), (3, 1, 1, 2), (3, 1, 1, 80)):
+    # (the 1x1 layer builds no columns: its chunks are the whole batch (Tuning::view_chunks), or, with
+    # view_chunks off, chunks sized for columns, 2, 2 and 1 too)
+    layers = ((3, 1, 1, 1, True), (3, 1, 2, 1, True), (1, 0, 1, 1, True), (1, 0, 1, 1, False), (3, 1, 1, 2, True),
+              (3, 1, 1, 80, True))
+    for k, pad, stride, groups, view_chunks in layers:
         x = torch.randn(5, 80, *size, generator=g, dtype=torch.float64).contiguous(memory_format=fmt)
         w = torch.randn(80 if groups == 80 else 40, 80 // groups, *(k,) * dims, generator=g, dtype=torch.float64)
         b = torch.randn(w.shape[0], generator=g, dtype=torch.float64)
@@ -476,18 +494,23 @@ def test_the_cuda_plan_runs_channels_last_inputs_on_channels_last_columns(chunk,
         positions = math.prod((s + 2 * pad - k) // stride + 1 for s in size)
         workspace = chunk and 2 * columns * positions + 4096
         with settings(workspace=workspace), cuda_plan_on_cpu():
-            e = myconv.explain(*cast, **kw)
-            plans = e["forward"] + e["backward"]
-            layout = "channels_first" if groups == 2 else "channels_last"
-            assert {p["layout"] for p in plans} == {layout}, (k, stride, groups)
-            path = ("direct_grouped" if groups == 80 else
-                    "gemm_on_views" if k == 1 and stride == 1 else "columns")
-            assert {p["path"] for p in plans} == {path}, (k, stride, groups)
-            if groups == 1:
-                assert {p["tiles"]["images_per_tile"] for p in plans} == {chunk or 5}
-            if path != "columns":
-                assert all(p["workspace"]["total"] == 0 for p in plans)
-            ours = forward_backward(conv[0], *cast, kw)
+            try:
+                myconv.set_cuda_tuning(view_chunks=view_chunks)
+                e = myconv.explain(*cast, **kw)
+                plans = e["forward"] + e["backward"]
+                layout = "channels_first" if groups == 2 else "channels_last"
+                assert {p["layout"] for p in plans} == {layout}, (k, stride, groups)
+                path = ("direct_grouped" if groups == 80 else
+                        "gemm_on_views" if k == 1 and stride == 1 else "columns")
+                assert {p["path"] for p in plans} == {path}, (k, stride, groups)
+                if groups == 1:
+                    whole = path == "gemm_on_views" and view_chunks
+                    assert {p["tiles"]["images_per_tile"] for p in plans} == {5 if whole else chunk or 5}
+                if path != "columns":
+                    assert all(p["workspace"]["total"] == 0 for p in plans)
+                ours = forward_backward(conv[0], *cast, kw)
+            finally:
+                myconv.set_cuda_tuning()
         assert ours[0].is_contiguous(memory_format=fmt) and ours[1].is_contiguous(memory_format=fmt)
         ref = forward_backward(conv[1], x, w, b, kw)
         for name, a, want in zip(("output", "grad_input", "grad_weight", "grad_bias"), ours, ref):

@@ -104,8 +104,8 @@ def set_cuda_tuning(overrides: str = "", **choices) -> None:
     the defaults. Keys: ``chunk_bytes``, ``chunk_min_positions`` (integers
     from 0 to 2**40), ``column_row_bytes`` (0 or a power of two up to 4096;
     up to the element size: unpadded rows), ``gemm_on_views``,
-    ``image_batched_views``, ``grad_weight_image_products``, ``channels_last``,
-    ``direct_grouped`` (booleans). An unknown
+    ``image_batched_views``, ``grad_weight_image_products``, ``view_chunks``,
+    ``channels_last``, ``direct_grouped`` (booleans). An unknown
     key or a bad value raises and changes nothing. Every choice computes the
     same convolution (the last bits may differ: another cut of the work);
     ``myconv.explain(..., device="cuda")`` shows the plans it gives, and the
