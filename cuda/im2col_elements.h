@@ -37,6 +37,7 @@ namespace myconv::cuda {
 
 constexpr int kThreads = 256;                        // threads per block
 constexpr int64_t kMaxBlocks = int64_t{1} << 16;  // blocks per launch, at most
+constexpr int64_t kSectorBytes = 32;               // a memory transaction's sector
 
 // Blocks for a grid-stride loop over n elements: enough to fill the GPU, no
 // more than needed.
@@ -109,6 +110,7 @@ struct Divisors {
   Divider<Index> out_w, out_h, out_d, channels;  // im2col: element -> (b, c, od, oh, ow)
   Divider<Index> row_threads, positions;         // im2col, images side by side: element -> (c, b, od, oh, ow)
   Divider<Index> width, height, depth;                  // col2im: element -> (b, c, d, h, w)
+  Divider<Index> kernel_w, kernel_h, kernel_d;  // channels-last im2col, entries in order: -> (kd, kh, kw)
   Divider<Index> stride_d, stride_h, stride_w, dilation_d, dilation_h, dilation_w;
 };
 
@@ -117,6 +119,7 @@ Divisors<Index> make_divisors(const G& g) {
   const auto d = [](int64_t v) { return Divider<Index>(static_cast<Index>(std::max<int64_t>(v, 1))); };
   return {d(g.out_w),      d(g.out_h),      d(g.out_d),      d(g.channels),   d(g.row_threads),
           d(g.out_d * g.out_h * g.out_w),   d(g.width),      d(g.height),     d(g.depth),
+          d(g.kernel_w),   d(g.kernel_h),   d(g.kernel_d),
           d(g.stride_d),   d(g.stride_h),   d(g.stride_w),   d(g.dilation_d), d(g.dilation_h),
           d(g.dilation_w)};
 }
@@ -156,6 +159,13 @@ struct Geom {
   // that a warp's 32 consecutive elements start on a sector in every row.
   bool images_side_by_side = false;
   int64_t row_threads = 0;
+  // Channels-last im2col over a run of channels narrower than a 32-byte
+  // sector (a stem's 3 channels): one element per column entry, in the
+  // tile's memory order (b, od, oh, ow, kd, kh, kw, c), so that a warp writes
+  // 32 consecutive entries of a position's row. (An element per (position,
+  // channel) writing its taps would store a few channels a step, a row of
+  // the tile apart: 0.29 of the sectors' bytes for 3 float32 channels.)
+  bool entries_in_order = false;
   // The divisors, 64-bit and 32-bit (with_divisors fills them). narrow: every
   // size, and an input index plus its padding, fits 31 bits, so a launch of
   // fewer than 2^31 elements may take the 32-bit ones.
@@ -180,7 +190,7 @@ MYCONV_HOST_DEVICE inline const Divisors<uint32_t>& Geom::divisors<uint32_t>() c
 inline Geom with_divisors(Geom g) {
   constexpr int64_t kNarrow = (int64_t{1} << 31) - 1;
   const int64_t extents[] = {g.channels, g.out_d, g.out_h, g.out_w, g.stride_d, g.stride_h, g.stride_w,
-                             g.dilation_d, g.dilation_h, g.dilation_w,
+                             g.dilation_d, g.dilation_h, g.dilation_w, g.kernel_d, g.kernel_h, g.kernel_w,
                              // x + pad, and x + pad + stride - 1 (a rounded-up division), stay below 2^31
                              g.depth + 2 * g.pad_d + g.stride_d, g.height + 2 * g.pad_h + g.stride_h,
                              g.width + 2 * g.pad_w + g.stride_w};
@@ -209,9 +219,13 @@ inline bool narrow_launch(const Geom& g, int64_t elements) {
 
 // Elements (threads' work items) of each kernel over the launch's images.
 MYCONV_HOST_DEVICE inline int64_t im2col_elements(const Geom& g) {
-  // one per (b, c, od, oh, ow) (channels-last: (b, od, oh, ow, c)); side by
-  // side, the rows' idle elements too
-  return g.images_side_by_side ? g.channels * g.row_threads : g.batch * g.channels * g.out_d * g.out_h * g.out_w;
+  // one per (b, c, od, oh, ow) (channels-last: (b, od, oh, ow, c); with
+  // entries in order, one per column entry); side by side, the rows' idle
+  // elements too
+  const int64_t per_channel = g.batch * g.out_d * g.out_h * g.out_w;
+  return g.images_side_by_side ? g.channels * g.row_threads
+         : g.entries_in_order  ? per_channel * g.channels * g.kernel_d * g.kernel_h * g.kernel_w
+                               : per_channel * g.channels;
 }
 MYCONV_HOST_DEVICE inline int64_t col2im_elements(const Geom& g) {
   // one per image element (b, c, d, h, w) of the columns' channels (channels-last: (b, d, h, w, c))
@@ -255,11 +269,33 @@ MYCONV_HOST_DEVICE inline void copy_taps(const Geom& g, int64_t od, int64_t oh, 
 // columns' ones, writes row (kd, kh, kw, c) of its position, tap by tap;
 // consecutive threads take consecutive channels, so they read a run of a
 // pixel's channels and write a run of a row of the (positions, rows) tile.
+// With Geom::entries_in_order (a narrow run of channels), element i is one
+// column entry (b, od, oh, ow, kd, kh, kw, c), in the tile's memory order.
 template <typename Index = int64_t, typename Access>
 MYCONV_HOST_DEVICE inline void im2col_element(const Geom& g, int64_t i, Access& io) {
   const Divisors<Index>& dv = g.divisors<Index>();
   Index ow, oh, od, c, q;
   int64_t b;
+  if (g.entries_in_order) {  // (channels-last; the same for every thread of a launch)
+    Index kw, kh, kd;
+    q = dv.channels.divmod(static_cast<Index>(i), c);
+    q = dv.kernel_w.divmod(q, kw);
+    q = dv.kernel_h.divmod(q, kh);
+    q = dv.kernel_d.divmod(q, kd);
+    q = dv.out_w.divmod(q, ow);
+    q = dv.out_h.divmod(q, oh);
+    b = dv.out_d.divmod(q, od);
+    const int64_t id = static_cast<int64_t>(od) * g.stride_d - g.pad_d + static_cast<int64_t>(kd) * g.dilation_d;
+    const int64_t ih = static_cast<int64_t>(oh) * g.stride_h - g.pad_h + static_cast<int64_t>(kh) * g.dilation_h;
+    const int64_t iw = static_cast<int64_t>(ow) * g.stride_w - g.pad_w + static_cast<int64_t>(kw) * g.dilation_w;
+    const bool inside = id >= 0 && id < g.depth && ih >= 0 && ih < g.height && iw >= 0 && iw < g.width;
+    const int64_t position = (static_cast<int64_t>(od) * g.out_h + oh) * g.out_w + ow;
+    const int64_t tap = (static_cast<int64_t>(kd) * g.kernel_h + kh) * g.kernel_w + kw;
+    const int64_t pixel = ((b * g.depth + id) * g.height + ih) * g.width + iw;
+    io.copy(b * g.batch_stride + position * g.col_stride + (tap * g.channels + c) * g.row_stride,
+            inside ? pixel * g.image_channels + g.channel0 + c : -1);
+    return;
+  }
   if (g.channels_last) {  // (the same for every thread of a launch)
     q = dv.channels.divmod(static_cast<Index>(i), c);
     q = dv.out_w.divmod(q, ow);

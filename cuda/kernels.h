@@ -20,9 +20,12 @@
 namespace myconv::cuda {
 
 // The kernels' plain-integer geometry of `batch` images' whole-image column
-// matrix for the tile's channels (channels-first: all of them).
+// matrix for the tile's channels (channels-first: all of them), of elements
+// of element_size bytes (channels-last im2col over fewer channels than a
+// 32-byte sector holds takes one element per column entry:
+// Geom::entries_in_order).
 inline Geom make_geom(const detail::ConvGeometry& g, detail::ColumnLayout layout, int64_t batch,
-                      const detail::ColumnTile& tile) {
+                      const detail::ColumnTile& tile, int64_t element_size) {
   Geom k;
   k.channels = layout.channels_last ? tile.channels() : g.channels;
   k.depth = g.depth, k.height = g.height, k.width = g.width;
@@ -36,10 +39,13 @@ inline Geom make_geom(const detail::ConvGeometry& g, detail::ColumnLayout layout
   k.channels_last = layout.channels_last;
   k.image_channels = g.channels;
   k.channel0 = layout.channels_last ? tile.c_begin : 0;
+  k.entries_in_order = layout.channels_last && k.channels * element_size < kSectorBytes;
   return with_divisors(k);
 }
+// channels-first: the whole image's channels
 inline Geom make_geom(const detail::ConvGeometry& g, detail::ColumnLayout layout, int64_t batch) {
-  return make_geom(g, layout, batch, detail::ColumnTile::whole(g));
+  TORCH_INTERNAL_ASSERT(!layout.channels_last);
+  return make_geom(g, layout, batch, detail::ColumnTile::whole(g), /*element_size=*/1);
 }
 
 #define MYCONV_CUDA_DISPATCH(TYPE, NAME, ...) \
@@ -51,7 +57,7 @@ inline Geom make_geom(const detail::ConvGeometry& g, detail::ColumnLayout layout
 template <typename Launcher>
 void launch_im2col(const Launcher& launcher, const at::Tensor& images, const detail::ConvGeometry& g,
                    const detail::ColumnTile& tile, const at::Tensor& columns, detail::ColumnLayout layout) {
-  const Geom geom = make_geom(g, layout, images.size(0), tile);
+  const Geom geom = make_geom(g, layout, images.size(0), tile, images.element_size());
   const int64_t total = im2col_elements(geom);
   if (total == 0) {
     return;
@@ -73,7 +79,7 @@ void launch_im2col(const Launcher& launcher, const at::Tensor& images, const det
 template <typename Launcher>
 void launch_col2im(const Launcher& launcher, const at::Tensor& columns, detail::ColumnLayout layout,
                    const detail::ColumnTile& tile, const detail::ConvGeometry& g, const at::Tensor& images) {
-  const Geom geom = make_geom(g, layout, images.size(0), tile);
+  const Geom geom = make_geom(g, layout, images.size(0), tile, images.element_size());
   const int64_t total = col2im_elements(geom);
   if (total == 0) {
     return;

@@ -730,6 +730,18 @@ std::string describe(const Case& c, const ChannelRun& run) {
   return describe(c) + " channels [" + std::to_string(run.c0) + ", " + std::to_string(run.c1) + ")";
 }
 
+// The channels-last geometry of a case's tile with im2col's elements one per
+// (position, channel) or, `in_order`, one per column entry (what make_geom
+// picks for runs narrower than a sector; both are checked on every case).
+Geom channels_last_geom(const ConvGeometry& g, const ChannelRun& run, int64_t n, bool in_order) {
+  // (elements of a sector's size: never in order)
+  Geom geom = myconv::cuda::make_geom(g, channels_last_layout(g, run), n, channels_last_tile(g, run),
+                                      /*element_size=*/myconv::cuda::kSectorBytes);
+  EXPECT_FALSE(geom.entries_in_order);
+  geom.entries_in_order = in_order;
+  return geom;
+}
+
 TEST(CudaChannelsLast, Im2colAndCol2imMatchTheReferenceAndTheCpuBackend) {
   for (const auto& c : kCases) {
     const ConvGeometry g = geometry(c);
@@ -792,7 +804,6 @@ TEST(CudaChannelsLast, Im2colWritesEachEntryOnceAndCol2imGathersExactlyTheTapsTh
     const int64_t n = c.input[0], C = g.channels, L = g.cols(), taps = g.taps();
     for (const ChannelRun& run : channel_runs(C)) {
       const ColumnLayout layout = channels_last_layout(g, run);
-      const Geom geom = myconv::cuda::make_geom(g, layout, n, channels_last_tile(g, run));
       const int64_t nc = run.count(), entries = n * L * nc * taps, pixels = n * C * g.pixels();
       // each entry copies the element its tap reads (channels-last offsets), or a padding zero
       std::vector<int64_t> expected(entries, -1);
@@ -803,20 +814,24 @@ TEST(CudaChannelsLast, Im2colWritesEachEntryOnceAndCol2imGathersExactlyTheTapsTh
               (b * g.pixels() + pixel) * C + ch;
         }
       });
-      for (const bool narrow : {false, true}) {
-        std::vector<int32_t> writes(entries, 0);
-        std::vector<int64_t> source(entries, -2);
-        TraceIm2col trace{entries, pixels, writes.data(), source.data()};
-        if (narrow) {
-          ASSERT_TRUE(n == 0 || myconv::cuda::narrow_launch(geom, myconv::cuda::im2col_elements(geom)));
-          run_grid<myconv::cuda::Im2colWork<uint32_t>>(myconv::cuda::im2col_elements(geom), geom, trace);
-        } else {
-          run_grid<myconv::cuda::Im2colWork<>>(myconv::cuda::im2col_elements(geom), geom, trace);
+      for (const bool in_order : {false, true}) {
+        const Geom geom = channels_last_geom(g, run, n, in_order);
+        for (const bool narrow : {false, true}) {
+          std::vector<int32_t> writes(entries, 0);
+          std::vector<int64_t> source(entries, -2);
+          TraceIm2col trace{entries, pixels, writes.data(), source.data()};
+          if (narrow) {
+            ASSERT_TRUE(n == 0 || myconv::cuda::narrow_launch(geom, myconv::cuda::im2col_elements(geom)));
+            run_grid<myconv::cuda::Im2colWork<uint32_t>>(myconv::cuda::im2col_elements(geom), geom, trace);
+          } else {
+            run_grid<myconv::cuda::Im2colWork<>>(myconv::cuda::im2col_elements(geom), geom, trace);
+          }
+          EXPECT_TRUE(std::all_of(writes.begin(), writes.end(), [](int32_t w) { return w == 1; }))
+              << describe(c, run) << (in_order ? ", entries in order" : "");
+          EXPECT_TRUE(source == expected) << describe(c, run) << (in_order ? ", entries in order" : "");
         }
-        EXPECT_TRUE(std::all_of(writes.begin(), writes.end(), [](int32_t w) { return w == 1; }))
-            << describe(c, run);
-        EXPECT_TRUE(source == expected) << describe(c, run);
       }
+      const Geom geom = channels_last_geom(g, run, n, false);
       // col2im: every element of the run's channels gathers exactly the entries whose tap read it,
       // and is stored once; the other channels' elements are not stored
       std::vector<uint64_t> hash(entries);
@@ -856,15 +871,18 @@ TEST(CudaChannelsLast, ThirtyTwoBitIndexArithmeticDoesExactlyTheSixtyFourBitWork
       continue;
     }
     for (const ChannelRun& run : channel_runs(g.channels)) {
-      const Geom geom = myconv::cuda::make_geom(g, channels_last_layout(g, run), n, channels_last_tile(g, run));
-      ASSERT_TRUE(geom.narrow_sizes && geom.channels_last && !geom.images_side_by_side);
-      for (int64_t i = 0; i < myconv::cuda::im2col_elements(geom); ++i) {
-        std::vector<int64_t> wide, narrow;
-        RecordAll w{&wide}, r{&narrow};
-        myconv::cuda::im2col_element<int64_t>(geom, i, w);
-        myconv::cuda::im2col_element<uint32_t>(geom, i, r);
-        ASSERT_EQ(wide, narrow) << "im2col element " << i << ", " << describe(c, run);
+      for (const bool in_order : {true, false}) {
+        const Geom ordered = channels_last_geom(g, run, n, in_order);
+        ASSERT_TRUE(ordered.narrow_sizes && ordered.channels_last && !ordered.images_side_by_side);
+        for (int64_t i = 0; i < myconv::cuda::im2col_elements(ordered); ++i) {
+          std::vector<int64_t> wide, narrow;
+          RecordAll w{&wide}, r{&narrow};
+          myconv::cuda::im2col_element<int64_t>(ordered, i, w);
+          myconv::cuda::im2col_element<uint32_t>(ordered, i, r);
+          ASSERT_EQ(wide, narrow) << "im2col element " << i << ", " << describe(c, run) << ", in order " << in_order;
+        }
       }
+      const Geom geom = channels_last_geom(g, run, n, false);
       for (int64_t i = 0; i < myconv::cuda::col2im_elements(geom); ++i) {
         std::vector<int64_t> wide, narrow;
         RecordAll w{&wide}, r{&narrow};
@@ -884,7 +902,7 @@ void check_large_channels_last(int64_t N, int64_t C, std::vector<int64_t> size, 
   const std::vector<int64_t> three(dims, 3), one(dims, 1);
   const ConvGeometry g(C, size, three, one, one, one);
   const ColumnLayout layout = channels_last_layout(g, run);
-  const Geom geom = myconv::cuda::make_geom(g, layout, N, channels_last_tile(g, run));
+  const Geom geom = channels_last_geom(g, run, N, false);
   const int64_t nc = run.count(), c0 = run.c0;
   const int64_t D = g.depth, H = g.height, W = g.width, L = g.cols(), rows = nc * g.taps();
   const int64_t K[3] = {g.kernel_d, g.kernel_h, g.kernel_w}, P[3] = {g.pad_d, g.pad_h, g.pad_w};
@@ -937,9 +955,55 @@ TEST(CudaChannelsLast, IndexArithmeticPast2To31WithoutAllocating) {
   check_large_channels_last(3, 8, {300000000}, {2, 7});
 }
 
-TEST(CudaChannelsLast, StoresFillWholeSectorsFromEightFloatChannelsOn) {
-  // a warp takes consecutive channels of a position (im2col) or a pixel
-  // (col2im): whole sectors where a run of channels fills them
+// Sampled column entries of channels-last problems too large to allocate,
+// im2col's elements one per entry (Geom::entries_in_order): element i is
+// column entry i (the tile's memory order), and copies what its tap reads;
+// 128-bit arithmetic.
+void check_large_entries_in_order(int64_t N, int64_t C, std::vector<int64_t> size, ChannelRun run) {
+  const int64_t dims = static_cast<int64_t>(size.size());
+  const std::vector<int64_t> three(dims, 3), one(dims, 1);
+  const ConvGeometry g(C, size, three, one, one, one);
+  const Geom geom = channels_last_geom(g, run, N, true);
+  const int64_t nc = run.count(), taps = g.taps(), L = g.cols();
+  const int64_t K[3] = {g.kernel_d, g.kernel_h, g.kernel_w}, P[3] = {g.pad_d, g.pad_h, g.pad_w};
+  const int64_t extent[3] = {g.depth, g.height, g.width};
+  const int64_t total = myconv::cuda::im2col_elements(geom);
+  ASSERT_EQ(static_cast<i128>(total), static_cast<i128>(N) * L * taps * nc);
+  ASSERT_GT(total, int64_t{1} << 32);
+  ASSERT_FALSE(myconv::cuda::narrow_launch(geom, total));
+  const std::vector<int64_t> samples = {0,        (int64_t{1} << 31) - 1,          int64_t{1} << 31,
+                                        (int64_t{1} << 32) + 12345, nc * taps * L - 1,
+                                        nc * taps * (L + g.width + 1) + 5, total - 1};
+  for (const int64_t i : samples) {
+    i128 rest = i;
+    const int64_t c = static_cast<int64_t>(rest % nc);
+    rest /= nc;
+    const int64_t t = static_cast<int64_t>(rest % taps);
+    rest /= taps;
+    const int64_t pixel = static_cast<int64_t>(rest % L), b = static_cast<int64_t>(rest / L);
+    const int64_t at[3] = {pixel / (extent[1] * extent[2]), pixel / extent[2] % extent[1], pixel % extent[2]};
+    const int64_t tap[3] = {t / (K[1] * K[2]), t / K[2] % K[1], t % K[2]};
+    std::vector<std::pair<int64_t, int64_t>> copies;
+    RecordOffsets record{&copies, nullptr, nullptr};
+    myconv::cuda::im2col_element(geom, i, record);
+    ASSERT_EQ(copies.size(), 1u) << "element " << i;
+    EXPECT_EQ(copies[0].first, i);
+    const TapEnds e = tap_ends(at, tap, P, extent, b);
+    EXPECT_EQ(static_cast<i128>(copies[0].second), e.inside ? e.source * C + run.c0 + c : -1) << "element " << i;
+  }
+}
+
+TEST(CudaChannelsLast, EntriesInOrderPast2To31WithoutAllocating) {
+  check_large_entries_in_order(3, 5, {40000, 30000}, {0, 3});
+  check_large_entries_in_order(2, 3, {600, 600, 100}, {0, 3});
+  check_large_entries_in_order(3, 4, {300000000}, {1, 3});
+}
+
+TEST(CudaChannelsLast, StoresFillWholeSectors) {
+  // A warp takes consecutive channels of a position (im2col) or a pixel
+  // (col2im): whole sectors where a run of channels fills them; im2col over
+  // a narrower run takes one element per column entry (make_geom:
+  // entries_in_order), a warp's 32 consecutive entries.
   struct Layer {
     const char* name;
     int64_t n, c;
@@ -952,23 +1016,30 @@ TEST(CudaChannelsLast, StoresFillWholeSectorsFromEightFloatChannelsOn) {
       {"1x1/2 64ch 14x14", 2, 64, {14, 14}, {1, 1}, {0, 0}, {2, 2}},
       {"3-D 3x3x3 16ch 5x6x7", 2, 16, {5, 6, 7}, {3, 3, 3}, {1, 1, 1}, {1, 1, 1}},
       {"7x7/2 3ch 32x32 (stem)", 2, 3, {32, 32}, {7, 7}, {3, 3}, {2, 2}},
+      {"3x3 4ch 20x20", 2, 4, {20, 20}, {3, 3}, {1, 1}, {1, 1}},
+      {"3-D 3x7x7/1,2,2 3ch 4x16x16 (R3D stem)", 1, 3, {4, 16, 16}, {3, 7, 7}, {1, 3, 3}, {1, 2, 2}},
   };
   for (const int64_t size : {4, 2}) {
     for (const Layer& l : layers) {
       const std::vector<int64_t> one(l.size.size(), 1);
       const ConvGeometry g(l.c, l.size, l.kernel, l.stride, l.padding, one);
       const ChannelRun run{0, l.c};
-      const Geom geom = myconv::cuda::make_geom(g, channels_last_layout(g, run), l.n, channels_last_tile(g, run));
+      const Geom geom =
+          myconv::cuda::make_geom(g, channels_last_layout(g, run), l.n, channels_last_tile(g, run), size);
+      EXPECT_EQ(geom.entries_in_order, l.c * size < myconv::cuda::kSectorBytes) << l.name;
       const double im2col = store_sector_efficiency<myconv::cuda::Im2colWork<uint32_t>>(
           geom, myconv::cuda::im2col_elements(geom), size);
       const double col2im = store_sector_efficiency<myconv::cuda::Col2imWork<uint32_t>>(
           geom, myconv::cuda::col2im_elements(geom), size);
-      std::cout << "  channels-last " << l.name << ", " << size << "-byte stores: im2col " << im2col << ", col2im "
-                << col2im << "\n";
-      if (l.c * size >= 32) {
-        EXPECT_GE(im2col, 0.9) << l.name;
-        EXPECT_GE(col2im, 0.9) << l.name;
-      }
+      Geom other = geom;
+      other.entries_in_order = !geom.entries_in_order;
+      const double im2col_other = store_sector_efficiency<myconv::cuda::Im2colWork<uint32_t>>(
+          other, myconv::cuda::im2col_elements(other), size);
+      std::cout << "  channels-last " << l.name << ", " << size << "-byte stores: im2col " << im2col
+                << (geom.entries_in_order ? " (entries in order; by position " : " (by position; entries in order ")
+                << im2col_other << "), col2im " << col2im << "\n";
+      EXPECT_GE(im2col, 0.9) << l.name;
+      EXPECT_GE(col2im, 0.9) << l.name;
     }
   }
 }
