@@ -170,15 +170,11 @@ class CudaBackend final : public Backend {
     myconv::cuda::grouped_grad_input(gy, w, g, groups, channels_last, gi);
   }
 
-  // grad_weight's lanes take consecutive output positions of one channel: in
-  // channels-last tensors those lie C elements apart (a sector a lane), so
-  // channels-last gradients are summed from channels-first copies of the two
-  // tensors (two copies at memory speed; the forward and grad_input kernels
-  // read channels-last coalesced, along the channels).
+  // (channels-last tensors: grad_weight's lanes take runs of consecutive
+  // output channels of a position, coalesced; no channels-first copies)
   void grouped_grad_weight(const at::Tensor& gy, const at::Tensor& x, const ConvGeometry& g, int64_t groups,
                            bool channels_last, const at::Tensor& gw) const override {
-    myconv::cuda::grouped_grad_weight(channels_last ? gy.contiguous() : gy, channels_last ? x.contiguous() : x, g,
-                                      groups, /*channels_last=*/false, gw);
+    myconv::cuda::grouped_grad_weight(gy, x, g, groups, channels_last, gw);
   }
 };
 

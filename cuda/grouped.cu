@@ -2,9 +2,9 @@
 // grouped_elements.h (which the host tests run too), launched on PyTorch's
 // current stream. Forward and grad_input: grid-stride loops, one element per
 // thread. grad_weight: block-stride loops, one (weight element, slice of the
-// output positions) per block, its lanes' sums added by a fixed tree in
-// shared memory; with several slices, a grid-stride loop adding each
-// element's slice sums in order.
+// output positions) per block (channels-last: a run of output channels), its
+// lanes' sums added by a fixed tree in shared memory; with several slices, a
+// grid-stride loop adding each element's slice sums in order.
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAStream.h>
 
@@ -34,17 +34,21 @@ __global__ void __launch_bounds__(kLanes)
   __shared__ Acc sums[kLanes];
   Access io{a, b, c, out};
   const int64_t lane = threadIdx.x;
+  const int64_t outputs = Work::outputs(g);  // (a power of two up to kLanes)
   auto element = [&](int64_t e) {
     sums[lane] = Work::partial(g, e, lane, kLanes, io);
     __syncthreads();
-    for (int64_t half = kLanes / 2; half > 0; half /= 2) {
+    for (int64_t half = kLanes / 2; half >= outputs; half /= 2) {
       lane_tree_step(sums, lane, half);
       __syncthreads();
     }
-    if (lane == 0) {
-      io.store(e, sums[0]);
+    if (lane < outputs) {
+      const int64_t target = Work::target(g, e, lane);
+      if (target >= 0) {
+        io.store(target, sums[lane]);
+      }
     }
-    __syncthreads();  // sums[0] read before the next element's lanes write
+    __syncthreads();  // the totals read before the next element's lanes write
   };
   block_stride(blockIdx.x, gridDim.x, total, element);
 }

@@ -32,7 +32,13 @@
 //    the run's positions l, l + kThreads, ..., then the lanes' sums are
 //    added pairwise (lane_tree_step), halving each time; with several slices
 //    a second launch adds each element's slice sums in slice order
-//    (grouped_slice_sum_element).
+//    (grouped_slice_sum_element). Channels-last tensors (GroupedGeom::run >
+//    1): a block per (run of `run` consecutive output channels, input
+//    channel of the group, tap, slice), lane l taking channel l % run of the
+//    run and positions l / run, l / run + kThreads / run, ...; the tree
+//    stops at `run` sums, one per channel. A warp's loads of a position are
+//    then a sector of consecutive channels of each tensor, where a lane per
+//    position would read a sector each.
 // Sums are in Access::Acc: float for float16 / bfloat16 (at::opmath_type),
 // the dtype itself for float and double.
 #pragma once
@@ -88,7 +94,12 @@ struct GroupedGeom {
   int64_t out_image, out_channel, out_pixel, out_row, out_plane;
   // grad_input's walk over the taps of an axis: dilation = q * stride + r
   int64_t dil_q_d, dil_r_d, dil_q_h, dil_r_h, dil_q_w, dil_r_w;
-  // grad_weight's slices of the output positions (slices_for).
+  // grad_weight's lanes per position: 1, or (channels-last tensors) a run
+  // of that many consecutive output channels, a power of two up to kLanes
+  // (grouped_grad_weight_run: a 32-byte sector's worth).
+  int64_t run;
+  // grad_weight's slices of the output positions (slices_for, over its
+  // blocks before slicing: grouped_grad_weight_items / slices).
   int64_t slices;
   // Every element or item index of the three launches, and every input index
   // plus its padding, fits 31 bits: their coordinates come from 32-bit
@@ -123,14 +134,17 @@ inline GroupedGeom with_strides(GroupedGeom g) {
   g.dil_q_w = g.dilation_w / g.stride_w;
   g.dil_r_w = g.dilation_w % g.stride_w;
   const int64_t weights = g.out_channels * g.cg * g.taps();
-  g.slices = slices_for(g.batch * g.positions(), weights);
+  g.run = g.run < 1 ? 1 : g.run;
+  // (a block per (run of channels, input channel, tap) before slicing)
+  const int64_t unsliced = (g.out_channels + g.run - 1) / g.run * g.cg * g.taps();
+  g.slices = slices_for(g.batch * g.positions(), unsliced);
   constexpr int64_t kNarrow = (int64_t{1} << 31) - 1;
   const int64_t outputs = g.batch * g.out_image, inputs = g.batch * g.in_image;
   g.narrow = outputs <= kNarrow && inputs <= kNarrow && g.out_channels <= kNarrow && g.channels <= kNarrow &&
              g.depth + g.pad_d <= kNarrow && g.height + g.pad_h <= kNarrow && g.width + g.pad_w <= kNarrow &&
              g.stride_d <= kNarrow && g.stride_h <= kNarrow && g.stride_w <= kNarrow &&
              g.out_d <= kNarrow && g.out_h <= kNarrow && g.out_w <= kNarrow && g.mg >= 1 && g.cg >= 1 &&
-             weights * g.slices <= kNarrow;
+             weights * g.slices <= kNarrow && unsliced * g.run * g.slices <= kNarrow;
   if (g.narrow) {
     const auto d = [](int64_t v) { return Divider<uint32_t>(static_cast<uint32_t>(v < 1 ? 1 : v)); };
     g.fast = {d(g.out_channels), d(g.out_d),    d(g.out_h),    d(g.out_w),      d(g.channels),
@@ -157,9 +171,10 @@ MYCONV_HOST_DEVICE inline int64_t grouped_grad_weight_slices(const GroupedGeom& 
   return g.slices;
 }
 
-// grad_weight's block work items: one per (weight element, slice), element-major.
+// grad_weight's block work items: one per (weight element, slice), element-major
+// (run > 1: one per (run of output channels, input channel, tap, slice)).
 MYCONV_HOST_DEVICE inline int64_t grouped_grad_weight_items(const GroupedGeom& g) {
-  return grouped_grad_weight_elements(g) * grouped_grad_weight_slices(g);
+  return (g.out_channels + g.run - 1) / g.run * g.cg * g.taps() * grouped_grad_weight_slices(g);
 }
 
 // ---- the block -> element mapping of grad_weight ------------------------------------------
@@ -409,6 +424,11 @@ MYCONV_HOST_DEVICE inline void grouped_grad_input_element(const GroupedGeom& g, 
 // ih, iw). Returns the lane's sum. Consecutive lanes take consecutive
 // positions (coalesced along W for channels-first tensors); the position
 // advances by `lanes` as a mixed-radix number, without a division per step.
+// With g.run > 1, item r is (run u of output channels, ci, kd, kh, kw, s)
+// and the lane takes output channel o = u * run + lane % run (none past the
+// last channel) and positions begin + lane / run, then every lanes / run:
+// consecutive lanes take consecutive channels of a position (coalesced
+// along the channels of channels-last tensors).
 template <typename Access>
 MYCONV_HOST_DEVICE inline auto grouped_grad_weight_partial(const GroupedGeom& g, int64_t r, int64_t slices,
                                                            int64_t lane, int64_t lanes, Access& io) {
@@ -432,8 +452,17 @@ MYCONV_HOST_DEVICE inline auto grouped_grad_weight_partial(const GroupedGeom& g,
     kd = q % g.kernel_d, q /= g.kernel_d;
     o = q / g.cg, ci = q - o * g.cg;
   }
+  int64_t position_lane = lane, position_lanes = lanes;
+  if (g.run > 1) {  // (o is the run's index here)
+    o = o * g.run + lane % g.run;
+    position_lane = lane / g.run;
+    position_lanes = lanes / g.run;
+    if (o >= g.out_channels) {
+      return sum;
+    }
+  }
   const int64_t begin = slice * total / slices, end = (slice + 1) * total / slices;
-  const int64_t first = begin + lane;
+  const int64_t first = begin + position_lane;
   if (first >= end) {
     return sum;
   }
@@ -442,16 +471,16 @@ MYCONV_HOST_DEVICE inline auto grouped_grad_weight_partial(const GroupedGeom& g,
                 w_off = kw * g.dilation_w - g.pad_w;
   const int64_t y0 = o * g.out_channel, x0 = c * g.in_channel;
   // the first position, and the step, as digits (n, od, oh, ow)
-  const Coords at = position_digits(g, first), step = position_digits(g, lanes);
+  const Coords at = position_digits(g, first), step = position_digits(g, position_lanes);
   int64_t ow = at.w, oh = at.h, od = at.d, n = at.n;
   const int64_t step_w = step.w, step_h = step.h, step_d = step.d, step_n = step.n;
-  for (int64_t p = first; p < end; p += lanes) {
+  for (int64_t p = first; p < end; p += position_lanes) {
     const int64_t id = od * g.stride_d + d_off, ih = oh * g.stride_h + h_off, iw = ow * g.stride_w + w_off;
     if (id >= 0 && id < g.depth && ih >= 0 && ih < g.height && iw >= 0 && iw < g.width) {
       io.add(sum, y0 + n * g.out_image + od * g.out_plane + oh * g.out_row + ow * g.out_pixel,
              x0 + n * g.in_image + id * g.in_plane + ih * g.in_row + iw * g.in_pixel);
     }
-    // p += lanes: each digit plus the step's digit and the carry from below
+    // p += position_lanes: each digit plus the step's digit and the carry from below
     // (at most one: both are below the digit's base)
     ow += step_w;
     int64_t carry = ow >= g.out_w ? 1 : 0;
@@ -465,6 +494,20 @@ MYCONV_HOST_DEVICE inline auto grouped_grad_weight_partial(const GroupedGeom& g,
     n += step_n + carry;
   }
   return sum;
+}
+
+// Where lane j's total of grad_weight item r goes (j < g.run; the lanes'
+// tree leaves channel j's total in lane j): element e's slice s at
+// e * slices + s (e itself with one slice); -1 for a lane past the last
+// output channel. (64-bit divisions: once per item, by g.run lanes.)
+MYCONV_HOST_DEVICE inline int64_t grouped_grad_weight_target(const GroupedGeom& g, int64_t r, int64_t j) {
+  if (g.run == 1) {
+    return r;
+  }
+  const int64_t slices = g.slices, taps = g.taps();
+  const int64_t slice = r % slices, q = r / slices;  // q = (u * cg + ci) * taps + tap
+  const int64_t tap = q % taps, ci = q / taps % g.cg, o = q / taps / g.cg * g.run + j;
+  return o < g.out_channels ? ((o * g.cg + ci) * taps + tap) * slices + slice : -1;
 }
 
 // grad_weight with several slices, element e: the sum of its slices' sums,
@@ -555,11 +598,16 @@ struct GroupedGradInputWork {
 };
 
 // A block's work: each lane's partial sum of item r (element, slice), then
-// (the launcher) the lanes' tree and io.store(r, total).
+// (the launcher) the lanes' tree down to outputs(g) sums, and for each lane
+// j below that whose target(g, r, j) is not -1, io.store(target, sums[j]).
 struct GroupedGradWeightWork {
   template <typename Access>
   MYCONV_HOST_DEVICE static auto partial(const GroupedGeom& g, int64_t r, int64_t lane, int64_t lanes, Access& io) {
     return grouped_grad_weight_partial(g, r, g.slices, lane, lanes, io);
+  }
+  MYCONV_HOST_DEVICE static int64_t outputs(const GroupedGeom& g) { return g.run; }
+  MYCONV_HOST_DEVICE static int64_t target(const GroupedGeom& g, int64_t r, int64_t j) {
+    return grouped_grad_weight_target(g, r, j);
   }
 };
 

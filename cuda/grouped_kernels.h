@@ -11,7 +11,9 @@
 //   launcher.reductions<Work, Access>(total, geom, a, b, c, out)
 //     a block-stride loop over `total` items, one per block of kLanes
 //     lanes: each lane's Work::partial(geom, r, lane, kLanes, io), the lanes'
-//     fixed tree (lane_tree_step), io.store(r, sums[0]).
+//     fixed tree (lane_tree_step) down to Work::outputs(geom) sums, and for
+//     each j below that, io.store(Work::target(geom, r, j), sums[j]) unless
+//     the target is -1.
 // The device's launcher runs __global__ kernels on PyTorch's current stream;
 // the host tests' runs the same loops over every (block, thread) of the same
 // grid.
@@ -25,6 +27,7 @@
 #include <c10/core/ScalarType.h>
 #include <c10/util/Exception.h>
 
+#include <algorithm>
 #include <optional>
 
 #include "../csrc/conv_geometry.h"
@@ -32,11 +35,23 @@
 
 namespace myconv::cuda {
 
+// grad_weight's lanes per position (GroupedGeom::run): channels-last, a
+// 32-byte sector of consecutive output channels (8 float32, 16 float16 /
+// bfloat16, 4 float64), so that a warp's loads of one position fill whole
+// sectors; channels-first, 1 (consecutive lanes, consecutive positions).
+inline int64_t grouped_grad_weight_run(bool channels_last, int64_t element_size) {
+  return channels_last ? std::clamp<int64_t>(kSectorBytes / element_size, 1, kLanes) : 1;
+}
+
 // The kernels' geometry of a grouped convolution of `batch` images with
-// `out_channels` output channels.
+// `out_channels` output channels; `run`: grad_weight's lanes per position
+// (grouped_grad_weight_run; 1 for the other launches).
 inline GroupedGeom make_grouped_geom(const detail::ConvGeometry& g, int64_t batch, int64_t out_channels,
-                                     int64_t groups, bool channels_last) {
+                                     int64_t groups, bool channels_last, int64_t run = 1) {
+  TORCH_INTERNAL_ASSERT(run >= 1 && run <= kLanes && (run & (run - 1)) == 0, "myconv: grad_weight's run of ",
+                        run, " lanes is not a power of two up to ", kLanes);
   GroupedGeom k{};
+  k.run = run;
   k.batch = batch;
   k.channels = g.channels;
   k.out_channels = out_channels;
@@ -152,28 +167,30 @@ template <typename Launcher>
 void launch_grouped_grad_weight(const Launcher& launcher, const at::Tensor& gy, const at::Tensor& x,
                                 const detail::ConvGeometry& g, int64_t groups, bool channels_last,
                                 const at::Tensor& gw) {
-  const GroupedGeom k = make_grouped_geom(g, x.size(0), gw.size(0), groups, channels_last);
+  const GroupedGeom k = make_grouped_geom(g, x.size(0), gw.size(0), groups, channels_last,
+                                          grouped_grad_weight_run(channels_last, gw.element_size()));
   const at::ScalarType dtype = gy.scalar_type();
   check_grouped(k, groups, gw, dtype);
   check_grouped_tensor(gy, {k.batch, k.out_channels, k.out_d, k.out_h, k.out_w}, channels_last, dtype,
                        "grad_output");
   check_grouped_tensor(x, {k.batch, k.channels, k.depth, k.height, k.width}, channels_last, dtype, "input");
   const int64_t elements = grouped_grad_weight_elements(k), slices = grouped_grad_weight_slices(k);
+  const int64_t items = grouped_grad_weight_items(k);
   if (elements == 0) {
     return;
   }
-  if (slices == 1) {  // a block per weight element, its total stored in grad_weight
-    launch_products<GroupedGradWeightWork, true>(launcher, elements, k, gy, x, nullptr, gw);
+  if (slices == 1) {  // a block per weight element (or run of them), its totals stored in grad_weight
+    launch_products<GroupedGradWeightWork, true>(launcher, items, k, gy, x, nullptr, gw);
     return;
   }
-  // a block per (element, slice), its total stored in acc_t (double for float64, float otherwise); then
-  // each element's slices added in order (elements * slices < 2 * kSliceTargetBlocks accumulators: at most
-  // 64 kB)
+  // a block per (element or run of them, slice), its totals stored in acc_t (double for float64, float
+  // otherwise); then each element's slices added in order (items < 2 * kSliceTargetBlocks: at most 32 kB
+  // of accumulators a lane of the runs, 512 kB for float16's runs of 16)
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, gw.scalar_type(), "myconv_grouped_grad_weight_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     const at::Tensor sums = at::empty({elements * slices}, gw.options().dtype(c10::CppTypeToScalarType<acc_t>::value));
     launcher.template reductions<GroupedGradWeightWork, GroupedSliceAccess<scalar_t, acc_t>>(
-        elements * slices, k, gy.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(), nullptr,
+        items, k, gy.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(), nullptr,
         sums.mutable_data_ptr<acc_t>());
     launcher.template elements<GroupedSliceSumWork, GroupedSliceSumAccess<scalar_t, acc_t>>(
         elements, k, sums.const_data_ptr<acc_t>(), nullptr, nullptr, gw.mutable_data_ptr<scalar_t>());

@@ -43,7 +43,7 @@ void run_elements(int64_t total, const GroupedGeom& g, Access& io) {
 
 // Runs the blocks of a reduction launch (`blocks`, or as the device's
 // launcher chooses): each block's elements, each element's kLanes lane sums,
-// the tree, the store.
+// the tree down to Work::outputs sums, their stores at Work::target.
 template <typename Work, typename Access>
 void run_reductions(int64_t total, const GroupedGeom& g, Access& io, int64_t blocks = 0) {
   using Acc = decltype(Work::partial(g, 0, 0, kLanes, io));
@@ -51,16 +51,21 @@ void run_reductions(int64_t total, const GroupedGeom& g, Access& io, int64_t blo
     blocks = myconv::cuda::reduction_blocks_for(total);
   }
   std::vector<Acc> sums(kLanes);
+  const int64_t outputs = Work::outputs(g);
   auto element = [&](int64_t e) {
     for (int64_t lane = 0; lane < kLanes; ++lane) {
       sums[lane] = Work::partial(g, e, lane, kLanes, io);
     }
-    for (int64_t half = kLanes / 2; half > 0; half /= 2) {
+    for (int64_t half = kLanes / 2; half >= outputs; half /= 2) {
       for (int64_t lane = 0; lane < kLanes; ++lane) {  // in parallel on the device: no lane reads one written here
         myconv::cuda::lane_tree_step(sums.data(), lane, half);
       }
     }
-    io.store(e, sums[0]);
+    for (int64_t j = 0; j < outputs; ++j) {
+      if (const int64_t target = Work::target(g, e, j); target >= 0) {
+        io.store(target, sums[j]);
+      }
+    }
   };
   for (int64_t block = 0; block < blocks; ++block) {
     myconv::cuda::block_stride(block, blocks, total, element);
@@ -394,10 +399,15 @@ TEST(CudaGrouped, ResultsDoNotDependOnTheGrid) {
     const at::Tensor x = random5(input_sizes(g, c.batch()), at::kFloat, false);
     const at::Tensor gy = random5(output_sizes(g, c.batch(), c.out_channels), at::kFloat, false);
     const at::Tensor w = random5(weight_sizes(g, c), at::kFloat, false);
-    const Results device = run_cuda_plans(g, c.groups, false, x, w, std::nullopt, gy);
-    for (const int64_t blocks : {1, 3}) {
-      const Results other = run_cuda_plans(g, c.groups, false, x, w, std::nullopt, gy, HostLauncher{blocks});
-      EXPECT_TRUE(at::equal(device.gw, other.gw)) << blocks << " blocks, " << describe(c, false);
+    for (const bool cl : {false, true}) {
+      const at::Tensor xl = random5(input_sizes(g, c.batch()), at::kFloat, cl);
+      const at::Tensor gyl = random5(output_sizes(g, c.batch(), c.out_channels), at::kFloat, cl);
+      const Results device = run_cuda_plans(g, c.groups, cl, cl ? xl : x, w, std::nullopt, cl ? gyl : gy);
+      for (const int64_t blocks : {1, 3}) {
+        const Results other =
+            run_cuda_plans(g, c.groups, cl, cl ? xl : x, w, std::nullopt, cl ? gyl : gy, HostLauncher{blocks});
+        EXPECT_TRUE(at::equal(device.gw, other.gw)) << blocks << " blocks, " << describe(c, cl);
+      }
     }
   }
 }
@@ -498,15 +508,20 @@ TEST(CudaGroupedCoverage, EachResultWrittenOnceFromExactlyItsProducts) {
             << "grad_input: an input element not written exactly once, " << what;
         EXPECT_TRUE(got == want_gi) << "grad_input: other products than the definition's, " << what;
       }
-      {
+      // grad_weight: a lane per position, and (channels-last) runs of 2 to 16 channels' lanes per
+      // position, some past the last channel
+      for (const int64_t run : cl ? std::vector<int64_t>{1, 2, 4, 8, 16} : std::vector<int64_t>{1}) {
+        GroupedGeom kr = myconv::cuda::make_grouped_geom(g, n, co, c.groups, cl, run);
+        kr.narrow = narrow;
         std::vector<Gathered> got(n_w);
         std::vector<int32_t> stores(n_w, 0);
         Trace io{n_out, n_in, n_w, 0, got.data(), stores.data()};
-        ASSERT_EQ(myconv::cuda::grouped_grad_weight_slices(k), 1);  // (the sliced cases: kSlicedCases)
-        run_reductions<myconv::cuda::GroupedGradWeightWork>(myconv::cuda::grouped_grad_weight_elements(k), k, io);
+        ASSERT_EQ(myconv::cuda::grouped_grad_weight_slices(kr), 1);  // (the sliced cases: kSlicedCases)
+        run_reductions<myconv::cuda::GroupedGradWeightWork>(myconv::cuda::grouped_grad_weight_items(kr), kr, io);
         EXPECT_TRUE(std::all_of(stores.begin(), stores.end(), [](int32_t s) { return s == 1; }))
-            << "grad_weight: a weight element not written exactly once, " << what;
-        EXPECT_TRUE(got == want_gw) << "grad_weight: other products than the definition's, " << what;
+            << "grad_weight: a weight element not written exactly once, " << what << ", runs of " << run;
+        EXPECT_TRUE(got == want_gw) << "grad_weight: other products than the definition's, " << what << ", runs of "
+                                    << run;
       }
     }
   }
@@ -544,6 +559,64 @@ TEST(CudaGroupedCoverage, GradWeightLanesTakeEveryPositionOnceInOrder) {
         }
       }
       EXPECT_TRUE(std::all_of(seen.begin(), seen.end(), [](int64_t s) { return s == 1; }));
+    }
+  }
+}
+
+TEST(CudaGroupedCoverage, ChannelsLastGradWeightLanesTakeEachChannelAndPositionOnceInOrder) {
+  // Runs of `run` channels' lanes per position (channels-last): lane l of the
+  // run's item takes channel u * run + l % run and positions l / run, then
+  // every kLanes / run; over the items and lanes each (channel, position)
+  // once, lanes past the last channel nothing. Depthwise 1x1 over channels-last
+  // tensors: position p of channel o reads pixel p of channel o.
+  for (const int64_t run : {2, 8, 16, 64}) {
+    for (const int64_t channels : {1, 7, 16, 37}) {
+      for (const std::vector<int64_t>& size : std::vector<std::vector<int64_t>>{{1, 1, 1}, {1, 3, 41}, {2, 5, 7}}) {
+        const int64_t batch = 3;
+        const ConvGeometry g(channels, size, std::vector<int64_t>{1, 1, 1}, std::vector<int64_t>{1, 1, 1},
+                             std::vector<int64_t>{0, 0, 0}, std::vector<int64_t>{1, 1, 1});
+        const GroupedGeom k = myconv::cuda::make_grouped_geom(g, batch, channels, channels, true, run);
+        ASSERT_EQ(myconv::cuda::grouped_grad_weight_slices(k), 1);
+        const int64_t total = batch * g.cols(), runs = (channels + run - 1) / run;
+        ASSERT_EQ(myconv::cuda::grouped_grad_weight_items(k), runs);
+        struct Visits {
+          std::vector<std::pair<int64_t, int64_t>>* order;
+          int64_t zero_sum() const { return 0; }
+          void add(int64_t& sum, int64_t y, int64_t x) const {
+            EXPECT_EQ(y, x);
+            order->push_back({y, x});
+            ++sum;
+          }
+        };
+        std::vector<int64_t> seen(total * channels, 0);
+        for (int64_t u = 0; u < runs; ++u) {
+          for (int64_t lane = 0; lane < kLanes; ++lane) {
+            std::vector<std::pair<int64_t, int64_t>> order;
+            Visits io{&order};
+            const int64_t count = myconv::cuda::grouped_grad_weight_partial(k, u, 1, lane, kLanes, io);
+            ASSERT_EQ(count, static_cast<int64_t>(order.size()));
+            const int64_t o = u * run + lane % run;
+            if (o >= channels) {
+              EXPECT_EQ(count, 0) << "lane " << lane << " past the last channel";
+              continue;
+            }
+            for (size_t j = 0; j < order.size(); ++j) {
+              const int64_t p = lane / run + static_cast<int64_t>(j) * (kLanes / run);
+              ASSERT_EQ(order[j].first, p * channels + o) << "run " << run << " item " << u << " lane " << lane;
+              ++seen[order[j].first];
+            }
+            // where lane j's total goes: element (o, 0, tap 0)
+            if (lane < run) {
+              EXPECT_EQ(myconv::cuda::grouped_grad_weight_target(k, u, lane), o);
+            }
+          }
+          for (int64_t j = 0; j < run; ++j) {
+            EXPECT_EQ(myconv::cuda::grouped_grad_weight_target(k, u, j) < 0, u * run + j >= channels);
+          }
+        }
+        EXPECT_TRUE(std::all_of(seen.begin(), seen.end(), [](int64_t v) { return v == 1; }))
+            << "runs of " << run << ", " << channels << " channels";
+      }
     }
   }
 }
@@ -696,8 +769,12 @@ void check_large(int64_t N, int64_t C, int64_t CO, int64_t groups, std::vector<i
   }
 
   // grad_weight: sampled lanes of sampled weight elements (each lane's whole
-  // sum over its positions, in order)
-  const int64_t weights = myconv::cuda::grouped_grad_weight_elements(k);
+  // sum over its positions, in order); channels-last, also runs of 8 channels'
+  // lanes per position (item e: a run's (u, ci, tap))
+  for (const int64_t run : cl ? std::vector<int64_t>{1, 8} : std::vector<int64_t>{1}) {
+  const GroupedGeom kr = myconv::cuda::make_grouped_geom(g, N, CO, groups, cl, run);
+  ASSERT_FALSE(kr.narrow);
+  const int64_t weights = (CO + run - 1) / run * cg * kk;  // (the items before slicing)
   const i128 positions = static_cast<i128>(N) * OD * OH * OW;
   const bool long_lanes = positions > (int64_t{1} << 24);  // few samples of lanes this long
   for (const int64_t e : {int64_t{0}, weights / 2 + 1, weights - 1}) {
@@ -706,11 +783,11 @@ void check_large(int64_t N, int64_t C, int64_t CO, int64_t groups, std::vector<i
         continue;
       }
       Ordered got, want;
-      const int64_t count = myconv::cuda::grouped_grad_weight_partial(k, e, 1, lane, kLanes, got);  // one slice
+      const int64_t count = myconv::cuda::grouped_grad_weight_partial(kr, e, 1, lane, kLanes, got);  // one slice
       EXPECT_EQ(count, got.count);
       const int64_t tap[3] = {e / (K[1] * K[2]) % K[0], e / K[2] % K[1], e % K[2]};
-      const i128 o = e / kk / cg, ci = e / kk % cg, c = o / mg * cg + ci;
-      for (i128 p = lane; p < positions; p += kLanes) {
+      const i128 o = e / kk / cg * run + lane % run, ci = e / kk % cg, c = o / mg * cg + ci;
+      for (i128 p = lane / run; p < positions && o < CO; p += kLanes / run) {
         i128 rest = p, at[3], in[3];
         for (int a = 2; a >= 0; --a) {
           at[a] = rest % out_ext[a];
@@ -726,9 +803,10 @@ void check_large(int64_t N, int64_t C, int64_t CO, int64_t groups, std::vector<i
           want.add(unused, static_cast<int64_t>(out_offset(rest, o, at)), static_cast<int64_t>(in_offset(rest, c, in)));
         }
       }
-      EXPECT_TRUE(got == want) << "grad_weight element " << e << " lane " << lane << ", " << what << ": "
-                               << got.count << " products, " << want.count << " wanted";
+      EXPECT_TRUE(got == want) << "grad_weight element " << e << " lane " << lane << ", " << what << ", runs of "
+                               << run << ": " << got.count << " products, " << want.count << " wanted";
     }
+  }
   }
 }
 
@@ -830,7 +908,8 @@ TEST(CudaGroupedSlices, EachSliceSumsExactlyItsPositionsProducts) {
     for (const Case& c : kSlicedCases) {
       const ConvGeometry g = geometry(c);
       const int64_t n = c.batch(), co = c.out_channels, cg = c.channels() / c.groups, kk = g.taps();
-      GroupedGeom k = myconv::cuda::make_grouped_geom(g, n, co, c.groups, cl);
+      for (const int64_t run : cl ? std::vector<int64_t>{1, 4, 16} : std::vector<int64_t>{1}) {
+      GroupedGeom k = myconv::cuda::make_grouped_geom(g, n, co, c.groups, cl, run);
       ASSERT_TRUE(k.narrow);
       k.narrow = narrow;
       const int64_t slices = myconv::cuda::grouped_grad_weight_slices(k), total = n * g.cols();
@@ -851,8 +930,11 @@ TEST(CudaGroupedSlices, EachSliceSumsExactlyItsPositionsProducts) {
       std::vector<int32_t> stores(n_w * slices, 0);
       Trace io{n_out, n_in, n_w * slices, 0, got.data(), stores.data()};
       run_reductions<myconv::cuda::GroupedGradWeightWork>(myconv::cuda::grouped_grad_weight_items(k), k, io);
-      EXPECT_TRUE(std::all_of(stores.begin(), stores.end(), [](int32_t v) { return v == 1; })) << describe(c, cl);
-      EXPECT_TRUE(got == want) << "a slice summed other products than its positions', " << describe(c, cl);
+      EXPECT_TRUE(std::all_of(stores.begin(), stores.end(), [](int32_t v) { return v == 1; }))
+          << describe(c, cl) << ", runs of " << run;
+      EXPECT_TRUE(got == want) << "a slice summed other products than its positions', " << describe(c, cl)
+                               << ", runs of " << run;
+      }
     }
   }
 }
