@@ -82,13 +82,16 @@ def test_gradcheck_float64(cuda_device):
 
 
 @requires_cuda
-def test_bitwise_deterministic(cuda_device):
-    x = torch.randn(8, 16, 24, 24, device=cuda_device, requires_grad=True)
-    w = torch.randn(32, 16, 3, 3, device=cuda_device, requires_grad=True)
+@pytest.mark.parametrize("groups, channels_last", [(1, False), (16, True)], ids=["3x3", "depthwise-channels-last"])
+def test_bitwise_deterministic(cuda_device, groups, channels_last):
+    # (depthwise channels-last: the direct kernels, grad_weight's lanes in runs of channels)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    x = torch.randn(8, 16, 24, 24, device=cuda_device).contiguous(memory_format=fmt).requires_grad_()
+    w = torch.randn(32, 16 // groups, 3, 3, device=cuda_device, requires_grad=True)
     runs = []
     for _ in range(2):
         x.grad = w.grad = None
-        y = myconv.conv2d(x, w, None, 1, 1)
+        y = myconv.conv2d(x, w, None, 1, 1, 1, groups)
         y.backward(torch.ones_like(y))
         runs.append((y.detach().clone(), x.grad.clone(), w.grad.clone()))
     for a, b in zip(*runs):
