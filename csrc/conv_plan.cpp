@@ -97,7 +97,8 @@ Tile TilePlan::at(int64_t i) const {
   return {n0, std::min(images_per_tile, batch - n0), 0, L};
 }
 
-TilePlan plan_tiles(const ConvProblem& p, const Tuning& t, int64_t element_size, int64_t workspace_limit) {
+TilePlan plan_tiles(const ConvProblem& p, const Tuning& t, int64_t element_size, int64_t workspace_limit,
+                    int64_t buffer_alignment) {
   TilePlan plan;
   plan.batch = p.batch;
   plan.L = p.L();
@@ -114,11 +115,12 @@ TilePlan plan_tiles(const ConvProblem& p, const Tuning& t, int64_t element_size,
       images = std::clamp<int64_t>(std::max(t.chunk_bytes / per_image, fill), 1, images);
     }
     // with padded column rows (column_row_stride; channels-first columns): the
-    // chunk's buffers within the workspace limit, and its rows' stride within
-    // BLAS's 32 bits
+    // chunk's buffer, rounded up to the buffers' alignment, within the
+    // workspace limit, and its rows' stride within BLAS's 32 bits
     const auto fits = [&](int64_t n) {
       const int64_t stride = p.channels_last() ? n * plan.L : column_row_stride(t, n * plan.L, element_size);
-      return (p.geom.rows() * stride + scratch_rows * n * plan.L) * element_size <= workspace_limit &&
+      const int64_t elements = p.geom.rows() * stride + scratch_rows * n * plan.L;
+      return aligned_elements(elements, element_size, buffer_alignment) * element_size <= workspace_limit &&
              stride <= std::numeric_limits<int32_t>::max();
     };
     while (images > 1 && !fits(images)) {

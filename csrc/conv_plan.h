@@ -160,8 +160,11 @@ struct TilePlan {
 // tiling (tile_bytes == 0) get chunks of whole images of equal size: as many
 // as the workspace limit allows, or, with Tuning::chunk_bytes, as many as
 // that many bytes hold, but at least chunk_min_positions positions' worth.
-// workspace_limit: myconv::workspace_limit_bytes(), read once per call.
-TilePlan plan_tiles(const ConvProblem& p, const Tuning& t, int64_t element_size, int64_t workspace_limit);
+// workspace_limit: myconv::workspace_limit_bytes(), read once per call;
+// buffer_alignment: the bytes a worker's buffer is rounded up to
+// (buffer_alignment(device)), counted against the limit.
+TilePlan plan_tiles(const ConvProblem& p, const Tuning& t, int64_t element_size, int64_t workspace_limit,
+                    int64_t buffer_alignment);
 
 // Chunks of whole images for a pass that builds no columns (a 1x1 pass on
 // views, Tuning::view_chunks): its buffers take `per_image` bytes an image

@@ -97,7 +97,7 @@ PassPlan start(Pass pass, const ConvProblem& p, at::ScalarType dtype, const Tuni
                                    : kMaxGemmBatch;
     plan.tiles = plan_view_chunks(p, t, products, products, max_images, s.workspace_limit);
   } else {
-    plan.tiles = plan_tiles(p, t, es, s.workspace_limit);
+    plan.tiles = plan_tiles(p, t, es, s.workspace_limit, s.buffer_alignment);
   }
   const bool single = plan.tiles.single_image_tiles();
   const bool in_place = t.gemm_on_views && (p.channels_last() || single);

@@ -58,7 +58,7 @@ TEST(CudaPlan, ChunksOfWholeImagesFillTheGemmWithoutTakingTheWholeBatchsMemory) 
   };
   for (const Want& w : cases) {
     const ConvProblem p = problem(w.layer);
-    const TilePlan plan = plan_tiles(p, t, 4, kLimit);
+    const TilePlan plan = plan_tiles(p, t, 4, kLimit, 64);
     const int64_t L = p.L(), per_image = (p.geom.rows() + p.out_channels) * L * 4;
     EXPECT_EQ(plan.images_per_tile, w.images) << "batch " << w.layer.n << ", " << w.layer.c << " channels, "
                                               << w.layer.size << "^2";
@@ -73,7 +73,7 @@ TEST(CudaPlan, ChunksOfWholeImagesFillTheGemmWithoutTakingTheWholeBatchsMemory) 
 
 TEST(CudaPlan, TheWorkspaceLimitStillBoundsAChunk) {
   const ConvProblem p = problem({32, 64, 64, 56, 3});  // 8 MB an image
-  const TilePlan plan = plan_tiles(p, cuda_backend_tuning(), 4, int64_t{8} << 20);
+  const TilePlan plan = plan_tiles(p, cuda_backend_tuning(), 4, int64_t{8} << 20, 64);
   EXPECT_EQ(plan.images_per_tile, 1);
   EXPECT_EQ(plan.count, 32);
 }
@@ -86,10 +86,16 @@ TEST(CudaPlan, ChunksCountTheirPaddedRowsAgainstTheWorkspaceLimit) {
                       Window3d(std::vector<int64_t>{1}, std::vector<int64_t>{1}, std::vector<int64_t>{1}), 1,
                       Layout::kChannelsFirst);
   const Tuning t = cuda_backend_tuning();
-  const TilePlan plan = plan_tiles(p, t, 4, 4 * (64 * 3 + 64) * 1001 * 4);
+  const TilePlan plan = plan_tiles(p, t, 4, 4 * (64 * 3 + 64) * 1001 * 4, 64);
   EXPECT_EQ(myconv::detail::column_row_stride(t, 4 * 1001, 4), 4008);
   EXPECT_EQ(plan.images_per_tile, 3);
   EXPECT_EQ(plan.count, 3);
+  // and their buffer's rounding up to the alignment: 3 images take 3,078,912 bytes (rows of 3008), 752
+  // pages of 4096 bytes (the CPU replay's buffers) 3,080,192: under a limit of 3,078,912, chunks of 2
+  const int64_t three = (64 * 3 * 3008 + 64 * 3 * 1001) * 4;
+  EXPECT_EQ(plan_tiles(p, t, 4, three, 64).images_per_tile, 3);
+  EXPECT_EQ(plan_tiles(p, t, 4, three, 4096).images_per_tile, 2);
+  EXPECT_EQ(plan_tiles(p, t, 4, three + 4096, 4096).images_per_tile, 3);
 }
 
 TEST(CudaPlan, ReducedPrecisionIsChunkedLikeFloat32WhereTheGemmWritesFloat32) {
@@ -126,7 +132,7 @@ TEST(CudaPlan, WithoutChunkBytesChunksAreAsLargeAsTheWorkspaceLimitAllows) {
   Tuning t = cuda_backend_tuning();
   t.chunk_bytes = 0;
   const ConvProblem p = problem({32, 64, 64, 56, 3});
-  EXPECT_EQ(plan_tiles(p, t, 4, kLimit).images_per_tile, 32);  // 256 MiB hold the whole batch
+  EXPECT_EQ(plan_tiles(p, t, 4, kLimit, 64).images_per_tile, 32);  // 256 MiB hold the whole batch
 }
 
 TEST(CudaPlan, ChannelsLastInputsRunOnChannelsLastColumns) {

@@ -466,6 +466,26 @@ def test_a_bad_cuda_tuning_raises_and_changes_nothing():
     assert myconv.get_cuda_tuning() == default
 
 
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
+def test_the_cuda_plans_chunks_of_several_images_stay_within_the_workspace_limit(channels_last):
+    # A chunk of several images takes its buffer as allocated, rounded up to the buffers' alignment (a
+    # page on the CPU replay), within the limit; only a chunk of one image may pass it (nothing smaller
+    # exists). Limits around the sizes of 1 to 4 images' columns, on padded rows (width 1001: 3003 ->
+    # 3008 positions for 3 images), float32 and float64.
+    g = torch.Generator().manual_seed(4)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    for dtype in (torch.float32, torch.float64):
+        x = torch.randn(8, 16, 3, 1001, generator=g).to(dtype).contiguous(memory_format=fmt)
+        w = torch.randn(16, 16, 3, 3, generator=g).to(dtype)
+        per_image = (16 * 9 + 16) * 3 * 1001 * dtype.itemsize
+        for limit in sorted({n * per_image + d for n in range(1, 5) for d in (-4096, -1, 0, 1, 4096, 8000)}):
+            with settings(workspace=limit), cuda_plan_on_cpu():
+                e = myconv.explain(x, w, padding=1)
+                for plan in e["forward"] + e["backward"]:
+                    if plan["tiles"]["images_per_tile"] > 1:
+                        assert plan["workspace"]["total"] <= limit, (dtype, limit, plan)
+
+
 @pytest.mark.parametrize("dims, dtype, tol", [(2, torch.float64, 1e-11), (3, torch.float64, 1e-11),
                                               (2, torch.bfloat16, 3e-2)], ids=["2d", "3d", "2d-bfloat16"])
 @pytest.mark.parametrize("chunk", [None, 2], ids=["one-chunk", "chunks-of-2"])
