@@ -33,7 +33,8 @@ struct Tuning {
   // of workspace, as long as it keeps chunk_min_positions output positions
   // for its GEMMs (a chunk of a few images already fills a GPU's GEMM; the
   // whole batch at once only multiplies the memory). 0: chunks as large as
-  // the workspace limit allows. Always within the workspace limit.
+  // the workspace limit allows. Always within the workspace limit (but for a
+  // chunk of one image). Passes that build no columns: see view_chunks.
   int64_t chunk_bytes = 0;
   int64_t chunk_min_positions = 0;
   // Fewest output positions per tile (a GEMM needs some width to run fast).
