@@ -13,6 +13,8 @@ bool is_reduced_precision(at::ScalarType t) {
 
 Tuning tuning_for(const Backend& backend, const at::Tensor& input) {
   Tuning t = backend.tuning(input);
+  // chunk_bytes is float32's: the same images in every dtype
+  t.chunk_bytes = t.chunk_bytes / 4 * static_cast<int64_t>(input.element_size());
   if (is_reduced_precision(input.scalar_type())) {
     t.split_images = false;
     // grad_weight's GEMM writes each chunk's part in the dtype before it is

@@ -52,8 +52,11 @@ inline Tuning cuda_backend_tuning() {
   // 2026-12-04). 4096, not 8192: a
   // 256-channel 14x14 batch of 32 (6272 positions) would take its whole
   // columns, 55 MiB, and one fwd+bwd 1.8x cuDNN's peak memory (issue 25's
-  // target: 1.3x); now 2 chunks of 16 images (docs/gpu.md). Not yet timed
-  // on a GPU.
+  // target: 1.3x); now 2 chunks of 16 images (docs/gpu.md). Float32's
+  // bytes: float16 / bfloat16 take the same images, 16 MiB (tuning_for),
+  // where 32 MiB took twice float32's images and the 14x14 layer's whole
+  // batch (1.9x cuDNN's memory, were cuDNN's half its float32 peak). Not yet
+  // timed on a GPU.
   t.chunk_bytes = int64_t{32} << 20;
   t.chunk_min_positions = 4096;
   return t;

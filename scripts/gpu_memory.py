@@ -29,6 +29,8 @@ def predicted_bytes(x, w, b, padding):
     e = myconv.explain(x, w, b, padding=padding, device="cuda")
     y = F.conv2d(x.to("meta"), w.to("meta"), b.to("meta"), padding=padding)
     results = sum(t.numel() * t.element_size() for t in (y, x, w, b, y))  # (the output twice: see above)
+    if x.dtype in (torch.float16, torch.bfloat16):
+        results += w.numel() * 4  # grad_weight's float32 sum, rounded once at the end
     return results + max(p["workspace"]["total"] for p in e["forward"] + e["backward"])
 
 

@@ -100,7 +100,8 @@ TEST(CudaPlan, ChunksCountTheirPaddedRowsAgainstTheWorkspaceLimit) {
 
 TEST(CudaPlan, ReducedPrecisionIsChunkedLikeFloat32WhereTheGemmWritesFloat32) {
   // grad_weight rounds each chunk's part to the dtype before adding it in float unless the GEMM
-  // writes float32 (the CUDA backend's): then chunks as float32's; else as few as the workspace allows
+  // writes float32 (the CUDA backend's): then float32's images a chunk (chunk_bytes is float32's: half
+  // the bytes for 16-bit types, twice for float64); else as few as the workspace allows
   struct Reduced final : myconv::detail::Backend {
     bool float_results = true;
     Tuning tuning(const at::Tensor&) const override {
@@ -117,10 +118,18 @@ TEST(CudaPlan, ReducedPrecisionIsChunkedLikeFloat32WhereTheGemmWritesFloat32) {
   } backend;
   const auto meta = at::TensorOptions().device(at::kMeta);
   ASSERT_TRUE(cuda_backend_tuning().float_gemm_results);
-  for (const auto dtype : {at::kBFloat16, at::kHalf, at::kFloat}) {
+  for (const auto dtype : {at::kBFloat16, at::kHalf, at::kFloat, at::kDouble}) {
     EXPECT_EQ(myconv::detail::tuning_for(backend, at::empty({1}, meta.dtype(dtype))).chunk_bytes,
-              cuda_backend_tuning().chunk_bytes);
+              cuda_backend_tuning().chunk_bytes / 4 * static_cast<int64_t>(c10::elementSize(dtype)));
   }
+  // the profile's 256-channel 14x14 layer, batch 32: 2 chunks of 16 images in float32 and in float16 (32 MiB
+  // took float16's whole batch)
+  const at::Tensor x16 = at::empty({32, 256, 1, 14, 14}, meta.dtype(at::kHalf));
+  const std::vector<int64_t> one{1, 1};
+  const ConvProblem p(x16, at::empty({256, 256, 1, 3, 3}, meta.dtype(at::kHalf)), Window3d(one, one, one), 1,
+                      Layout::kChannelsFirst);
+  EXPECT_EQ(plan_tiles(p, myconv::detail::tuning_for(backend, x16), 2, kLimit, 64).images_per_tile, 16);
+  EXPECT_EQ(plan_tiles(p, cuda_backend_tuning(), 2, kLimit, 64).images_per_tile, 32);
   backend.float_results = false;
   EXPECT_EQ(myconv::detail::tuning_for(backend, at::empty({1}, meta.dtype(at::kBFloat16))).chunk_bytes, 0);
   EXPECT_EQ(myconv::detail::tuning_for(backend, at::empty({1}, meta.dtype(at::kHalf))).chunk_bytes, 0);

@@ -165,13 +165,12 @@ def test_a_cuda_call_takes_its_workspace_a_chunk_at_a_time(cuda_plan_on_the_cpu,
     # 1-D, 16 -> 16 channels, k3, 16,384 positions an image: 4 MiB of columns and output an image in
     # float32, so the CUDA plan's 32 MiB chunks hold 8 of the 16 images (the whole batch would take
     # 64 MiB, within the default 256 MiB workspace limit that sized chunks before). bfloat16 too: its
-    # grad_weight GEMMs write float32, so it is chunked like float32: 2 MiB an image, 32 images, chunks
-    # of 16 (it used to take the whole batch, 64 MiB, whatever its size)
+    # grad_weight GEMMs write float32, so it is chunked like float32: float32's images, 8 of 2 MiB, 16 MiB
+    # (it used to take the whole batch, 32 MiB, whatever its size)
     g = torch.Generator().manual_seed(0)
-    batch = 16 if dtype == torch.float32 else 32
-    x = torch.randn(batch, 16, 16384, generator=g).to(dtype)
+    x = torch.randn(16, 16, 16384, generator=g).to(dtype)
     w = torch.randn(16, 16, 3, generator=g).to(dtype)
-    chunk = 32 << 20
+    chunk = (32 << 20) // 4 * x.element_size()
     for name, call in (("forward", lambda: torch.ops.myconv.conv1d(x, w, None, [1], [1], [1], 1)),
                        ("backward", lambda: torch.ops.myconv.conv1d_backward(x, x, w, [1], [1], [1], 1,
                                                                              [True, True, False]))):

@@ -387,14 +387,15 @@ def test_the_cuda_plans_1x1_joins_small_images_and_batches_transposed_ones():
 # The CUDA plan's choices and their alternatives (myconv.set_cuda_tuning, for timing them on a GPU):
 # (override, layer (input, weight, groups, channels_last), what the plan shows under it)
 CUDA_TUNING_CASES = [
-    ("chunk_bytes=400000,chunk_min_positions=0", ((6, 16, 12, 12), (16, 16, 3, 3), 1, False),
-     lambda plans: {p["tiles"]["count"] for p in plans} == {3}),  # 184 kB an image: chunks of 2
+    # (chunk_bytes is float32's: 400,000 bytes of float64 columns; 184 kB an image: chunks of 2)
+    ("chunk_bytes=200000,chunk_min_positions=0", ((6, 16, 12, 12), (16, 16, 3, 3), 1, False),
+     lambda plans: {p["tiles"]["count"] for p in plans} == {3}),
     ("image_batched_views=0", ((6, 96, 12, 12), (40, 96, 1, 1), 1, False),
      lambda plans: [p["path"] for p in plans] == ["columns"] * 3),
     ("grad_weight_image_products=0", ((6, 96, 12, 12), (40, 96, 1, 1), 1, False),
      lambda plans: [p["path"] for p in plans] == ["gemm_on_views", "gemm_on_views", "columns"]),
     # (1x1 passes without columns take the whole batch by default; chunks sized for columns without)
-    ("view_chunks=0,chunk_bytes=400000,chunk_min_positions=0", ((6, 96, 12, 12), (40, 96, 1, 1), 1, False),
+    ("view_chunks=0,chunk_bytes=200000,chunk_min_positions=0", ((6, 96, 12, 12), (40, 96, 1, 1), 1, False),
      lambda plans: {(p["path"], p["tiles"]["count"]) for p in plans} == {("gemm_on_views", 3)}),
     ("gemm_on_views=0", ((6, 96, 12, 12), (40, 96, 1, 1), 1, True),
      lambda plans: {(p["path"], p["layout"]) for p in plans} == {("columns", "channels_first")}),
