@@ -57,6 +57,10 @@ BUDGETS = {
                        "aten::copy_": 2},
                       {"aten::sum": 1, "aten::fill_": 1, "aten::empty": 6, "aten::contiguous": 2, "aten::clone": 2,
                        "aten::empty_like": 2, "aten::copy_": 2, "aten::to": 1}),
+    # ... and with the weight channels-last too (what Module.to(memory_format=torch.channels_last) makes):
+    # its rows are already in (kh, kw, c) order, so no weight-sized copy either; the bias into the result
+    "channels_last weight": ({"aten::empty": 2, "aten::copy_": 1},
+                             {"aten::sum": 1, "aten::fill_": 1, "aten::empty": 4, "aten::to": 1}),
     # grad_weight's GEMMs write float32 straight into its float32 result, rounded once at the end
     "bfloat16": (FORWARD_BIAS, {"aten::sum": 2, "aten::empty": 5, "aten::to": 2, "aten::_to_copy": 2,
                                 "aten::empty_strided": 2, "aten::copy_": 5, "aten::fill_": 1}),
@@ -87,8 +91,10 @@ def case_calls(name):
         x, w, b, gy, groups = t(32, 32, 32, 32), t(32, 1, 3, 3), t(32), t(32, 32, 32, 32), 32
     elif name == "1x1, no bias":
         x, w, b, gy, pad = t(8, 64, 14, 14), t(32, 64, 1, 1), None, t(8, 32, 14, 14), [0, 0]
-    elif name == "channels_last":
+    elif name in ("channels_last", "channels_last weight"):
         x, gy = (v.contiguous(memory_format=torch.channels_last) for v in (x, gy))
+        if name == "channels_last weight":
+            w = w.contiguous(memory_format=torch.channels_last)
     elif name == "bfloat16":
         x, w, b, gy = (v.bfloat16() for v in (x, w, b, gy))
     elif name == "transposed":
