@@ -37,8 +37,10 @@
 //    channel of the group, tap, slice), lane l taking channel l % run of the
 //    run and positions l / run, l / run + kThreads / run, ...; the tree
 //    stops at `run` sums, one per channel. A warp's loads of a position are
-//    then a sector of consecutive channels of each tensor, where a lane per
-//    position would read a sector each.
+//    then `run` consecutive channels of grad_output (a sector, where C is a
+//    multiple of the run) and of the input for depthwise layers (with a
+//    channel multiplier they repeat, with several input channels a group
+//    they lie cg apart), where a lane per position would read a sector each.
 // Sums are in Access::Acc: float for float16 / bfloat16 (at::opmath_type),
 // the dtype itself for float and double.
 #pragma once
@@ -52,19 +54,20 @@ namespace myconv::cuda {
 // ---- geometry ------------------------------------------------------------------------
 
 // grad_weight's slices of `positions` output positions (N * OD * OH * OW)
-// for `elements` weight elements: as many as keep every slice at least
-// kSlicePositions positions long (16 a lane), up to the number that gives
-// kSliceTargetBlocks blocks (a GPU full several times over), at most
-// kMaxSlices. A function of the problem only: the sums' order, hence their
-// bits, is the same on every device and grid.
+// for `elements` blocks before slicing (weight elements, or runs of them)
+// whose lanes take `run` channels a position: as many as keep every lane at
+// least 16 positions (a slice at least kSlicePositions / run positions long),
+// up to the number that gives kSliceTargetBlocks blocks (a GPU full several
+// times over), at most kMaxSlices. A function of the problem only: the sums'
+// order, hence their bits, is the same on every device and grid.
 constexpr int64_t kSlicePositions = 16 * kThreads;
 constexpr int64_t kSliceTargetBlocks = 4096;
 constexpr int64_t kMaxSlices = 64;
-inline int64_t slices_for(int64_t positions, int64_t elements) {
+inline int64_t slices_for(int64_t positions, int64_t elements, int64_t run) {
   if (elements <= 0) {
     return 1;
   }
-  const int64_t by_length = positions / kSlicePositions;
+  const int64_t by_length = positions * run / kSlicePositions;
   const int64_t by_blocks = (kSliceTargetBlocks + elements - 1) / elements;
   return std::clamp<int64_t>(std::min(by_length, by_blocks), 1, kMaxSlices);
 }
@@ -137,7 +140,7 @@ inline GroupedGeom with_strides(GroupedGeom g) {
   g.run = g.run < 1 ? 1 : g.run;
   // (a block per (run of channels, input channel, tap) before slicing)
   const int64_t unsliced = (g.out_channels + g.run - 1) / g.run * g.cg * g.taps();
-  g.slices = slices_for(g.batch * g.positions(), unsliced);
+  g.slices = slices_for(g.batch * g.positions(), unsliced, g.run);
   constexpr int64_t kNarrow = (int64_t{1} << 31) - 1;
   const int64_t outputs = g.batch * g.out_image, inputs = g.batch * g.in_image;
   g.narrow = outputs <= kNarrow && inputs <= kNarrow && g.out_channels <= kNarrow && g.channels <= kNarrow &&
@@ -264,7 +267,7 @@ MYCONV_HOST_DEVICE inline int64_t group_of(const GroupedGeom& g, int64_t channel
 // Output position p of the flattened (n, od, oh, ow) as its digits (c unused).
 MYCONV_HOST_DEVICE inline Coords position_digits(const GroupedGeom& g, int64_t p) {
   Coords digits{0, 0, 0, 0, 0};
-  if (g.narrow) {  // p < N * OD * OH * OW <= the output's elements < 2^31, or p = lanes = kLanes
+  if (g.narrow) {  // p < N * OD * OH * OW <= the output's elements < 2^31, or p = a step of at most kLanes
     const GroupedDivisors& f = g.fast;
     uint32_t q = static_cast<uint32_t>(p), rest = 0;
     q = f.out_w.divmod(q, rest), digits.w = rest;

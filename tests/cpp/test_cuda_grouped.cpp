@@ -513,15 +513,20 @@ TEST(CudaGroupedCoverage, EachResultWrittenOnceFromExactlyItsProducts) {
       for (const int64_t run : cl ? std::vector<int64_t>{1, 2, 4, 8, 16} : std::vector<int64_t>{1}) {
         GroupedGeom kr = myconv::cuda::make_grouped_geom(g, n, co, c.groups, cl, run);
         kr.narrow = narrow;
-        std::vector<Gathered> got(n_w);
-        std::vector<int32_t> stores(n_w, 0);
-        Trace io{n_out, n_in, n_w, 0, got.data(), stores.data()};
-        ASSERT_EQ(myconv::cuda::grouped_grad_weight_slices(kr), 1);  // (the sliced cases: kSlicedCases)
+        // (runs of many lanes may cut even these positions into slices: each (element, slice) stored
+        // once, the element's slices together summing its products; kSlicedCases checks each slice's)
+        const int64_t slices = myconv::cuda::grouped_grad_weight_slices(kr);
+        std::vector<Gathered> got(n_w * slices), summed(n_w);
+        std::vector<int32_t> stores(n_w * slices, 0);
+        Trace io{n_out, n_in, n_w * slices, 0, got.data(), stores.data()};
         run_reductions<myconv::cuda::GroupedGradWeightWork>(myconv::cuda::grouped_grad_weight_items(kr), kr, io);
         EXPECT_TRUE(std::all_of(stores.begin(), stores.end(), [](int32_t s) { return s == 1; }))
             << "grad_weight: a weight element not written exactly once, " << what << ", runs of " << run;
-        EXPECT_TRUE(got == want_gw) << "grad_weight: other products than the definition's, " << what << ", runs of "
-                                    << run;
+        for (int64_t e = 0; e < n_w * slices; ++e) {
+          summed[e / slices] += got[e];
+        }
+        EXPECT_TRUE(summed == want_gw) << "grad_weight: other products than the definition's, " << what
+                                       << ", runs of " << run;
       }
     }
   }
@@ -576,9 +581,9 @@ TEST(CudaGroupedCoverage, ChannelsLastGradWeightLanesTakeEachChannelAndPositionO
         const ConvGeometry g(channels, size, std::vector<int64_t>{1, 1, 1}, std::vector<int64_t>{1, 1, 1},
                              std::vector<int64_t>{0, 0, 0}, std::vector<int64_t>{1, 1, 1});
         const GroupedGeom k = myconv::cuda::make_grouped_geom(g, batch, channels, channels, true, run);
-        ASSERT_EQ(myconv::cuda::grouped_grad_weight_slices(k), 1);
+        const int64_t slices = myconv::cuda::grouped_grad_weight_slices(k);
         const int64_t total = batch * g.cols(), runs = (channels + run - 1) / run;
-        ASSERT_EQ(myconv::cuda::grouped_grad_weight_items(k), runs);
+        ASSERT_EQ(myconv::cuda::grouped_grad_weight_items(k), runs * slices);
         struct Visits {
           std::vector<std::pair<int64_t, int64_t>>* order;
           int64_t zero_sum() const { return 0; }
@@ -589,11 +594,13 @@ TEST(CudaGroupedCoverage, ChannelsLastGradWeightLanesTakeEachChannelAndPositionO
           }
         };
         std::vector<int64_t> seen(total * channels, 0);
-        for (int64_t u = 0; u < runs; ++u) {
+        for (int64_t r = 0; r < runs * slices; ++r) {
+          const int64_t u = r / slices, slice = r % slices;
+          const int64_t begin = slice * total / slices, end = (slice + 1) * total / slices;
           for (int64_t lane = 0; lane < kLanes; ++lane) {
             std::vector<std::pair<int64_t, int64_t>> order;
             Visits io{&order};
-            const int64_t count = myconv::cuda::grouped_grad_weight_partial(k, u, 1, lane, kLanes, io);
+            const int64_t count = myconv::cuda::grouped_grad_weight_partial(k, r, slices, lane, kLanes, io);
             ASSERT_EQ(count, static_cast<int64_t>(order.size()));
             const int64_t o = u * run + lane % run;
             if (o >= channels) {
@@ -601,17 +608,16 @@ TEST(CudaGroupedCoverage, ChannelsLastGradWeightLanesTakeEachChannelAndPositionO
               continue;
             }
             for (size_t j = 0; j < order.size(); ++j) {
-              const int64_t p = lane / run + static_cast<int64_t>(j) * (kLanes / run);
-              ASSERT_EQ(order[j].first, p * channels + o) << "run " << run << " item " << u << " lane " << lane;
+              const int64_t p = begin + lane / run + static_cast<int64_t>(j) * (kLanes / run);
+              ASSERT_LT(p, end);
+              ASSERT_EQ(order[j].first, p * channels + o) << "run " << run << " item " << r << " lane " << lane;
               ++seen[order[j].first];
             }
-            // where lane j's total goes: element (o, 0, tap 0)
-            if (lane < run) {
-              EXPECT_EQ(myconv::cuda::grouped_grad_weight_target(k, u, lane), o);
-            }
           }
+          // where lane j's total goes: element (o, 0, tap 0)'s slice; nowhere past the last channel
           for (int64_t j = 0; j < run; ++j) {
-            EXPECT_EQ(myconv::cuda::grouped_grad_weight_target(k, u, j) < 0, u * run + j >= channels);
+            const int64_t o = u * run + j;
+            EXPECT_EQ(myconv::cuda::grouped_grad_weight_target(k, r, j), o < channels ? o * slices + slice : -1);
           }
         }
         EXPECT_TRUE(std::all_of(seen.begin(), seen.end(), [](int64_t v) { return v == 1; }))
@@ -840,10 +846,10 @@ const std::vector<Case> kSlicedCases = {
 };
 
 TEST(CudaGroupedSlices, CountFollowsTheProblemAlone) {
-  const auto slices = [](int64_t n, int64_t c, std::vector<int64_t> size, int64_t k) {
+  const auto slices = [](int64_t n, int64_t c, std::vector<int64_t> size, int64_t k, int64_t run = 1) {
     const std::vector<int64_t> kernel(size.size(), k), one(size.size(), 1), pad(size.size(), k / 2);
     const ConvGeometry g(c, size, kernel, one, pad, one);
-    return myconv::cuda::grouped_grad_weight_slices(myconv::cuda::make_grouped_geom(g, n, c, c, false));
+    return myconv::cuda::grouped_grad_weight_slices(myconv::cuda::make_grouped_geom(g, n, c, c, run > 1, run));
   };
   // depthwise 3x3, 32 channels at 56x56, batch 32: 288 weight elements, 100,352 positions: 15 slices
   // (4,320 blocks; 24 would keep 4,096 positions each)
@@ -858,10 +864,18 @@ TEST(CudaGroupedSlices, CountFollowsTheProblemAlone) {
   EXPECT_EQ(slices(64, 1, {512, 512}, 1), myconv::cuda::kMaxSlices);
   // no images
   EXPECT_EQ(slices(0, 4, {56, 56}, 3), 1);
-  // at most 2 * kSliceTargetBlocks items with several slices (their sums' buffer)
-  for (const int64_t channels : {1, 2, 3, 7, 100, 454, 455, 456, 1000}) {
-    const int64_t s = slices(64, channels, {128, 128}, 3), elements = channels * 9;
-    EXPECT_TRUE(s == 1 || elements * s < 2 * myconv::cuda::kSliceTargetBlocks) << channels << " channels";
+  // channels-last, float32's runs of 8 channels: 4 runs x 9 taps = 36 blocks before slicing; each of a
+  // block's 32 position lanes keeps 16 positions with 196 slices (by length), 114 give 4,096 blocks: 64
+  // at most (2,304 blocks)
+  EXPECT_EQ(slices(32, 32, {56, 56}, 3, 8), 64);
+  // 128 channels at 28x28, runs of 16: 72 blocks, 98 slices by length, 57 by blocks
+  EXPECT_EQ(slices(32, 128, {28, 28}, 3, 16), 57);
+  // at most 2 * kSliceTargetBlocks items with several slices (their sums' buffer: run accumulators each)
+  for (const int64_t run : {1, 8}) {
+    for (const int64_t channels : {1, 2, 3, 7, 100, 454, 455, 456, 1000}) {
+      const int64_t s = slices(64, channels, {128, 128}, 3, run), blocks = (channels + run - 1) / run * 9;
+      EXPECT_TRUE(s == 1 || blocks * s < 2 * myconv::cuda::kSliceTargetBlocks) << channels << " channels";
+    }
   }
 }
 
