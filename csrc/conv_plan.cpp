@@ -13,8 +13,11 @@ bool is_reduced_precision(at::ScalarType t) {
 
 Tuning tuning_for(const Backend& backend, const at::Tensor& input) {
   Tuning t = backend.tuning(input);
-  // chunk_bytes is float32's: the same images in every dtype
-  t.chunk_bytes = t.chunk_bytes / 4 * static_cast<int64_t>(input.element_size());
+  // chunk_bytes is float32's: the same images in every dtype (and never 0,
+  // "as large as the workspace allows", from a positive one)
+  if (t.chunk_bytes > 0) {
+    t.chunk_bytes = std::max<int64_t>(1, t.chunk_bytes * static_cast<int64_t>(input.element_size()) / 4);
+  }
   if (is_reduced_precision(input.scalar_type())) {
     t.split_images = false;
     // grad_weight's GEMM writes each chunk's part in the dtype before it is

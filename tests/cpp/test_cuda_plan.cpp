@@ -122,6 +122,21 @@ TEST(CudaPlan, ReducedPrecisionIsChunkedLikeFloat32WhereTheGemmWritesFloat32) {
     EXPECT_EQ(myconv::detail::tuning_for(backend, at::empty({1}, meta.dtype(dtype))).chunk_bytes,
               cuda_backend_tuning().chunk_bytes / 4 * static_cast<int64_t>(c10::elementSize(dtype)));
   }
+  // a tiny chunk_bytes stays a tiny one (not 0, the workspace limit's chunks)
+  struct Tiny final : myconv::detail::Backend {
+    Tuning tuning(const at::Tensor&) const override {
+      Tuning t = cuda_backend_tuning();
+      t.chunk_bytes = 1;
+      return t;
+    }
+    void im2col(const at::Tensor&, const myconv::detail::ConvGeometry&, const myconv::detail::ColumnTile&,
+                const at::Tensor&, myconv::detail::ColumnLayout) const override {}
+    void col2im(const at::Tensor&, myconv::detail::ColumnLayout, const myconv::detail::ColumnTile&,
+                const myconv::detail::ConvGeometry&, const at::Tensor&, bool) const override {}
+    void bmm(const at::Tensor&, const at::Tensor&, const at::Tensor&, bool) const override {}
+    const char* gemm_engine(at::ScalarType, int64_t, int64_t, int64_t) const override { return "none"; }
+  } tiny;
+  EXPECT_EQ(myconv::detail::tuning_for(tiny, at::empty({1}, meta.dtype(at::kHalf))).chunk_bytes, 1);
   // the profile's 256-channel 14x14 layer, batch 32: 2 chunks of 16 images in float32 and in float16 (32 MiB
   // took float16's whole batch)
   const at::Tensor x16 = at::empty({32, 256, 1, 14, 14}, meta.dtype(at::kHalf));
