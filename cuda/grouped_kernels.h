@@ -185,8 +185,8 @@ void launch_grouped_grad_weight(const Launcher& launcher, const at::Tensor& gy, 
   }
   // a block per (element or run of them, slice), its totals stored in acc_t (double for float64, float
   // otherwise); then each element's slices added in order (items < 2 * kSliceTargetBlocks, so at most
-  // 8192 * run accumulators: 64 kB channels-first in float32, 128 kB in float64; channels-last 256 kB
-  // for float32's and float64's runs, 512 kB for float16's)
+  // 8192 * run accumulators: channels-first 32 kB in float32, 64 kB in float64; channels-last 256 kB for
+  // float32's runs of 8 and float64's of 4, 512 kB for float16's / bfloat16's of 16)
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, gw.scalar_type(), "myconv_grouped_grad_weight_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     const at::Tensor sums = at::empty({elements * slices}, gw.options().dtype(c10::CppTypeToScalarType<acc_t>::value));
