@@ -98,24 +98,24 @@ TEST(CudaPlan, ChunksCountTheirPaddedRowsAgainstTheWorkspaceLimit) {
   EXPECT_EQ(plan_tiles(p, t, 4, three + 4096, 4096).images_per_tile, 3);
 }
 
+// A backend for tuning_for's adjustments: it has a Tuning (the CUDA one, as
+// changed by a test) and no kernels.
+struct TuningOnly final : myconv::detail::Backend {
+  Tuning tuning_of_all = cuda_backend_tuning();
+  Tuning tuning(const at::Tensor&) const override { return tuning_of_all; }
+  void im2col(const at::Tensor&, const myconv::detail::ConvGeometry&, const myconv::detail::ColumnTile&,
+              const at::Tensor&, myconv::detail::ColumnLayout) const override {}
+  void col2im(const at::Tensor&, myconv::detail::ColumnLayout, const myconv::detail::ColumnTile&,
+              const myconv::detail::ConvGeometry&, const at::Tensor&, bool) const override {}
+  void bmm(const at::Tensor&, const at::Tensor&, const at::Tensor&, bool) const override {}
+  const char* gemm_engine(at::ScalarType, int64_t, int64_t, int64_t) const override { return "none"; }
+};
+
 TEST(CudaPlan, ReducedPrecisionIsChunkedLikeFloat32WhereTheGemmWritesFloat32) {
   // grad_weight rounds each chunk's part to the dtype before adding it in float unless the GEMM
   // writes float32 (the CUDA backend's): then float32's images a chunk (chunk_bytes is float32's: half
   // the bytes for 16-bit types, twice for float64); else as few as the workspace allows
-  struct Reduced final : myconv::detail::Backend {
-    bool float_results = true;
-    Tuning tuning(const at::Tensor&) const override {
-      Tuning t = cuda_backend_tuning();
-      t.float_gemm_results = float_results;
-      return t;
-    }
-    void im2col(const at::Tensor&, const myconv::detail::ConvGeometry&, const myconv::detail::ColumnTile&,
-                const at::Tensor&, myconv::detail::ColumnLayout) const override {}
-    void col2im(const at::Tensor&, myconv::detail::ColumnLayout, const myconv::detail::ColumnTile&,
-                const myconv::detail::ConvGeometry&, const at::Tensor&, bool) const override {}
-    void bmm(const at::Tensor&, const at::Tensor&, const at::Tensor&, bool) const override {}
-    const char* gemm_engine(at::ScalarType, int64_t, int64_t, int64_t) const override { return "none"; }
-  } backend;
+  TuningOnly backend;
   const auto meta = at::TensorOptions().device(at::kMeta);
   ASSERT_TRUE(cuda_backend_tuning().float_gemm_results);
   for (const auto dtype : {at::kBFloat16, at::kHalf, at::kFloat, at::kDouble}) {
@@ -123,19 +123,8 @@ TEST(CudaPlan, ReducedPrecisionIsChunkedLikeFloat32WhereTheGemmWritesFloat32) {
               cuda_backend_tuning().chunk_bytes / 4 * static_cast<int64_t>(c10::elementSize(dtype)));
   }
   // a tiny chunk_bytes stays a tiny one (not 0, the workspace limit's chunks)
-  struct Tiny final : myconv::detail::Backend {
-    Tuning tuning(const at::Tensor&) const override {
-      Tuning t = cuda_backend_tuning();
-      t.chunk_bytes = 1;
-      return t;
-    }
-    void im2col(const at::Tensor&, const myconv::detail::ConvGeometry&, const myconv::detail::ColumnTile&,
-                const at::Tensor&, myconv::detail::ColumnLayout) const override {}
-    void col2im(const at::Tensor&, myconv::detail::ColumnLayout, const myconv::detail::ColumnTile&,
-                const myconv::detail::ConvGeometry&, const at::Tensor&, bool) const override {}
-    void bmm(const at::Tensor&, const at::Tensor&, const at::Tensor&, bool) const override {}
-    const char* gemm_engine(at::ScalarType, int64_t, int64_t, int64_t) const override { return "none"; }
-  } tiny;
+  TuningOnly tiny;
+  tiny.tuning_of_all.chunk_bytes = 1;
   EXPECT_EQ(myconv::detail::tuning_for(tiny, at::empty({1}, meta.dtype(at::kHalf))).chunk_bytes, 1);
   // the profile's 256-channel 14x14 layer, batch 32: 2 chunks of 16 images in float32 and in float16 (32 MiB
   // took float16's whole batch)
@@ -145,7 +134,7 @@ TEST(CudaPlan, ReducedPrecisionIsChunkedLikeFloat32WhereTheGemmWritesFloat32) {
                       Layout::kChannelsFirst);
   EXPECT_EQ(plan_tiles(p, myconv::detail::tuning_for(backend, x16), 2, kLimit, 64).images_per_tile, 16);
   EXPECT_EQ(plan_tiles(p, cuda_backend_tuning(), 2, kLimit, 64).images_per_tile, 32);
-  backend.float_results = false;
+  backend.tuning_of_all.float_gemm_results = false;
   EXPECT_EQ(myconv::detail::tuning_for(backend, at::empty({1}, meta.dtype(at::kBFloat16))).chunk_bytes, 0);
   EXPECT_EQ(myconv::detail::tuning_for(backend, at::empty({1}, meta.dtype(at::kHalf))).chunk_bytes, 0);
   EXPECT_EQ(myconv::detail::tuning_for(backend, at::empty({1}, meta.dtype(at::kFloat))).chunk_bytes,
