@@ -186,13 +186,13 @@ TilePlan plan_tiles(const ConvProblem& p, const Tuning& t, int64_t element_size,
   return plan;
 }
 
-TilePlan plan_view_chunks(const ConvProblem& p, const Tuning& t, int64_t per_image, int64_t per_chunked,
+TilePlan plan_view_chunks(const ConvProblem& p, int64_t chunk_bytes, int64_t per_image, int64_t per_chunked,
                           int64_t max_images, int64_t workspace_limit) {
   TilePlan plan;
   plan.batch = p.batch;
   plan.L = p.L();
   int64_t images = std::clamp<int64_t>(max_images, 1, std::max<int64_t>(p.batch, 1));
-  const int64_t cap = t.chunk_bytes > 0 ? std::min(t.chunk_bytes, workspace_limit) : workspace_limit;
+  const int64_t cap = chunk_bytes > 0 ? std::min(chunk_bytes, workspace_limit) : workspace_limit;
   // (several chunks: the slot of their sum too)
   if (per_image > 0 && images * per_image + (images < p.batch ? per_chunked : 0) > cap) {
     images = std::clamp<int64_t>((cap - per_chunked) / per_image, 1, images);

@@ -55,7 +55,8 @@ inline Tuning cuda_backend_tuning() {
   // target: 1.3x); now 2 chunks of 16 images (docs/gpu.md). Float32's
   // bytes: float16 / bfloat16 take the same images, 16 MiB (tuning_for),
   // where 32 MiB took twice float32's images and the 14x14 layer's whole
-  // batch (1.9x cuDNN's memory, were cuDNN's half its float32 peak). Not yet
+  // batch (about 2x cuDNN's memory, were cuDNN's half its float32 peak;
+  // grad_weight's float32 image products keep float32's cap). Not yet
   // timed on a GPU.
   t.chunk_bytes = int64_t{32} << 20;
   t.chunk_min_positions = 4096;

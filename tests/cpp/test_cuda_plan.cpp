@@ -258,6 +258,20 @@ TEST(CudaPlan, OneByOnePassesWithoutColumnsTakeChunksByTheirOwnBuffers) {
     EXPECT_EQ(gw.tiles.count, 4);
     EXPECT_EQ(gw.image_product_bytes, 26 * (int64_t{1} << 20));
     EXPECT_EQ(plan(Pass::kForward, 100, 512, 512, 20, Layout::kChannelsFirst, t, kLimit).tiles.images_per_tile, 100);
+    // float16: the same chunks (its products are float32, and chunk_bytes float32's); a review found 16-bit
+    // products capped at float16's 16 MiB (3 chunks of 11 for 512 -> 512 at 56x56, batch 32)
+    const auto meta16 = at::TensorOptions().device(at::kMeta).dtype(at::kHalf);
+    const ConvProblem p16(at::empty({32, 512, 1, 56, 56}, meta16), at::empty({512, 512, 1, 1, 1}, meta16),
+                          Window3d(one, zero, one), 1, Layout::kChannelsFirst);
+    TuningOnly half;
+    half.tuning_of_all = t;
+    for (const auto dtype : {at::kFloat, at::kHalf, at::kBFloat16}) {
+      const Tuning scaled = myconv::detail::tuning_for(half, at::empty({1}, meta16.dtype(dtype)));
+      const PassPlan gw16 = myconv::detail::plan_pass(Pass::kGradWeight, p16, dtype, scaled,
+                                                      myconv::detail::PlanSettings{kLimit, 256});
+      EXPECT_EQ(gw16.path, Path::kGemmOnViews);
+      EXPECT_EQ(gw16.tiles.images_per_tile, 32) << dtype;
+    }
     // a workspace limit below one image's products and the slot: single images, each GEMM adding into
     // grad_weight in place (nothing held)
     const PassPlan tiny = plan(Pass::kGradWeight, 100, 512, 512, 20, Layout::kChannelsFirst, t, int64_t{3} << 19);

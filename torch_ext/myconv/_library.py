@@ -90,7 +90,8 @@ def set_autotune(on: bool) -> None:
 
 def get_cuda_tuning() -> dict:
     """The CUDA backend's plan choices in effect (defaults, with the overrides of
-    :func:`set_cuda_tuning`): ``{"chunk_bytes": 33554432, ..., "direct_grouped": True}``."""
+    :func:`set_cuda_tuning`): ``{"chunk_bytes": 33554432, ..., "direct_grouped": True}``
+    (``chunk_bytes`` in float32's bytes: other dtypes take as many elements)."""
     spec = torch.ops.myconv._get_cuda_tuning()
     values = {"true": True, "false": False}
     return {k: values[v] if v in values else int(v) for k, v in (item.split("=") for item in spec.split(","))}
@@ -101,9 +102,10 @@ def set_cuda_tuning(overrides: str = "", **choices) -> None:
     (``csrc/cuda_tuning.h``), given as ``"key=value,..."`` and / or keywords,
     e.g. ``set_cuda_tuning(chunk_min_positions=8192, grad_weight_image_products=False)``.
     Each call replaces the previous overrides; ``set_cuda_tuning()`` restores
-    the defaults. Keys: ``chunk_bytes`` (of float32 columns: other dtypes
-    take as many elements), ``chunk_min_positions`` (integers from 0 to 2**40), ``column_row_bytes`` (0 or a power of two up to 4096;
-    up to the element size: unpadded rows), ``gemm_on_views``,
+    the defaults. Keys: ``chunk_bytes`` (bytes of float32 columns: other
+    dtypes take as many elements), ``chunk_min_positions`` (integers from 0
+    to 2**40), ``column_row_bytes`` (0 or a power of two up to 4096; up to
+    the element size: unpadded rows), ``gemm_on_views``,
     ``image_batched_views``, ``grad_weight_image_products``, ``view_chunks``,
     ``channels_last``, ``direct_grouped`` (booleans). An unknown
     key or a bad value raises and changes nothing. Every choice computes the

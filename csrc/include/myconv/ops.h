@@ -232,11 +232,12 @@ void set_verbose(int64_t level);
 // For experiments on a GPU: overrides of the CUDA backend's plan choices
 // (csrc/cuda_tuning.h), as "key=value" items separated by commas, such as
 // "chunk_min_positions=8192,grad_weight_image_products=0"; "" restores the
-// defaults. Keys: chunk_bytes, chunk_min_positions (from 0 to 2^40),
+// defaults. Keys: chunk_bytes (bytes of float32 columns: other dtypes take
+// as many elements), chunk_min_positions (from 0 to 2^40),
 // column_row_bytes (0 or a power of two up to 4096; up to the element size:
 // unpadded rows), gemm_on_views, image_batched_views,
-// grad_weight_image_products, channels_last, direct_grouped (0 / 1 / false /
-// true). An unknown key or a bad value raises
+// grad_weight_image_products, view_chunks, channels_last, direct_grouped
+// (0 / 1 / false / true). An unknown key or a bad value raises
 // and changes nothing. Every choice computes the same convolution; the
 // results may differ in the last bits (another cut of the work). The CPU
 // replay of the CUDA plan (set_cpu_whole_image_plan) takes them too.
