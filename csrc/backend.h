@@ -30,8 +30,8 @@ struct Tuning {
   // cache tiling; chunks of whole images (see chunk_bytes).
   int64_t tile_bytes = 0;
   // Without cache tiling: a chunk of whole images takes at most chunk_bytes
-  // of float32 workspace (other dtypes: as many elements, chunk_bytes times
-  // their size / 4, so that every dtype takes the same chunks and its memory
+  // of float32 workspace (other dtypes: as many elements, chunk_cap in
+  // conv_plan.h, so that every dtype takes the same chunks and its memory
   // stays in proportion to its tensors'), as long as it keeps
   // chunk_min_positions output positions
   // for its GEMMs (a chunk of a few images already fills a GPU's GEMM; the
@@ -85,7 +85,7 @@ struct Tuning {
   // bmm may write float32 results for float16 / bfloat16 operands (its own
   // float32 sums, never rounded to the dtype): grad_weight then adds every
   // chunk straight into its float32 sum, so reduced precision is chunked like
-  // float32 (tuning_for keeps chunk_bytes' images).
+  // float32 (tuning_for keeps chunk_bytes).
   bool float_gemm_results = false;
   // Rows of channels-first column buffers start on a multiple of this many
   // bytes (0: rows follow each other). CUDA: a 32-byte sector, so that a

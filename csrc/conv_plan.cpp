@@ -13,11 +13,6 @@ bool is_reduced_precision(at::ScalarType t) {
 
 Tuning tuning_for(const Backend& backend, const at::Tensor& input) {
   Tuning t = backend.tuning(input);
-  // chunk_bytes is float32's: the same images in every dtype (and never 0,
-  // "as large as the workspace allows", from a positive one)
-  if (t.chunk_bytes > 0) {
-    t.chunk_bytes = std::max<int64_t>(1, t.chunk_bytes * static_cast<int64_t>(input.element_size()) / 4);
-  }
   if (is_reduced_precision(input.scalar_type())) {
     t.split_images = false;
     // grad_weight's GEMM writes each chunk's part in the dtype before it is
@@ -93,6 +88,10 @@ int64_t column_row_stride(const Tuning& t, int64_t positions, int64_t element_si
   return ceil_div(positions, per_row) * per_row;
 }
 
+int64_t chunk_cap(const Tuning& t, int64_t element_size) {
+  return t.chunk_bytes > 0 ? std::max<int64_t>(1, t.chunk_bytes * element_size / 4) : 0;
+}
+
 Tile TilePlan::at(int64_t i) const {
   if (tiles_per_image > 1) {
     const int64_t j = i % tiles_per_image;
@@ -115,9 +114,9 @@ TilePlan plan_tiles(const ConvProblem& p, const Tuning& t, int64_t element_size,
     const int64_t scratch_rows = p.channels_last() ? 0 : p.out_channels;
     const int64_t per_image = (p.geom.rows() + scratch_rows) * element_size * plan.L;
     int64_t images = batch_chunk(p.batch, per_image, plan.L, workspace_limit);
-    if (t.chunk_bytes > 0 && per_image > 0 && p.batch > 0) {
+    if (const int64_t cap = chunk_cap(t, element_size); cap > 0 && per_image > 0 && p.batch > 0) {
       const int64_t fill = ceil_div(t.chunk_min_positions, std::max<int64_t>(plan.L, 1));
-      images = std::clamp<int64_t>(std::max(t.chunk_bytes / per_image, fill), 1, images);
+      images = std::clamp<int64_t>(std::max(cap / per_image, fill), 1, images);
     }
     // with padded column rows (column_row_stride; channels-first columns): the
     // chunk's buffer, rounded up to the buffers' alignment, within the

@@ -170,11 +170,16 @@ TilePlan plan_tiles(const ConvProblem& p, const Tuning& t, int64_t element_size,
 // views, Tuning::view_chunks): its buffers take `per_image` bytes an image
 // (grad_weight's image products; 0: none) and `per_chunked` more when the
 // batch takes several chunks (their sum's slot); chunks of equal size, as
-// large as chunk_bytes (0: no cap but the limit; the buffers' own type's
-// bytes, the products' float32 for 16-bit inputs) and the workspace limit
+// large as chunk_bytes (0: no cap but the limit; chunk_cap of the buffers'
+// type, the products' float32 for 16-bit inputs) and the workspace limit
 // allow, at most max_images images (the GEMMs' 32-bit sizes).
 TilePlan plan_view_chunks(const ConvProblem& p, int64_t chunk_bytes, int64_t per_image, int64_t per_chunked,
                           int64_t max_images, int64_t workspace_limit);
+
+// Tuning::chunk_bytes (float32's bytes) for buffers of element_size bytes:
+// as many elements, so that every dtype takes the same chunks; never 0 ("no
+// cap") from a positive one.
+int64_t chunk_cap(const Tuning& t, int64_t element_size);
 
 // Row stride, in elements, of a channels-first column buffer of `positions`
 // columns: rounded up to whole Tuning::column_row_bytes.

@@ -53,7 +53,7 @@ inline Tuning cuda_backend_tuning() {
   // 256-channel 14x14 batch of 32 (6272 positions) would take its whole
   // columns, 55 MiB, and one fwd+bwd 1.8x cuDNN's peak memory (issue 25's
   // target: 1.3x); now 2 chunks of 16 images (docs/gpu.md). Float32's
-  // bytes: float16 / bfloat16 take the same images, 16 MiB (tuning_for),
+  // bytes: float16 / bfloat16 take the same images, 16 MiB (chunk_cap),
   // where 32 MiB took twice float32's images and the 14x14 layer's whole
   // batch (about 2x cuDNN's memory, were cuDNN's half its float32 peak;
   // grad_weight's float32 image products keep float32's cap). Not yet

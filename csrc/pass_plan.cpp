@@ -95,10 +95,8 @@ PassPlan start(Pass pass, const ConvProblem& p, at::ScalarType dtype, const Tuni
     const int64_t max_images = p.channels_last()
                                    ? std::numeric_limits<int32_t>::max() / std::max<int64_t>(p.L(), 1)
                                    : kMaxGemmBatch;
-    // (chunk_bytes, scaled to the dtype by tuning_for, back in the products' type: float32's images
-    // for 16-bit inputs, whose products are float32)
-    const int64_t cap = t.chunk_bytes > 0 ? std::max<int64_t>(1, t.chunk_bytes / es * acc_size) : 0;
-    plan.tiles = plan_view_chunks(p, cap, products, products, max_images, s.workspace_limit);
+    // (the products' cap in their own type: float32 for 16-bit inputs)
+    plan.tiles = plan_view_chunks(p, chunk_cap(t, acc_size), products, products, max_images, s.workspace_limit);
   } else {
     plan.tiles = plan_tiles(p, t, es, s.workspace_limit, s.buffer_alignment);
   }

@@ -119,13 +119,17 @@ TEST(CudaPlan, ReducedPrecisionIsChunkedLikeFloat32WhereTheGemmWritesFloat32) {
   const auto meta = at::TensorOptions().device(at::kMeta);
   ASSERT_TRUE(cuda_backend_tuning().float_gemm_results);
   for (const auto dtype : {at::kBFloat16, at::kHalf, at::kFloat, at::kDouble}) {
-    EXPECT_EQ(myconv::detail::tuning_for(backend, at::empty({1}, meta.dtype(dtype))).chunk_bytes,
-              cuda_backend_tuning().chunk_bytes / 4 * static_cast<int64_t>(c10::elementSize(dtype)));
+    const Tuning t = myconv::detail::tuning_for(backend, at::empty({1}, meta.dtype(dtype)));
+    EXPECT_EQ(t.chunk_bytes, cuda_backend_tuning().chunk_bytes);
+    const int64_t size = static_cast<int64_t>(c10::elementSize(dtype));
+    EXPECT_EQ(myconv::detail::chunk_cap(t, size), cuda_backend_tuning().chunk_bytes / 4 * size);
   }
-  // a tiny chunk_bytes stays a tiny one (not 0, the workspace limit's chunks)
-  TuningOnly tiny;
-  tiny.tuning_of_all.chunk_bytes = 1;
-  EXPECT_EQ(myconv::detail::tuning_for(tiny, at::empty({1}, meta.dtype(at::kHalf))).chunk_bytes, 1);
+  // a tiny chunk_bytes stays a tiny cap (not 0, the workspace limit's chunks); 0 stays no cap
+  Tuning tiny = cuda_backend_tuning();
+  tiny.chunk_bytes = 1;
+  EXPECT_EQ(myconv::detail::chunk_cap(tiny, 2), 1);
+  tiny.chunk_bytes = 0;
+  EXPECT_EQ(myconv::detail::chunk_cap(tiny, 8), 0);
   // the profile's 256-channel 14x14 layer, batch 32: 2 chunks of 16 images in float32 and in float16 (32 MiB
   // took float16's whole batch)
   const at::Tensor x16 = at::empty({32, 256, 1, 14, 14}, meta.dtype(at::kHalf));
@@ -133,7 +137,9 @@ TEST(CudaPlan, ReducedPrecisionIsChunkedLikeFloat32WhereTheGemmWritesFloat32) {
   const ConvProblem p(x16, at::empty({256, 256, 1, 3, 3}, meta.dtype(at::kHalf)), Window3d(one, one, one), 1,
                       Layout::kChannelsFirst);
   EXPECT_EQ(plan_tiles(p, myconv::detail::tuning_for(backend, x16), 2, kLimit, 64).images_per_tile, 16);
-  EXPECT_EQ(plan_tiles(p, cuda_backend_tuning(), 2, kLimit, 64).images_per_tile, 32);
+  Tuning bytes_of_the_dtype = cuda_backend_tuning();  // (32 MiB of float16 columns)
+  bytes_of_the_dtype.chunk_bytes *= 2;
+  EXPECT_EQ(plan_tiles(p, bytes_of_the_dtype, 2, kLimit, 64).images_per_tile, 32);
   backend.tuning_of_all.float_gemm_results = false;
   EXPECT_EQ(myconv::detail::tuning_for(backend, at::empty({1}, meta.dtype(at::kBFloat16))).chunk_bytes, 0);
   EXPECT_EQ(myconv::detail::tuning_for(backend, at::empty({1}, meta.dtype(at::kHalf))).chunk_bytes, 0);
@@ -263,12 +269,9 @@ TEST(CudaPlan, OneByOnePassesWithoutColumnsTakeChunksByTheirOwnBuffers) {
     const auto meta16 = at::TensorOptions().device(at::kMeta).dtype(at::kHalf);
     const ConvProblem p16(at::empty({32, 512, 1, 56, 56}, meta16), at::empty({512, 512, 1, 1, 1}, meta16),
                           Window3d(one, zero, one), 1, Layout::kChannelsFirst);
-    TuningOnly half;
-    half.tuning_of_all = t;
     for (const auto dtype : {at::kFloat, at::kHalf, at::kBFloat16}) {
-      const Tuning scaled = myconv::detail::tuning_for(half, at::empty({1}, meta16.dtype(dtype)));
-      const PassPlan gw16 = myconv::detail::plan_pass(Pass::kGradWeight, p16, dtype, scaled,
-                                                      myconv::detail::PlanSettings{kLimit, 256});
+      const PassPlan gw16 =
+          myconv::detail::plan_pass(Pass::kGradWeight, p16, dtype, t, myconv::detail::PlanSettings{kLimit, 256});
       EXPECT_EQ(gw16.path, Path::kGemmOnViews);
       EXPECT_EQ(gw16.tiles.images_per_tile, 32) << dtype;
     }
