@@ -36,8 +36,9 @@ void forward_columns(const Backend& backend, const PassPlan& plan, const ConvPro
   // The GEMM of output channels [m0, m0 + rows) of every group for a tile.
   const auto gemm_item = [&](const Tile& tile, const at::Tensor& cols, int64_t m0, int64_t rows,
                              const at::Tensor& scratch) {
-    if (columns_are_input && tile.nb > 1 && !cl) {
-      // 1x1 over several images (channels-first): per group, one GEMM per image, batched, the weight broadcast
+    if (plan.image_gemms && tile.nb > 1) {
+      // several images (channels-first; 1x1 on views, or large images' columns): per group, one GEMM per
+      // image, batched, the weight broadcast, each image's result written in place
       const bool whole_bias = has_bias && rows == M;  // every output channel: one copy of the bias
       if (whole_bias) {
         const at::Tensor images = out.narrow(0, tile.n0, tile.nb);
@@ -49,7 +50,9 @@ void forward_columns(const Backend& backend, const PassPlan& plan, const ConvPro
           dst.copy_(b.select(0, g).narrow(0, m0, rows).view({1, rows, 1}).expand_as(dst));
         }
         backend.bmm(w.select(0, g).narrow(0, m0, rows).expand({tile.nb, rows, K}),
-                    images_view(p, x, tile, p.group_channels(), g, 0, p.group_channels()), dst, has_bias);
+                    columns_are_input ? images_view(p, x, tile, p.group_channels(), g, 0, p.group_channels())
+                                      : image_columns(cols.select(0, g), tile.nb),
+                    dst, has_bias);
       }
       return;
     }
@@ -210,16 +213,23 @@ at::Tensor grad_weight_columns(const Backend& backend, const PassPlan& plan, con
     for (int64_t k = first; k < last; ++k) {
       const Tile tile = tiles.at(k);
       const int64_t n = tile.positions();
-      if (columns_are_input && tile.nb > 1 && !cl) {
-        // 1x1 over several images: per group, one GEMM per image, batched, into each image's product
-        // (in the sums' type), then the images' products summed (an ATen reduction: no TF32, a fixed
-        // order) into the block's sum
+      if (plan.image_gemms && tile.nb > 1) {
+        // several images (1x1 on views, or large images' columns): per group, one GEMM per image,
+        // batched, into each image's product (in the sums' type), then the images' products summed (an
+        // ATen reduction: no TF32, a fixed order) into the block's sum
+        at::Tensor cols;
+        if (!columns_are_input) {
+          cols = buffers.rows(worker, ng, kb, n, column_row_stride(plan.tuning, n, plan.element_size));
+          im2col_block(backend, p, x, tile, b, cols);
+        }
         const int64_t block_elems = ng * M * kb;
         const at::Tensor products =
             image_space.tensor().narrow(0, 0, tile.nb * block_elems).view({tile.nb, ng, M, kb});
         for (int64_t g = b.g0; g < b.g1; ++g) {
-          backend.bmm(images_view(p, gy, tile, M, g, 0, M),
-                      images_view(p, x, tile, cg, g, 0, cg).transpose(1, 2), products.select(1, g - b.g0), false);
+          const at::Tensor images = columns_are_input ? images_view(p, x, tile, cg, g, 0, cg)
+                                                      : image_columns(cols.select(0, g - b.g0), tile.nb);
+          backend.bmm(images_view(p, gy, tile, M, g, 0, M), images.transpose(1, 2), products.select(1, g - b.g0),
+                      false);
         }
         // the first tile's sum straight into the block's, a later one's into the slot after the products
         at::Tensor sum = k == first ? acc

@@ -36,6 +36,7 @@ constexpr IntKnob kIntKnobs[] = {
     {"chunk_bytes", &Tuning::chunk_bytes},
     {"chunk_min_positions", &Tuning::chunk_min_positions},
     {"column_row_bytes", &Tuning::column_row_bytes},
+    {"image_gemm_min_positions", &Tuning::image_gemm_min_positions},
 };
 constexpr BoolKnob kBoolKnobs[] = {
     {"gemm_on_views", &Tuning::gemm_on_views},

@@ -109,8 +109,27 @@ PassPlan start(Pass pass, const ConvProblem& p, at::ScalarType dtype, const Tuni
   plan.path = p.pointwise() && (in_place || batched_views) ? Path::kGemmOnViews : Path::kColumns;
   // (view chunks: one image's products past the limit take single-image tiles, in place)
   TORCH_INTERNAL_ASSERT(!view_chunks || plan.path == Path::kGemmOnViews);
-  plan.gather_grad_output =
-      pass != Pass::kForward && !p.channels_last() && !single && plan.path == Path::kColumns;
+  // GEMMs image by image (PassPlan::image_gemms): a 1x1 chunk on views;
+  // with columns, images of image_gemm_min_positions or more, each image's
+  // matrix where tensor-op kernels read it; grad_weight only where its
+  // products (one more for a later chunk's sum) take no more bytes than the
+  // gathered grad_output they replace, which the chunk rule counted
+  const int64_t nb = plan.tiles.images_per_tile;
+  const bool column_images = pass != Pass::kGradInput && plan.path == Path::kColumns && !p.channels_last() &&
+                             !single && t.image_gemm_min_positions > 0 && p.L() >= t.image_gemm_min_positions &&
+                             p.L() * es % kViewImageAlignment == 0 && nb <= kMaxGemmBatch;
+  const int64_t column_product_bytes = p.out_channels * p.group_rows() * acc_size;
+  const int64_t column_bytes =
+      column_images ? aligned(s, p.geom.rows() * column_row_stride(t, nb * p.L(), es), es) * es : 0;
+  const bool gathered_products_fit =
+      pass != Pass::kGradWeight ||
+      (t.grad_weight_image_products && t.workers == 1 && (!is_reduced_precision(dtype) || t.float_gemm_results) &&
+       products_held * column_product_bytes <= nb * p.out_channels * p.L() * es &&
+       column_bytes + products_held * column_product_bytes <= s.workspace_limit);
+  plan.image_gemms = (plan.path == Path::kGemmOnViews && !p.channels_last() && !single) ||
+                     (column_images && gathered_products_fit);
+  plan.gather_grad_output = pass != Pass::kForward && !p.channels_last() && !single &&
+                            plan.path == Path::kColumns && !plan.image_gemms;
   return plan;
 }
 
@@ -138,7 +157,7 @@ void plan_forward(PassPlan& plan, const ConvProblem& p) {
   const TilePlan& tiles = plan.tiles;
   const bool in_place = t.gemm_on_views && (p.channels_last() || tiles.single_image_tiles());
   plan.output_in_place = in_place || (tiles.single_image_tiles() && tiles.tiles_per_image == 1) ||
-                         plan.path == Path::kGemmOnViews;
+                         plan.path == Path::kGemmOnViews || plan.image_gemms;
 
   const int64_t count = std::max<int64_t>(tiles.count, 1);  // (no tiles: an empty batch)
   int64_t mblocks = 1;
@@ -154,8 +173,8 @@ void plan_forward(PassPlan& plan, const ConvProblem& p) {
   plan.column_elems = column_elements(plan, p, G, p.group_channels());
   plan.scratch_elems = plan.output_in_place ? 0 : G * mb * P;
   plan.gemm = p.channels_last() ? GemmShape{G, P, mb, K} : GemmShape{G, mb, P, K};
-  if (plan.path == Path::kGemmOnViews && !tiles.single_image_tiles() && !p.channels_last()) {
-    plan.gemm = GemmShape{G * tiles.images_per_tile, mb, p.L(), K};  // per group, a GEMM per image
+  if (plan.image_gemms) {
+    plan.gemm = GemmShape{tiles.images_per_tile, mb, p.L(), K, G};  // per group, a GEMM per image
   }
 
   if (plan.out_blocks == 1) {
@@ -202,8 +221,8 @@ void plan_grad_input(PassPlan& plan, const ConvProblem& p) {
   plan.workers = workers_for(t.workers, plan.items, plan.worker_bytes, plan.packed_bytes, s.workspace_limit);
   const int64_t kb = widest.channels() * p.taps();
   plan.gemm = cl ? GemmShape{widest.groups(), P, kb, M} : GemmShape{widest.groups(), kb, P, M};
-  if (plan.path == Path::kGemmOnViews && !plan.tiles.single_image_tiles() && !cl) {
-    plan.gemm = GemmShape{widest.groups() * plan.tiles.images_per_tile, kb, p.L(), M};  // a GEMM per image
+  if (plan.image_gemms) {
+    plan.gemm = GemmShape{plan.tiles.images_per_tile, kb, p.L(), M, widest.groups()};  // per group, a GEMM per image
   }
 }
 
@@ -234,9 +253,9 @@ void plan_grad_weight(PassPlan& plan, const ConvProblem& p) {
                                            std::max<int64_t>(1, room / std::max<int64_t>(gw_bytes, 1)), by_work}));
   }
   plan.chunks = chunks;
-  // 1x1 over several images on views (start): blocks of whole groups, whose
-  // sums are whole matrices of grad_weight
-  const bool image_products = plan.path == Path::kGemmOnViews && !plan.tiles.single_image_tiles() && !cl;
+  // each image's product (image_gemms): blocks of whole groups, whose sums
+  // are whole matrices of grad_weight
+  const bool image_products = plan.image_gemms;
   plan.blocks = plan_blocks(p, t, chunks, /*split_channels=*/!image_products && (!cl || gw_bytes <= room));
   // reduced precision: each GEMM's product in the dtype, added in float, unless
   // the backend's GEMM writes float32 (into the float32 result or partials)
@@ -264,7 +283,7 @@ void plan_grad_weight(PassPlan& plan, const ConvProblem& p) {
                              s.workspace_limit);
   plan.gemm = GemmShape{widest.groups(), M, kb, P};
   if (image_products) {
-    plan.gemm = GemmShape{widest.groups() * plan.tiles.images_per_tile, M, kb, p.L()};  // a GEMM per image
+    plan.gemm = GemmShape{plan.tiles.images_per_tile, M, kb, p.L(), widest.groups()};  // per group, a GEMM per image
   }
 }
 

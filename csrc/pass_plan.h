@@ -39,9 +39,11 @@ struct PlanSettings {
 // The settings now, for buffers on `device` (CPU: page-aligned, workspace.h).
 PlanSettings current_plan_settings(c10::DeviceType device);
 
-// The GEMM shape of one work item: `batch` products of (m x k) @ (k x n).
+// The GEMM shape of one work item: `calls` strided-batched GEMMs, each of
+// `batch` products of (m x k) @ (k x n) (image_gemms: a call per group, each
+// over the tile's images; otherwise one call over the groups).
 struct GemmShape {
-  int64_t batch = 0, m = 0, n = 0, k = 0;
+  int64_t batch = 0, m = 0, n = 0, k = 0, calls = 1;
 };
 
 struct PassPlan {
@@ -64,6 +66,12 @@ struct PassPlan {
   bool into_result = false;    // grad_weight: items add straight into the result (no partials)
   bool output_in_place = false;  // forward: GEMMs write the output itself (no scratch, no copy)
   bool gather_grad_output = false;  // grad_output of multi-image tiles gathered into scratch
+  // Channels-first tiles of several whole images whose GEMMs run image by
+  // image: a strided-batched call per group over the tile's images, on views
+  // of the tensors (1x1 on views; Tuning::image_gemm_min_positions with
+  // columns). The forward writes each image's result into the output in
+  // place; grad_weight writes each image's product and sums them.
+  bool image_gemms = false;
   int64_t items = 0;    // work items (each independent of the thread count)
   int64_t workers = 1;  // items running at once, each with its own buffers
 
@@ -76,9 +84,9 @@ struct PassPlan {
   // A worker's buffer: its columns (unless shared), then the scratch, then
   // the product.
   int64_t scratch_offset() const { return wave > 0 ? 0 : column_elems; }
-  // grad_weight of a 1x1 tile of several images on views: each image's
-  // product (nb, G', M, K'), in the sums' type, then (with more than one
-  // tile) their sum before it is added to the block's (G', M, K').
+  // grad_weight with image_gemms: each image's product (nb, G', M, K'), in
+  // the sums' type, then (with more than one tile) their sum before it is
+  // added to the block's (G', M, K').
   int64_t image_product_elems = 0;
   int64_t product_offset() const { return scratch_offset() + scratch_elems; }
   int64_t worker_elems() const { return product_offset() + product_elems; }

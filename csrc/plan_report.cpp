@@ -147,7 +147,11 @@ std::string plan_summary(const PassPlan& plan) {
     return out.str();
   }
   const GemmShape& m = plan.gemm;
-  out << " gemm=" << m.batch << 'x' << m.m << 'x' << m.n << 'x' << m.k << " tiles=" << tiles_text(plan.tiles);
+  out << " gemm=" << m.batch << 'x' << m.m << 'x' << m.n << 'x' << m.k;
+  if (m.calls > 1) {
+    out << " gemm_calls=" << m.calls;
+  }
+  out << " tiles=" << tiles_text(plan.tiles);
   if (plan.out_blocks > 1) {
     out << " out_blocks=" << plan.out_blocks << 'x' << plan.out_block_rows << " wave=" << plan.wave;
   }
@@ -180,7 +184,7 @@ std::string plan_json(const PassPlan& plan, const ConvProblem& p, const char* co
       .raw("problem", problem_json(p));
   if (plan.path != Path::kDirectGrouped) {
     const GemmShape& m = plan.gemm;
-    j.raw("gemm", Json().num("batch", m.batch).num("m", m.m).num("n", m.n).num("k", m.k).done())
+    j.raw("gemm", Json().num("batch", m.batch).num("m", m.m).num("n", m.n).num("k", m.k).num("calls", m.calls).done())
         .raw("tiles", Json()
                           .num("count", plan.tiles.count)
                           .num("images_per_tile", plan.tiles.images_per_tile)

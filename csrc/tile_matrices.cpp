@@ -86,6 +86,13 @@ at::Tensor column_matrix(const at::Tensor& flat, int64_t groups, int64_t rows, i
   return flat.as_strided({groups, rows, n}, {rows * row_stride, row_stride, 1}, flat.storage_offset());
 }
 
+at::Tensor image_columns(const at::Tensor& columns, int64_t nb) {
+  TORCH_INTERNAL_ASSERT(columns.dim() == 2 && nb >= 1 && columns.size(1) % nb == 0);
+  const int64_t L = columns.size(1) / nb;
+  return columns.as_strided({nb, columns.size(0), L}, {L * columns.stride(1), columns.stride(0), columns.stride(1)},
+                            columns.storage_offset());
+}
+
 at::Tensor images_view(const ConvProblem& p, const at::Tensor& t, const Tile& tile, int64_t per_group, int64_t g,
                        int64_t c0, int64_t nc) {
   TORCH_INTERNAL_ASSERT(!p.channels_last() && t.is_contiguous() && tile.l_begin == 0 && tile.l_end == p.L());

@@ -45,6 +45,11 @@ at::Tensor pointwise_view(const ConvProblem& p, const at::Tensor& t, const Tile&
 at::Tensor images_view(const ConvProblem& p, const at::Tensor& t, const Tile& tile, int64_t per_group, int64_t g,
                        int64_t c0, int64_t nc);
 
+// The columns (rows, nb * L) of a tile of nb whole images (one group's
+// block), images side by side in each row, as one (rows, L) matrix per image:
+// (nb, rows, L), for a batched GEMM over the images (image_gemms).
+at::Tensor image_columns(const at::Tensor& columns, int64_t nb);
+
 // The (groups, rows, n) channels-first column matrix at the start of the
 // contiguous 1-D buffer `flat` (at least groups * rows * row_stride long),
 // its rows `row_stride` elements apart (column_row_stride).

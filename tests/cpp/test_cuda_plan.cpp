@@ -225,6 +225,57 @@ TEST(CudaPlan, ChannelsLastInputsRunOnChannelsLastColumns) {
   }
 }
 
+TEST(CudaPlan, ChunksOfLargeImagesRunTheirGemmsImageByImage) {
+  using myconv::detail::Pass;
+  using myconv::detail::PassPlan;
+  const Tuning t = cuda_backend_tuning();
+  ASSERT_EQ(t.image_gemm_min_positions, 2048);
+  const myconv::detail::PlanSettings s{kLimit, 64};
+  const auto plan = [&](Pass pass, const Layer& l, at::ScalarType dtype = at::kFloat) {
+    return myconv::detail::plan_pass(pass, problem(l), dtype, t, s);
+  };
+  // 3x3 64 -> 64 at 56x56 (3136 positions an image), batch 32, chunks of 4 images: the forward runs one
+  // GEMM per image batched over the chunk, into the output in place: its workspace is the columns alone
+  // (was + 64 x 12,544 floats of result); grad_weight sums the images' 64 x 576 products (4 + 1 for the
+  // sum of a later chunk: 0.7 MiB, against 3 MiB of gathered grad_output); grad_input keeps one GEMM
+  // over the chunk's positions and gathers grad_output
+  for (const at::ScalarType dtype : {at::kFloat, at::kHalf, at::kBFloat16}) {
+    const Layer layer{32, 64, 64, 56, 3};
+    const PassPlan forward = plan(Pass::kForward, layer, dtype);
+    const PassPlan grad_input = plan(Pass::kGradInput, layer, dtype);
+    const PassPlan grad_weight = plan(Pass::kGradWeight, layer, dtype);
+    const int64_t es = c10::elementSize(dtype), rows_stride = 4 * 3136;  // (whole sectors already)
+    ASSERT_EQ(forward.tiles.images_per_tile, 4);
+    EXPECT_TRUE(forward.image_gemms && forward.output_in_place);
+    EXPECT_EQ(forward.scratch_elems, 0);
+    EXPECT_EQ(forward.workspace_bytes(), 576 * rows_stride * es);
+    EXPECT_EQ(forward.gemm.batch, 4);
+    EXPECT_EQ(forward.gemm.n, 3136);
+    EXPECT_EQ(forward.gemm.calls, 1);
+    EXPECT_TRUE(grad_weight.image_gemms);
+    EXPECT_FALSE(grad_weight.gather_grad_output);
+    EXPECT_EQ(grad_weight.image_product_bytes, 5 * 64 * 576 * 4);  // float32 products in every dtype
+    EXPECT_EQ(grad_weight.gemm.k, 3136);
+    EXPECT_FALSE(grad_input.image_gemms);
+    EXPECT_TRUE(grad_input.gather_grad_output);
+    EXPECT_EQ(grad_input.gemm.n, 4 * 3136);
+  }
+  // smaller images keep the chunk's one GEMM: 128 at 28x28 (784 positions), 256 at 14x14
+  for (const Layer& l : {Layer{32, 128, 128, 28, 3}, Layer{32, 256, 256, 14, 3}}) {
+    for (const Pass pass : {Pass::kForward, Pass::kGradInput, Pass::kGradWeight}) {
+      const PassPlan p = plan(pass, l);
+      EXPECT_FALSE(p.image_gemms) << l.size;
+      EXPECT_EQ(p.gemm.batch, 1) << l.size;
+      EXPECT_EQ(pass == Pass::kGradWeight ? p.gemm.k : p.gemm.n, p.tiles.images_per_tile * l.size * l.size);
+    }
+  }
+  // grad_weight's products where they outgrow the gathered grad_output they replace (a 512-channel 3x3
+  // layer at 48x48: 512 x 4608 floats an image against 512 x 2304): gathered
+  EXPECT_TRUE(plan(Pass::kForward, {4, 512, 512, 48, 3}).image_gemms);
+  EXPECT_FALSE(plan(Pass::kGradWeight, {4, 512, 512, 48, 3}).image_gemms);
+  EXPECT_TRUE(plan(Pass::kGradWeight, {4, 512, 512, 48, 3}).gather_grad_output);
+}
+
 TEST(CudaPlan, OneByOnePassesWithoutColumnsTakeChunksByTheirOwnBuffers) {
   using myconv::detail::Pass;
   using myconv::detail::PassPlan;

@@ -69,6 +69,12 @@ BUDGETS = {
     # a 300 kB workspace: 16 chunks of 2 images, two copies each
     "chunked": ({"aten::empty": 2, "aten::copy_": 32}, {"aten::sum": 1, "aten::fill_": 1, "aten::empty": 4,
                                                         "aten::to": 1}),
+    # images of 2048 positions or more (48x48): the forward's GEMMs write each image's output in place
+    # (the bias copied into the output, no result to copy out of a scratch); grad_weight sums the images'
+    # products (a sum, and its fill_ on the replay) where it gathered grad_output (a copy_); grad_input
+    # still gathers it (the copy_)
+    "large images": ({"aten::empty": 2, "aten::copy_": 1},
+                     {"aten::sum": 2, "aten::fill_": 2, "aten::empty": 5, "aten::copy_": 1, "aten::to": 1}),
     # depthwise: the direct grouped kernels, no columns, no GEMM, no copies (the output; the two gradients
     # and the bias sum)
     "depthwise": ({"aten::empty": 1}, {"aten::empty": 2, "aten::sum": 1, "aten::fill_": 1}),
@@ -87,6 +93,8 @@ def case_calls(name):
     x, w, b, gy = t(32, 8, 32, 32), t(16, 8, 3, 3), t(16), t(32, 16, 32, 32)
     if name in ("seed", "chunked"):
         pass
+    elif name == "large images":
+        x, gy = t(8, 8, 48, 48), t(8, 16, 48, 48)
     elif name == "depthwise":
         x, w, b, gy, groups = t(32, 32, 32, 32), t(32, 1, 3, 3), t(32), t(32, 32, 32, 32), 32
     elif name == "1x1, no bias":

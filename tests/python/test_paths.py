@@ -289,6 +289,83 @@ def test_the_cuda_backends_plan_runs_right_on_the_cpu(case, channels_last, works
         check_against_reference(x, w, b, kw, 1e-11)
 
 
+@pytest.mark.parametrize("workspace", [None, 1, 5000], ids=["one-chunk", "image-chunks", "small-chunks"])
+@pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
+def test_the_cuda_plan_runs_image_gemms_right_on_the_cpu(case, workspace):
+    # The same, with every chunk of several images running its GEMMs image by image
+    # (Tuning::image_gemm_min_positions, on the GPU only for images of 2048 positions or more): the
+    # forward's GEMMs write each image's output in place, grad_weight's each image's product.
+    x, w, b, kw = make(case)
+    with settings(workspace=workspace), cuda_plan_on_cpu():
+        try:
+            myconv.set_cuda_tuning(image_gemm_min_positions=1)
+            check_against_reference(x, w, b, kw, 1e-11)
+        finally:
+            myconv.set_cuda_tuning()
+
+
+@pytest.mark.parametrize("dtype, tol", [(torch.float64, 1e-11), (torch.bfloat16, 3e-2)], ids=str)
+@pytest.mark.parametrize("groups", [1, 2])
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "no-bias"])
+@pytest.mark.parametrize("chunks", [1, 3], ids=["one-chunk", "chunks-of-3-3-1"])
+def test_the_cuda_plans_large_images_run_their_gemms_image_by_image(chunks, bias, groups, dtype, tol):
+    # Images of image_gemm_min_positions or more on the CUDA plan (a 3x3 layer at 48x48, 2304 positions;
+    # 8 input and 6 output channels, 7 images): the forward runs, per group, one GEMM per image batched
+    # over a chunk's images (the weight broadcast), each writing its image of the output in place: no
+    # scratch for the chunk's result, no copy out of it. grad_weight writes each image's product and
+    # sums them instead of gathering grad_output (float64: 6 x 72 products against 6 x 2304 gathered
+    # elements an image; bfloat16's float32 products too). grad_input keeps one GEMM over the chunk.
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(7, 8, 48, 48, generator=g, dtype=torch.float64)
+    w = torch.randn(6, 8 // groups, 3, 3, generator=g, dtype=torch.float64)
+    b = torch.randn(6, generator=g, dtype=torch.float64) if bias else None
+    kw = dict(padding=1, groups=groups)
+    cast = [t if t is None else t.to(dtype) for t in (x, w, b)]
+    L, K, M, es = 48 * 48, 8 // groups * 9, 6 // groups, dtype.itemsize
+    rows = 8 * 9 * (3 if chunks == 3 else 7) * L * es  # the chunk's columns (rows whole sectors already)
+    product = 6 * K * (4 if dtype == torch.bfloat16 else 8)  # an image's products of all groups
+    results = {}
+    for on in (True, False):
+        # a workspace of 3 images' columns and gathered grad_output (or result)
+        workspace = None if chunks == 1 else rows + 3 * 6 * L * es + 4096  # (+ a page: buffers start on one)
+        with settings(workspace=workspace), cuda_plan_on_cpu():
+            try:
+                if not on:
+                    myconv.set_cuda_tuning(image_gemm_min_positions=0)
+                e = myconv.explain(*cast, **kw)
+                forward, grad_input, grad_weight = e["forward"] + e["backward"]
+                assert [p["path"] for p in (forward, grad_input, grad_weight)] == ["columns"] * 3
+                images = 3 if chunks == 3 else 7
+                assert [p["tiles"]["images_per_tile"] for p in (forward, grad_input, grad_weight)] == [images] * 3
+                if on:
+                    assert forward["gemm"] == {"batch": images, "m": M, "n": L, "k": K, "calls": groups}
+                    assert grad_weight["gemm"] == {"batch": images, "m": M, "n": K, "k": L, "calls": groups}
+                    # columns alone; grad_weight's products (and a later chunk's sum) next to them
+                    assert forward["workspace"]["total"] == rows
+                    held = images + (1 if chunks == 3 else 0)
+                    assert grad_weight["workspace"]["image_products"] == held * product
+                else:
+                    assert forward["gemm"] == {"batch": groups, "m": M, "n": images * L, "k": K, "calls": 1}
+                    # + the result's scratch (the worker's buffer a whole number of pages on the CPU)
+                    assert forward["workspace"]["total"] == -(-(rows + 6 * images * L * es) // 4096) * 4096
+                    assert grad_weight["workspace"]["image_products"] == 0
+                assert grad_input["gemm"] == {"batch": groups, "m": K, "n": images * L, "k": M, "calls": 1}
+                results[on] = forward_backward(myconv.conv2d, *cast, kw)
+                # what the backward took is what its plans said
+                assert torch.ops.myconv._last_workspace_peak() == max(grad_input["workspace"]["total"],
+                                                                      grad_weight["workspace"]["total"])
+            finally:
+                myconv.set_cuda_tuning()
+    ref = forward_backward(F.conv2d, x, w, b, kw)
+    for name, a, e in zip(("output", "grad_input", "grad_weight", "grad_bias"), results[True], ref):
+        if e is not None:
+            assert_rel_close(a, e, tol, name)
+    # each output element is the same sum either way (the bias, then the taps in order); grad_input
+    # runs the same GEMMs
+    assert torch.equal(results[True][0], results[False][0])
+    assert torch.equal(results[True][1], results[False][1])
+
+
 @pytest.mark.parametrize("dtype, tol", [(torch.float64, 1e-11), (torch.bfloat16, 3e-2)], ids=str)
 @pytest.mark.parametrize("groups", [1, 2])
 @pytest.mark.parametrize("bias", [True, False], ids=["bias", "no-bias"])
@@ -327,7 +404,9 @@ def test_the_cuda_plans_1x1_batches_its_gemms_over_a_chunks_images(chunking, bia
             # chunk's
             products = ((chunk or 7) + (1 if chunk else 0)) * product
             assert plans[2]["workspace"]["total"] == plans[2]["workspace"]["image_products"] == products
-            assert plans[2]["gemm"] == {"batch": groups * (chunk or 7), "m": 48 // groups, "n": 80 // groups, "k": 72}
+            # (a strided-batched call per group, each over the chunk's images)
+            assert plans[2]["gemm"] == {"batch": chunk or 7, "m": 48 // groups, "n": 80 // groups, "k": 72,
+                                        "calls": groups}
             ours = forward_backward(myconv.conv2d, *cast, kw)
             # what the backward took is what the plan said (the last call: the backward's grad_weight pass)
             assert torch.ops.myconv._last_workspace_peak() == products

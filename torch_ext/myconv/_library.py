@@ -103,8 +103,9 @@ def set_cuda_tuning(overrides: str = "", **choices) -> None:
     e.g. ``set_cuda_tuning(chunk_min_positions=8192, grad_weight_image_products=False)``.
     Each call replaces the previous overrides; ``set_cuda_tuning()`` restores
     the defaults. Keys: ``chunk_bytes`` (bytes of float32 columns: other
-    dtypes take as many elements), ``chunk_min_positions`` (integers from 0
-    to 2**40), ``column_row_bytes`` (0 or a power of two up to 4096; up to
+    dtypes take as many elements), ``chunk_min_positions``,
+    ``image_gemm_min_positions`` (0: never; integers from 0 to 2**40),
+    ``column_row_bytes`` (0 or a power of two up to 4096; up to
     the element size: unpadded rows), ``gemm_on_views``,
     ``image_batched_views``, ``grad_weight_image_products``, ``view_chunks``,
     ``channels_last``, ``direct_grouped`` (booleans). An unknown

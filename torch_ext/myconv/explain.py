@@ -90,7 +90,9 @@ def explain(input: Union[Tensor, nn.Module], weight: Optional[Tensor] = None, bi
     ``computes``: ``output``, ``grad_input``, ``grad_weight``), each with
     ``path`` (``columns``: im2col + GEMM; ``gemm_on_views``: 1x1 GEMMs on the
     tensors; ``direct_grouped``: direct kernels, no columns), ``layout``,
-    ``engine``, ``gemm`` (batch, m, n, k of one item's GEMM), ``tiles``,
+    ``engine``, ``gemm`` (batch, m, n, k of one item's strided-batched GEMM,
+    and its ``calls``: one per group where the GEMMs run image by image),
+    ``tiles``,
     ``channel_blocks``, ``chunks``, ``items``, ``workers``, ``workspace``
     (bytes, with the ``total`` a call holds at most), ``autotune`` and a
     one-line ``summary``. Printed, it reads one line per pass.

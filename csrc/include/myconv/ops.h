@@ -233,7 +233,8 @@ void set_verbose(int64_t level);
 // (csrc/cuda_tuning.h), as "key=value" items separated by commas, such as
 // "chunk_min_positions=8192,grad_weight_image_products=0"; "" restores the
 // defaults. Keys: chunk_bytes (bytes of float32 columns: other dtypes take
-// as many elements), chunk_min_positions (from 0 to 2^40),
+// as many elements), chunk_min_positions, image_gemm_min_positions (0:
+// never; from 0 to 2^40),
 // column_row_bytes (0 or a power of two up to 4096; up to the element size:
 // unpadded rows), gemm_on_views, image_batched_views,
 // grad_weight_image_products, view_chunks, channels_last, direct_grouped
