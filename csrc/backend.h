@@ -70,13 +70,13 @@ struct Tuning {
   // the chunk's images, reading each image's columns in place), where an
   // image has at least this many output positions: the forward's GEMMs write
   // each image's result straight into the output (no scratch, no copy out of
-  // it), grad_weight's write each image's product and sum them
-  // (grad_weight_image_products, where the products take fewer bytes than
-  // the gathered grad_output they replace). Smaller images keep one GEMM over
-  // the chunk's positions side by side: a GEMM over a few hundred positions
-  // wastes much of its last column of thread-block tiles. grad_input keeps
-  // its one GEMM (its per-image results would interleave in the columns'
-  // rows). 0: never.
+  // it), grad_input's read each image's grad_output in place and write its
+  // columns as a matrix of their own (col2im reads them so), grad_weight's
+  // write each image's product and sum them (grad_weight_image_products,
+  // where the products take fewer bytes than the gathered grad_output they
+  // replace). Smaller images keep one GEMM over the chunk's positions side
+  // by side: a GEMM over a few hundred positions wastes much of its last
+  // column of thread-block tiles. 0: never.
   int64_t image_gemm_min_positions = 0;
   // Without cache tiling: a 1x1 pass that builds no columns (on views, as
   // above, or channels-last) takes chunks as large as its own buffers allow

@@ -148,11 +148,23 @@ void grad_input_columns(const Backend& backend, const PassPlan& plan, const Conv
     for (int64_t k = first; k < last; ++k) {
       const Tile tile = tiles.at(k);
       const int64_t n = tile.positions();
-      if (columns_are_grad_input && tile.nb > 1 && !cl) {
-        // 1x1 over several images: per group, one GEMM per image, batched, the weight broadcast
+      if (plan.image_gemms && tile.nb > 1) {
+        // several images: per group, one GEMM per image, batched, the weight broadcast, reading each image's
+        // grad_output in place; 1x1 on views writes grad_input itself, otherwise each image's columns, a
+        // matrix an image (its rows padded: column_row_stride), which col2im then sums into the images
+        at::Tensor cols;
+        if (!columns_are_grad_input) {
+          const int64_t row_stride = column_row_stride(plan.tuning, p.L(), es);
+          cols = buffers.get(worker, 0, {tile.nb, ng * kb, row_stride}).narrow(2, 0, p.L());  // (nb, G' K', L)
+        }
         for (int64_t g = b.g0; g < b.g1; ++g) {
           backend.bmm(wb.select(0, g - b.g0).t().expand({tile.nb, kb, M}), images_view(p, gy, tile, M, g, 0, M),
-                      images_view(p, gi, tile, p.group_channels(), g, b.c0, b.channels()), false);
+                      columns_are_grad_input ? images_view(p, gi, tile, p.group_channels(), g, b.c0, b.channels())
+                                             : cols.narrow(1, (g - b.g0) * kb, kb),
+                      false);
+        }
+        if (!columns_are_grad_input) {
+          col2im_images(backend, p, cols, tile, b, gi, /*accumulate=*/k > first);
         }
         continue;
       }

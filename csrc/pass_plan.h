@@ -70,7 +70,9 @@ struct PassPlan {
   // image: a strided-batched call per group over the tile's images, on views
   // of the tensors (1x1 on views; Tuning::image_gemm_min_positions with
   // columns). The forward writes each image's result into the output in
-  // place; grad_weight writes each image's product and sums them.
+  // place; grad_input reads grad_output in place (with columns: into a
+  // matrix of columns an image); grad_weight writes each image's product and
+  // sums them.
   bool image_gemms = false;
   int64_t items = 0;    // work items (each independent of the thread count)
   int64_t workers = 1;  // items running at once, each with its own buffers

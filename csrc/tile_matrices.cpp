@@ -125,6 +125,16 @@ void col2im_block(const Backend& backend, const ConvProblem& p, const at::Tensor
   });
 }
 
+void col2im_images(const Backend& backend, const ConvProblem& p, const at::Tensor& columns, const Tile& tile,
+                   const Block& b, const at::Tensor& images, bool accumulate) {
+  TORCH_INTERNAL_ASSERT(!p.channels_last() && columns.dim() == 3 && columns.size(0) == tile.nb &&
+                        columns.size(2) == tile.l_end - tile.l_begin && columns.stride(2) == 1);
+  const int64_t cg = p.group_channels();
+  const ColumnTile ct{tile.l_begin, tile.l_end, b.first_channel(cg), b.last_channel(cg)};
+  backend.col2im(columns, ColumnLayout{columns.stride(0), columns.stride(1), 1, false}, ct, p.geom,
+                 images.narrow(0, tile.n0, tile.nb), accumulate);
+}
+
 at::Tensor grad_output_matrix(const ConvProblem& p, const at::Tensor& gy, const Tile& tile, int64_t g0,
                               int64_t ng, const std::function<at::Tensor()>& scratch) {
   if (p.channels_last() || tile.nb == 1) {

@@ -64,6 +64,11 @@ void im2col_block(const Backend& backend, const ConvProblem& p, const at::Tensor
 void col2im_block(const Backend& backend, const ConvProblem& p, const at::Tensor& columns,
                   const Tile& tile, const Block& b, const at::Tensor& images, bool accumulate);
 
+// images (+)<- col2im of a tile's block columns laid out one matrix an image:
+// (nb, G' K', L), rows any stride apart (grad_input with image_gemms).
+void col2im_images(const Backend& backend, const ConvProblem& p, const at::Tensor& columns, const Tile& tile,
+                   const Block& b, const at::Tensor& images, bool accumulate);
+
 // grad_output of a tile for groups [g0, g0 + ng): a view when the tile lies in
 // one image or the layout is channels-last; else the tile's images are
 // gathered side by side into `scratch` ((ng, M, P), channels-first).

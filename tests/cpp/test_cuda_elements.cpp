@@ -167,30 +167,39 @@ at::Tensor col2im_reference(const at::Tensor& cols, const ConvGeometry& g) {
 }
 
 // The whole-image column layouts the CUDA backend is given: the im2col /
-// col2im ops' (N, rows, L), and the convolutions' tiles of nb images side by
+// col2im ops' (N, rows, L), the convolutions' tiles of nb images side by
 // side (rows, nb * L), rows back to back or, as the CUDA plan lays them, on
-// 32-byte sectors (column_row_stride). layout_of returns the layout and a
-// (N, rows, L) view of `buffer` (buffer_elements long).
-enum class Layout { kOp, kTile, kPaddedTile };
-constexpr Layout kLayouts[] = {Layout::kOp, Layout::kTile, Layout::kPaddedTile};
+// 32-byte sectors (column_row_stride), and grad_input's columns of large
+// images (image_gemms), a matrix an image with its rows on sectors.
+// layout_of returns the layout and a (N, rows, L) view of `buffer`
+// (buffer_elements long).
+enum class Layout { kOp, kTile, kPaddedTile, kPaddedImages };
+constexpr Layout kLayouts[] = {Layout::kOp, Layout::kTile, Layout::kPaddedTile, Layout::kPaddedImages};
 
 int64_t row_stride_of(Layout layout, int64_t n, const ConvGeometry& g) {
   if (layout == Layout::kOp) {
     return g.cols();
   }
-  return layout == Layout::kTile ? n * g.cols()
-                                 : myconv::detail::column_row_stride(myconv::detail::cuda_backend_tuning(),
-                                                                     n * g.cols(), 4);
+  const myconv::detail::Tuning t = myconv::detail::cuda_backend_tuning();
+  return layout == Layout::kTile           ? n * g.cols()
+         : layout == Layout::kPaddedImages ? myconv::detail::column_row_stride(t, g.cols(), 4)
+                                           : myconv::detail::column_row_stride(t, n * g.cols(), 4);
 }
 
 int64_t buffer_elements(Layout layout, int64_t n, const ConvGeometry& g) {
-  return layout == Layout::kOp ? n * g.rows() * g.cols() : g.rows() * row_stride_of(layout, n, g);
+  return layout == Layout::kOp             ? n * g.rows() * g.cols()
+         : layout == Layout::kPaddedImages ? n * g.rows() * row_stride_of(layout, n, g)
+                                           : g.rows() * row_stride_of(layout, n, g);
 }
 
 std::pair<ColumnLayout, at::Tensor> layout_of(Layout layout, const at::Tensor& buffer, int64_t n,
                                               const ConvGeometry& g) {
   if (layout == Layout::kOp) {
     return {{g.rows() * g.cols(), g.cols(), 1}, buffer.view({n, g.rows(), g.cols()})};
+  }
+  if (layout == Layout::kPaddedImages) {
+    const int64_t rs = row_stride_of(layout, n, g);
+    return {{g.rows() * rs, rs, 1}, buffer.as_strided({n, g.rows(), g.cols()}, {g.rows() * rs, rs, 1})};
   }
   const int64_t rs = row_stride_of(layout, n, g);
   return {{g.cols(), rs, 1}, buffer.as_strided({n, g.rows(), g.cols()}, {g.cols(), rs, 1})};

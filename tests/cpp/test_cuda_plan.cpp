@@ -236,9 +236,9 @@ TEST(CudaPlan, ChunksOfLargeImagesRunTheirGemmsImageByImage) {
   };
   // 3x3 64 -> 64 at 56x56 (3136 positions an image), batch 32, chunks of 4 images: the forward runs one
   // GEMM per image batched over the chunk, into the output in place: its workspace is the columns alone
-  // (was + 64 x 12,544 floats of result); grad_weight sums the images' 64 x 576 products (4 + 1 for the
-  // sum of a later chunk: 0.7 MiB, against 3 MiB of gathered grad_output); grad_input keeps one GEMM
-  // over the chunk's positions and gathers grad_output
+  // (was + 64 x 12,544 floats of result); grad_input's GEMMs write each image's columns, a matrix an
+  // image (was + 3 MiB of gathered grad_output); grad_weight sums the images' 64 x 576 products (4 + 1
+  // for the sum of a later chunk: 0.7 MiB, against 3 MiB of gathered grad_output)
   for (const at::ScalarType dtype : {at::kFloat, at::kHalf, at::kBFloat16}) {
     const Layer layer{32, 64, 64, 56, 3};
     const PassPlan forward = plan(Pass::kForward, layer, dtype);
@@ -256,9 +256,11 @@ TEST(CudaPlan, ChunksOfLargeImagesRunTheirGemmsImageByImage) {
     EXPECT_FALSE(grad_weight.gather_grad_output);
     EXPECT_EQ(grad_weight.image_product_bytes, 5 * 64 * 576 * 4);  // float32 products in every dtype
     EXPECT_EQ(grad_weight.gemm.k, 3136);
-    EXPECT_FALSE(grad_input.image_gemms);
-    EXPECT_TRUE(grad_input.gather_grad_output);
-    EXPECT_EQ(grad_input.gemm.n, 4 * 3136);
+    EXPECT_TRUE(grad_input.image_gemms);
+    EXPECT_FALSE(grad_input.gather_grad_output);
+    EXPECT_EQ(grad_input.gemm.batch, 4);
+    EXPECT_EQ(grad_input.gemm.n, 3136);
+    EXPECT_EQ(grad_input.workspace_bytes(), 576 * 4 * 3136 * es);  // a matrix an image (rows whole sectors)
   }
   // smaller images keep the chunk's one GEMM: 128 at 28x28 (784 positions), 256 at 14x14
   for (const Layer& l : {Layer{32, 128, 128, 28, 3}, Layer{32, 256, 256, 14, 3}}) {

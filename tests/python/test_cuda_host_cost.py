@@ -70,11 +70,11 @@ BUDGETS = {
     "chunked": ({"aten::empty": 2, "aten::copy_": 32}, {"aten::sum": 1, "aten::fill_": 1, "aten::empty": 4,
                                                         "aten::to": 1}),
     # images of 2048 positions or more (48x48): the forward's GEMMs write each image's output in place
-    # (the bias copied into the output, no result to copy out of a scratch); grad_weight sums the images'
-    # products (a sum, and its fill_ on the replay) where it gathered grad_output (a copy_); grad_input
-    # still gathers it (the copy_)
+    # (the bias copied into the output, no result to copy out of a scratch); grad_input's read grad_output
+    # in place, grad_weight sums the images' products (a sum, and its fill_ on the replay): no gathered
+    # grad_output (two copy_ for the seed layer)
     "large images": ({"aten::empty": 2, "aten::copy_": 1},
-                     {"aten::sum": 2, "aten::fill_": 2, "aten::empty": 5, "aten::copy_": 1, "aten::to": 1}),
+                     {"aten::sum": 2, "aten::fill_": 2, "aten::empty": 5, "aten::to": 1}),
     # depthwise: the direct grouped kernels, no columns, no GEMM, no copies (the output; the two gradients
     # and the bias sum)
     "depthwise": ({"aten::empty": 1}, {"aten::empty": 2, "aten::sum": 1, "aten::fill_": 1}),

@@ -312,9 +312,10 @@ def test_the_cuda_plans_large_images_run_their_gemms_image_by_image(chunks, bias
     # Images of image_gemm_min_positions or more on the CUDA plan (a 3x3 layer at 48x48, 2304 positions;
     # 8 input and 6 output channels, 7 images): the forward runs, per group, one GEMM per image batched
     # over a chunk's images (the weight broadcast), each writing its image of the output in place: no
-    # scratch for the chunk's result, no copy out of it. grad_weight writes each image's product and
-    # sums them instead of gathering grad_output (float64: 6 x 72 products against 6 x 2304 gathered
-    # elements an image; bfloat16's float32 products too). grad_input keeps one GEMM over the chunk.
+    # scratch for the chunk's result, no copy out of it. grad_input's GEMMs read each image's
+    # grad_output in place and write its columns, a matrix an image, which col2im reads so; grad_weight
+    # writes each image's product and sums them instead of gathering grad_output (float64: 6 x 72
+    # products against 6 x 2304 gathered elements an image; bfloat16's float32 products too).
     g = torch.Generator().manual_seed(0)
     x = torch.randn(7, 8, 48, 48, generator=g, dtype=torch.float64)
     w = torch.randn(6, 8 // groups, 3, 3, generator=g, dtype=torch.float64)
@@ -344,12 +345,16 @@ def test_the_cuda_plans_large_images_run_their_gemms_image_by_image(chunks, bias
                     assert forward["workspace"]["total"] == rows
                     held = images + (1 if chunks == 3 else 0)
                     assert grad_weight["workspace"]["image_products"] == held * product
+                    # grad_input: each image's columns a matrix of its own, read by col2im; no gathered
+                    # grad_output
+                    assert grad_input["gemm"] == {"batch": images, "m": K, "n": L, "k": M, "calls": groups}
+                    assert grad_input["workspace"]["total"] == rows
                 else:
+                    assert grad_input["gemm"] == {"batch": groups, "m": K, "n": images * L, "k": M, "calls": 1}
                     assert forward["gemm"] == {"batch": groups, "m": M, "n": images * L, "k": K, "calls": 1}
                     # + the result's scratch (the worker's buffer a whole number of pages on the CPU)
                     assert forward["workspace"]["total"] == -(-(rows + 6 * images * L * es) // 4096) * 4096
                     assert grad_weight["workspace"]["image_products"] == 0
-                assert grad_input["gemm"] == {"batch": groups, "m": K, "n": images * L, "k": M, "calls": 1}
                 results[on] = forward_backward(myconv.conv2d, *cast, kw)
                 # what the backward took is what its plans said
                 assert torch.ops.myconv._last_workspace_peak() == max(grad_input["workspace"]["total"],
@@ -360,8 +365,8 @@ def test_the_cuda_plans_large_images_run_their_gemms_image_by_image(chunks, bias
     for name, a, e in zip(("output", "grad_input", "grad_weight", "grad_bias"), results[True], ref):
         if e is not None:
             assert_rel_close(a, e, tol, name)
-    # each output element is the same sum either way (the bias, then the taps in order); grad_input
-    # runs the same GEMMs
+    # each output element is the same sum either way (the bias, then the taps in order); so is each
+    # grad_input column entry, and col2im sums them in the same order
     assert torch.equal(results[True][0], results[False][0])
     assert torch.equal(results[True][1], results[False][1])
 
