@@ -48,10 +48,10 @@ inline Tuning cuda_backend_tuning() {
   // chunks of images of at least 2048 output positions (56x56 and larger)
   // run their GEMMs image by image: no forward result to copy out of a
   // scratch into the output, no gathered grad_output for grad_input or
-  // grad_weight (three output-sized copies a step, read and written). A GEMM over one image of
-  // 3136 positions rounds up to its last 128-wide tile by 2 %; over 784
-  // (28x28) by 12 %, so smaller images keep the chunk's one GEMM. Not yet
-  // timed on a GPU.
+  // grad_weight (three output-sized copies a step, read and written). A
+  // GEMM over one image of 3136 positions rounds up to its last 128-wide
+  // tile by 2 %; over 784 (28x28) by 12 %, so smaller images keep the
+  // chunk's one GEMM. Not yet timed on a GPU.
   t.image_gemm_min_positions = 2048;
   t.column_row_bytes = 32;  // rows of columns on whole sectors: coalesced stores, tensor-op GEMMs
   // chunks of 32 MiB, or 4096 positions where images are larger: the GEMMs
