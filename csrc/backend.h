@@ -73,8 +73,10 @@ struct Tuning {
   // it), grad_input's read each image's grad_output in place and write its
   // columns as a matrix of their own (col2im reads them so), grad_weight's
   // write each image's product and sum them (grad_weight_image_products,
-  // where the products take fewer bytes than the gathered grad_output they
-  // replace). Smaller images keep one GEMM over the chunk's positions side
+  // where the products take no more bytes than the gathered grad_output
+  // they replace). Positions count the convolution's output (a transposed
+  // convolution's input), and each image's must be a multiple of 16 bytes
+  // (every image's matrix where tensor-op kernels read it). Smaller images keep one GEMM over the chunk's positions side
   // by side: a GEMM over a few hundred positions wastes much of its last
   // column of thread-block tiles. 0: never.
   int64_t image_gemm_min_positions = 0;

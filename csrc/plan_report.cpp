@@ -148,7 +148,7 @@ std::string plan_summary(const PassPlan& plan) {
   }
   const GemmShape& m = plan.gemm;
   out << " gemm=" << m.batch << 'x' << m.m << 'x' << m.n << 'x' << m.k;
-  if (m.calls > 1) {
+  if (plan.image_gemms) {  // (B is then the images of a call, one call per group)
     out << " gemm_calls=" << m.calls;
   }
   out << " tiles=" << tiles_text(plan.tiles);
