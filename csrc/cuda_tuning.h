@@ -45,9 +45,9 @@ inline Tuning cuda_backend_tuning() {
   // sums every chunk in float32, so reduced precision takes the chunks float32
   // does, not the whole batch's memory.
   t.float_gemm_results = true;
-  // chunks of images of at least 2048 output positions (45x45 and larger;
-  // for a transposed convolution, input positions) run their GEMMs image by
-  // image: no forward result to copy out of a
+  // chunks of images of at least 2048 output positions (48x48 and larger;
+  // 46x46 in float32: each image's positions must fill whole 16 bytes; for a
+  // transposed convolution, input positions) run their GEMMs image by image: no forward result to copy out of a
   // scratch into the output, no gathered grad_output for grad_input or
   // grad_weight (three output-sized copies a step, read and written). A
   // GEMM over one image of 3136 positions rounds up to its last 128-wide

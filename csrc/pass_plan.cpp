@@ -112,26 +112,28 @@ PassPlan start(Pass pass, const ConvProblem& p, at::ScalarType dtype, const Tuni
   // GEMMs image by image (PassPlan::image_gemms): a 1x1 chunk on views;
   // with columns, images of image_gemm_min_positions or more, each image's
   // matrix where tensor-op kernels read it (its positions a multiple of 16
-  // bytes); grad_input's columns then one matrix an image (rows padded per
-  // image: within the limit too); grad_weight only where its products (one
-  // more for a later chunk's sum) take no more bytes than the gathered
-  // grad_output they replace, which the chunk rule counted
+  // bytes); grad_input only where its columns, one matrix an image with its
+  // rows padded per image, take no more bytes than the columns and gathered
+  // grad_output they replace (which the chunk rule counted); grad_weight
+  // only where its products (one more for a later chunk's sum) do
   const int64_t nb = plan.tiles.images_per_tile;
   const bool column_images = plan.path == Path::kColumns && !p.channels_last() && !single &&
                              t.image_gemm_min_positions > 0 && p.L() >= t.image_gemm_min_positions &&
                              p.L() * es % kViewImageAlignment == 0 && nb <= kMaxGemmBatch;
-  // (each as charged: a worker's buffer rounded to the alignment, the products exact)
+  // (each as charged: a worker's buffer rounded to the alignment, the
+  // products exact; against the columns and gathered grad_output they
+  // replace, and the limit)
   const int64_t products = products_held * p.out_channels * p.group_rows() * acc_size;
   const int64_t column_elems = p.geom.rows() * column_row_stride(t, nb * p.L(), es);
   const int64_t gathered_elems = p.out_channels * nb * p.L();
-  const int64_t image_column_bytes =
-      column_images ? aligned(s, p.geom.rows() * nb * column_row_stride(t, p.L(), es), es) * es : 0;
+  const int64_t replaced_bytes =
+      std::min(aligned(s, column_elems + gathered_elems, es) * es, s.workspace_limit);
+  const int64_t image_column_bytes = aligned(s, p.geom.rows() * nb * column_row_stride(t, p.L(), es), es) * es;
   const bool fits = pass == Pass::kForward ||
-                    (pass == Pass::kGradInput && image_column_bytes <= s.workspace_limit) ||
+                    (pass == Pass::kGradInput && image_column_bytes <= replaced_bytes) ||
                     (pass == Pass::kGradWeight && t.grad_weight_image_products && t.workers == 1 &&
                      (!is_reduced_precision(dtype) || t.float_gemm_results) &&
-                     aligned(s, column_elems, es) * es + products <=
-                         std::min(aligned(s, column_elems + gathered_elems, es) * es, s.workspace_limit));
+                     aligned(s, column_elems, es) * es + products <= replaced_bytes);
   plan.image_gemms = (plan.path == Path::kGemmOnViews && !p.channels_last() && !single) || (column_images && fits);
   plan.gather_grad_output = pass != Pass::kForward && !p.channels_last() && !single &&
                             plan.path == Path::kColumns && !plan.image_gemms;
