@@ -112,9 +112,9 @@ ab unpadded_rows column_row_bytes=0 w2v-1,w2v-2
 # float16 chunks hold float32's images (16 MiB; chunk_bytes is float32's): twice that, 32 MiB, as
 # before 2026-12-05, for the time and the peak MiB (memory.txt has the default's)
 ab float16_chunks_32mib chunk_bytes=67108864 3x3-14,3x3-56 --dtype float16
-# chunks of images of 2048+ positions run their GEMMs image by image (forward in place, grad_weight's
-# image products; 2026-12-05): off, as before, in float32 and float16 (where the copies weigh most);
-# and on for every image size, for the rule's threshold
+# chunks of images of 2048+ positions run their GEMMs image by image (the forward in place, grad_input's
+# columns an image, grad_weight's image products; 2026-12-05): off, as before, in float32 and float16
+# (where the copies weigh most); and on for every image size, for the rule's threshold
 ab one_gemm_a_chunk image_gemm_min_positions=0 stem,3x3-56
 ab one_gemm_a_chunk_float16 image_gemm_min_positions=0 stem,3x3-56 --dtype float16
 ab image_gemms_every_size image_gemm_min_positions=1 3x3-28,3x3-14,3x3s2,seed
