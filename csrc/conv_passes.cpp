@@ -225,15 +225,16 @@ at::Tensor grad_weight_columns(const Backend& backend, const PassPlan& plan, con
     for (int64_t k = first; k < last; ++k) {
       const Tile tile = tiles.at(k);
       const int64_t n = tile.positions();
+      at::Tensor cols;
+      if (!columns_are_input) {
+        cols = cl ? buffers.get(worker, 0, {ng, n, kb})
+                  : buffers.rows(worker, ng, kb, n, column_row_stride(plan.tuning, n, plan.element_size));
+        im2col_block(backend, p, x, tile, b, cols);
+      }
       if (plan.image_gemms && tile.nb > 1) {
         // several images (1x1 on views, or large images' columns): per group, one GEMM per image,
         // batched, into each image's product (in the sums' type), then the images' products summed (an
         // ATen reduction: no TF32, a fixed order) into the block's sum
-        at::Tensor cols;
-        if (!columns_are_input) {
-          cols = buffers.rows(worker, ng, kb, n, column_row_stride(plan.tuning, n, plan.element_size));
-          im2col_block(backend, p, x, tile, b, cols);
-        }
         const int64_t block_elems = ng * M * kb;
         const at::Tensor products =
             image_space.tensor().narrow(0, 0, tile.nb * block_elems).view({tile.nb, ng, M, kb});
@@ -254,13 +255,8 @@ at::Tensor grad_weight_columns(const Backend& backend, const PassPlan& plan, con
         }
         continue;
       }
-      at::Tensor cols;
       if (columns_are_input) {
         cols = pointwise_view(p, x, tile, b);
-      } else {
-        cols = cl ? buffers.get(worker, 0, {ng, n, kb})
-                  : buffers.rows(worker, ng, kb, n, column_row_stride(plan.tuning, n, plan.element_size));
-        im2col_block(backend, p, x, tile, b, cols);
       }
       const at::Tensor gym = grad_output_matrix(p, gy, tile, b.g0, ng, [&] {
         return buffers.get(worker, plan.scratch_offset(), {ng, M, n});
